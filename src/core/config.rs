@@ -1,0 +1,536 @@
+//! The filter's JSON configuration: serde types, defaults, and one validation pass whose
+//! messages name the field path, so a bad config fails at load with a line that says where.
+
+use serde::Deserialize;
+use std::collections::BTreeMap;
+
+pub const DEFAULT_API_PATH: &str = "/v1/chat/completions";
+
+/// A configuration error: the dotted path of the offending field and what is wrong with it.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("semgate config: `{path}`: {message}")]
+pub struct ConfigError {
+    pub path: String,
+    pub message: String,
+}
+
+fn err(path: impl Into<String>, message: impl Into<String>) -> ConfigError {
+    ConfigError {
+        path: path.into(),
+        message: message.into(),
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Paths the gateway handles, matched as a suffix of the request path (query ignored), so
+    /// `/captioning/v1/chat/completions` is handled too and can carry its own policy.
+    /// Any other path passes through the filter untouched.
+    #[serde(default = "default_api_paths")]
+    pub api_paths: Vec<String>,
+    /// Largest request body accepted; larger gets 413. Keep it below Envoy's
+    /// `per_connection_buffer_limit_bytes`, or Envoy answers 413 itself with a plain-text body.
+    #[serde(default = "default_max_body_bytes")]
+    pub max_body_bytes: u64,
+    pub auth: AuthConfig,
+    pub providers: BTreeMap<String, ProviderConfig>,
+    /// Model routing, first match wins: `gpt-*` (prefix), `*-mini` (suffix), `*` or an exact name.
+    pub models: Vec<ModelRoute>,
+    #[serde(default)]
+    pub cache: CacheConfig,
+    /// Per route / path prefix / tenant overrides of the cache policy, applied in order.
+    #[serde(default)]
+    pub policies: Vec<Policy>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthConfig {
+    /// Accepted client keys and the tenant each one scopes the cache to (virtual keys with
+    /// budgets replace this later; the client key itself never reaches a provider).
+    #[serde(default)]
+    pub keys: Vec<ClientKey>,
+    /// If set, the tenant comes from this request header (e.g. set by an upstream authn
+    /// filter from a JWT claim) and overrides the key's tenant.
+    #[serde(default)]
+    pub tenant_header: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClientKey {
+    pub key: String,
+    pub tenant: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ProviderApi {
+    Openai,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProviderConfig {
+    /// The Envoy cluster the router sends this provider's requests to.
+    pub cluster: String,
+    #[serde(default = "default_api")]
+    pub api: ProviderApi,
+    /// Upstream path for chat completions.
+    #[serde(default = "default_api_path")]
+    pub path: String,
+    /// `:authority` to send (the provider's host name); unset keeps the client's.
+    #[serde(default)]
+    pub authority: Option<String>,
+    /// Name of the environment variable holding the provider key (Envoy passes it to the VM
+    /// through `vm_config.environment_variables`). Read once at load; unset or empty = error.
+    #[serde(default)]
+    pub api_key_env: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelRoute {
+    #[serde(rename = "match")]
+    pub pattern: String,
+    pub provider: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CacheConfig {
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    #[serde(default = "default_ttl")]
+    pub ttl_s: u64,
+    /// Hard bound on the bytes the exact cache keeps in Envoy shared data (all workers).
+    #[serde(default = "default_max_bytes")]
+    pub max_bytes: u64,
+    /// Responses whose stored form is larger are not cached (counted as too large).
+    #[serde(default = "default_max_entry_bytes")]
+    pub max_entry_bytes: u64,
+    /// Number of entry slots; default `max_bytes / 8 KiB` (about the size of a chat answer).
+    #[serde(default)]
+    pub slots: Option<u32>,
+    /// Slots per set (associativity): a lookup reads at most this many slots.
+    #[serde(default = "default_ways")]
+    pub ways: u32,
+    /// Requests with `temperature` above this bypass the cache (sampling-heavy traffic must
+    /// not get the same answer twice). An absent temperature counts as 1.0, OpenAI's default.
+    #[serde(default = "default_max_temperature")]
+    pub max_temperature: f64,
+    /// Requests asking for several choices (`n > 1`) bypass the cache.
+    #[serde(default = "yes")]
+    pub bypass_multiple_choices: bool,
+    /// Put the provider into the cache scope, so answers of one provider never serve another.
+    #[serde(default)]
+    pub cache_by_provider: bool,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Policy {
+    #[serde(rename = "match")]
+    pub matcher: PolicyMatch,
+    pub cache: CacheOverride,
+}
+
+/// Every field set must match. An empty matcher matches everything.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PolicyMatch {
+    /// Envoy route name (`name:` of the route in the route config).
+    #[serde(default)]
+    pub route: Option<String>,
+    #[serde(default)]
+    pub path_prefix: Option<String>,
+    #[serde(default)]
+    pub tenant: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CacheOverride {
+    #[serde(default)]
+    pub enabled: Option<bool>,
+    #[serde(default)]
+    pub ttl_s: Option<u64>,
+    #[serde(default)]
+    pub max_temperature: Option<f64>,
+}
+
+impl Default for CacheConfig {
+    fn default() -> Self {
+        CacheConfig {
+            enabled: true,
+            ttl_s: default_ttl(),
+            max_bytes: default_max_bytes(),
+            max_entry_bytes: default_max_entry_bytes(),
+            slots: None,
+            ways: default_ways(),
+            max_temperature: default_max_temperature(),
+            bypass_multiple_choices: true,
+            cache_by_provider: false,
+        }
+    }
+}
+
+fn default_api_paths() -> Vec<String> {
+    vec![DEFAULT_API_PATH.to_string()]
+}
+fn default_api_path() -> String {
+    DEFAULT_API_PATH.to_string()
+}
+fn default_api() -> ProviderApi {
+    ProviderApi::Openai
+}
+fn default_max_body_bytes() -> u64 {
+    32 << 20
+}
+fn yes() -> bool {
+    true
+}
+fn default_ttl() -> u64 {
+    3600
+}
+fn default_max_bytes() -> u64 {
+    64 << 20
+}
+fn default_max_entry_bytes() -> u64 {
+    1 << 20
+}
+fn default_ways() -> u32 {
+    4
+}
+fn default_max_temperature() -> f64 {
+    1.0
+}
+
+impl CacheConfig {
+    /// Total slots, rounded down to whole sets.
+    pub fn slot_count(&self) -> u32 {
+        let slots = self
+            .slots
+            .unwrap_or_else(|| (self.max_bytes / (8 << 10)).clamp(16, 1 << 20) as u32);
+        (slots / self.ways).max(1) * self.ways
+    }
+}
+
+impl Config {
+    /// Parse and validate. The error names the field path (`cache.ttl_s`, `models[2].provider`).
+    pub fn parse(json: &[u8]) -> Result<Config, ConfigError> {
+        let de = &mut serde_json::Deserializer::from_slice(json);
+        let config: Config = serde_path_to_error::deserialize(de).map_err(|e| {
+            let path = e.path().to_string();
+            err(
+                if path == "." {
+                    "(root)".to_string()
+                } else {
+                    path
+                },
+                e.into_inner().to_string(),
+            )
+        })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        if self.api_paths.is_empty() {
+            return Err(err("api_paths", "must list at least one path"));
+        }
+        for (i, p) in self.api_paths.iter().enumerate() {
+            if !p.starts_with('/') {
+                return Err(err(format!("api_paths[{i}]"), "must start with `/`"));
+            }
+        }
+        if self.max_body_bytes == 0 {
+            return Err(err("max_body_bytes", "must be greater than 0"));
+        }
+        if self.auth.keys.is_empty() && self.auth.tenant_header.is_none() {
+            return Err(err(
+                "auth",
+                "set `keys` or `tenant_header`: with neither, no request could be authenticated",
+            ));
+        }
+        let mut seen = std::collections::BTreeSet::new();
+        for (i, k) in self.auth.keys.iter().enumerate() {
+            if k.key.trim().is_empty() {
+                return Err(err(format!("auth.keys[{i}].key"), "must not be empty"));
+            }
+            if k.tenant.trim().is_empty() {
+                return Err(err(format!("auth.keys[{i}].tenant"), "must not be empty"));
+            }
+            if !seen.insert(&k.key) {
+                return Err(err(format!("auth.keys[{i}].key"), "duplicate key"));
+            }
+        }
+        if let Some(h) = &self.auth.tenant_header {
+            if !valid_header_name(h) {
+                return Err(err(
+                    "auth.tenant_header",
+                    "must be a lowercase HTTP header name",
+                ));
+            }
+        }
+        if self.providers.is_empty() {
+            return Err(err("providers", "must define at least one provider"));
+        }
+        for (name, p) in &self.providers {
+            if p.cluster.trim().is_empty() {
+                return Err(err(
+                    format!("providers.{name}.cluster"),
+                    "must name an Envoy cluster",
+                ));
+            }
+            if !p.path.starts_with('/') {
+                return Err(err(format!("providers.{name}.path"), "must start with `/`"));
+            }
+            if let Some(env) = &p.api_key_env {
+                if env.is_empty() {
+                    return Err(err(
+                        format!("providers.{name}.api_key_env"),
+                        "must not be empty",
+                    ));
+                }
+            }
+        }
+        if self.models.is_empty() {
+            return Err(err(
+                "models",
+                "must route at least one model pattern (use `*` for all)",
+            ));
+        }
+        for (i, m) in self.models.iter().enumerate() {
+            if !self.providers.contains_key(&m.provider) {
+                return Err(err(
+                    format!("models[{i}].provider"),
+                    format!("unknown provider `{}`", m.provider),
+                ));
+            }
+            let stars = m.pattern.matches('*').count();
+            let edge_star = m.pattern.starts_with('*') || m.pattern.ends_with('*');
+            if m.pattern.is_empty() || stars > 1 || (stars == 1 && !edge_star) {
+                return Err(err(
+                    format!("models[{i}].match"),
+                    "must be a name, `prefix*`, `*suffix` or `*`",
+                ));
+            }
+        }
+        self.cache.validate("cache")?;
+        for (i, p) in self.policies.iter().enumerate() {
+            if let Some(prefix) = &p.matcher.path_prefix {
+                if !prefix.starts_with('/') {
+                    return Err(err(
+                        format!("policies[{i}].match.path_prefix"),
+                        "must start with `/`",
+                    ));
+                }
+            }
+            if let Some(0) = p.cache.ttl_s {
+                return Err(err(
+                    format!("policies[{i}].cache.ttl_s"),
+                    "must be greater than 0 (use `enabled: false` to turn caching off)",
+                ));
+            }
+            if let Some(t) = p.cache.max_temperature {
+                check_temperature(&format!("policies[{i}].cache.max_temperature"), t)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The provider a model routes to (first matching pattern), if any.
+    pub fn route_model(&self, model: &str) -> Option<(&str, &ProviderConfig)> {
+        let route = self
+            .models
+            .iter()
+            .find(|m| pattern_matches(&m.pattern, model))?;
+        self.providers
+            .get_key_value(route.provider.as_str())
+            .map(|(k, v)| (k.as_str(), v))
+    }
+}
+
+impl CacheConfig {
+    fn validate(&self, at: &str) -> Result<(), ConfigError> {
+        if self.ttl_s == 0 {
+            return Err(err(
+                format!("{at}.ttl_s"),
+                "must be greater than 0 (use `enabled: false` to turn caching off)",
+            ));
+        }
+        if self.max_entry_bytes < 1024 {
+            return Err(err(
+                format!("{at}.max_entry_bytes"),
+                "must be at least 1024",
+            ));
+        }
+        if self.max_entry_bytes > self.max_bytes {
+            return Err(err(
+                format!("{at}.max_entry_bytes"),
+                "must not exceed `max_bytes`",
+            ));
+        }
+        if self.ways == 0 || self.ways > 16 {
+            return Err(err(format!("{at}.ways"), "must be between 1 and 16"));
+        }
+        if let Some(s) = self.slots {
+            if s < self.ways {
+                return Err(err(format!("{at}.slots"), "must be at least `ways`"));
+            }
+        }
+        check_temperature(&format!("{at}.max_temperature"), self.max_temperature)
+    }
+}
+
+fn check_temperature(at: &str, t: f64) -> Result<(), ConfigError> {
+    if !(0.0..=2.0).contains(&t) {
+        return Err(err(at, "must be between 0 and 2"));
+    }
+    Ok(())
+}
+
+fn valid_header_name(h: &str) -> bool {
+    !h.is_empty()
+        && h.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
+}
+
+/// `*` matches all, `gpt-*` a prefix, `*-mini` a suffix; anything else is an exact name.
+pub fn pattern_matches(pattern: &str, name: &str) -> bool {
+    if pattern == "*" {
+        true
+    } else if let Some(prefix) = pattern.strip_suffix('*') {
+        name.starts_with(prefix)
+    } else if let Some(suffix) = pattern.strip_prefix('*') {
+        name.ends_with(suffix)
+    } else {
+        pattern == name
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MIN: &str = r#"{"auth":{"keys":[{"key":"sk-demo","tenant":"demo"}]},
+        "providers":{"openai":{"cluster":"provider_openai","api_key_env":"OPENAI_API_KEY"}},
+        "models":[{"match":"*","provider":"openai"}]}"#;
+
+    fn with(patch: &str) -> String {
+        // Merge a JSON object into MIN at top level.
+        let mut base: serde_json::Value = serde_json::from_str(MIN).unwrap();
+        let patch: serde_json::Value = serde_json::from_str(patch).unwrap();
+        for (k, v) in patch.as_object().unwrap() {
+            base[k] = v.clone();
+        }
+        base.to_string()
+    }
+
+    #[test]
+    fn minimal_config_gets_defaults() {
+        let c = Config::parse(MIN.as_bytes()).unwrap();
+        assert_eq!(c.api_paths, vec!["/v1/chat/completions"]);
+        assert!(c.cache.enabled);
+        assert_eq!(c.cache.ttl_s, 3600);
+        assert_eq!(c.cache.slot_count(), 8192);
+        assert_eq!(c.route_model("gpt-4o").unwrap().0, "openai");
+    }
+
+    #[test]
+    fn unknown_field_is_named_with_its_path() {
+        let e = Config::parse(with(r#"{"cache":{"ttl":5}}"#).as_bytes()).unwrap_err();
+        assert_eq!(e.path, "cache.ttl");
+        assert!(e.message.contains("unknown field `ttl`"), "{}", e.message);
+        assert!(e.to_string().starts_with("semgate config: `cache.ttl`"));
+    }
+
+    #[test]
+    fn wrong_type_is_named_with_its_path() {
+        let e = Config::parse(with(r#"{"cache":{"ttl_s":"soon"}}"#).as_bytes()).unwrap_err();
+        assert_eq!(e.path, "cache.ttl_s");
+    }
+
+    #[test]
+    fn bad_values_are_rejected_with_paths() {
+        let cases = [
+            (r#"{"cache":{"ttl_s":0}}"#, "cache.ttl_s"),
+            (
+                r#"{"cache":{"max_entry_bytes":100}}"#,
+                "cache.max_entry_bytes",
+            ),
+            (
+                r#"{"cache":{"max_bytes":2048,"max_entry_bytes":4096}}"#,
+                "cache.max_entry_bytes",
+            ),
+            (r#"{"cache":{"ways":0}}"#, "cache.ways"),
+            (
+                r#"{"cache":{"max_temperature":3}}"#,
+                "cache.max_temperature",
+            ),
+            (
+                r#"{"models":[{"match":"*","provider":"nope"}]}"#,
+                "models[0].provider",
+            ),
+            (
+                r#"{"models":[{"match":"a*b*","provider":"openai"}]}"#,
+                "models[0].match",
+            ),
+            (r#"{"models":[]}"#, "models"),
+            (r#"{"api_paths":["v1/chat"]}"#, "api_paths[0]"),
+            (r#"{"auth":{"keys":[]}}"#, "auth"),
+            (
+                r#"{"auth":{"keys":[{"key":"a","tenant":"t"},{"key":"a","tenant":"u"}]}}"#,
+                "auth.keys[1].key",
+            ),
+            (
+                r#"{"auth":{"tenant_header":"X-Tenant"}}"#,
+                "auth.tenant_header",
+            ),
+            (
+                r#"{"policies":[{"match":{"path_prefix":"x"},"cache":{}}]}"#,
+                "policies[0].match.path_prefix",
+            ),
+            (
+                r#"{"policies":[{"match":{},"cache":{"ttl_s":0}}]}"#,
+                "policies[0].cache.ttl_s",
+            ),
+            (r#"{"max_body_bytes":0}"#, "max_body_bytes"),
+        ];
+        for (patch, path) in cases {
+            let e = Config::parse(with(patch).as_bytes()).unwrap_err();
+            assert_eq!(e.path, path, "patch {patch}: {e}");
+        }
+    }
+
+    #[test]
+    fn not_json_is_an_error_not_a_panic() {
+        assert!(Config::parse(b"not json").is_err());
+        assert!(Config::parse(b"").is_err());
+    }
+
+    #[test]
+    fn model_patterns() {
+        assert!(pattern_matches("*", "x"));
+        assert!(pattern_matches("gpt-*", "gpt-4o"));
+        assert!(!pattern_matches("gpt-*", "claude"));
+        assert!(pattern_matches("*-mini", "gpt-4o-mini"));
+        assert!(pattern_matches("exact", "exact"));
+        assert!(!pattern_matches("exact", "exactly"));
+    }
+
+    #[test]
+    fn slot_count_rounds_to_whole_sets() {
+        let mut c = CacheConfig {
+            slots: Some(10),
+            ways: 4,
+            ..CacheConfig::default()
+        };
+        assert_eq!(c.slot_count(), 8);
+        c.slots = Some(3);
+        c.ways = 4;
+        assert_eq!(c.slot_count(), 4);
+    }
+}

@@ -1,0 +1,718 @@
+//! The gateway's decisions for one request, as functions of what the host read: admit or
+//! refuse at the headers, plan the route and the cache at the end of the body, and decide
+//! whether the response that came back may be stored.
+
+use crate::core::config::{Config, ConfigError, ProviderConfig};
+use crate::core::entry::{BodyKind, CachedResponse};
+use crate::core::errors::GatewayError;
+use crate::core::key::{CacheKey, Scope};
+use crate::core::request::{parse_chat_request, ChatRequest};
+use crate::core::sse::SseParser;
+use std::collections::BTreeMap;
+
+/// Provider keys resolved from the environment once, at load.
+pub type ProviderKeys = BTreeMap<String, String>;
+
+/// Read each provider's `api_key_env`; an unset or empty variable is a load error, so a
+/// gateway never starts that would fail every request to that provider.
+pub fn resolve_provider_keys(
+    config: &Config,
+    env: impl Fn(&str) -> Option<String>,
+) -> Result<ProviderKeys, ConfigError> {
+    let mut keys = ProviderKeys::new();
+    for (name, p) in &config.providers {
+        if let Some(var) = &p.api_key_env {
+            match env(var).filter(|v| !v.trim().is_empty()) {
+                Some(v) => {
+                    keys.insert(name.clone(), v.trim().to_string());
+                }
+                None => {
+                    return Err(ConfigError {
+                        path: format!("providers.{name}.api_key_env"),
+                        message: format!("environment variable `{var}` is unset or empty in the Wasm VM (list it in vm_config.environment_variables)"),
+                    })
+                }
+            }
+        }
+    }
+    Ok(keys)
+}
+
+/// What the host read from the request headers.
+#[derive(Debug, Default, Clone)]
+pub struct RequestHead<'a> {
+    pub method: &'a str,
+    pub path: &'a str,
+    pub authorization: Option<&'a str>,
+    pub tenant: Option<&'a str>,
+    pub content_length: Option<&'a str>,
+    pub cache_control: Option<&'a str>,
+    pub semgate_cache: Option<&'a str>,
+    pub route_name: Option<&'a str>,
+}
+
+/// What the client asked of the cache.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClientDirective {
+    Normal,
+    /// `cache-control: no-store` or `x-semgate-cache: bypass`: neither read nor write.
+    Bypass,
+    /// `cache-control: no-cache`: do not serve from cache, but store the fresh answer.
+    Refresh,
+}
+
+/// A request the gateway will handle, waiting for its body.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Admitted {
+    pub tenant: String,
+    pub path: String,
+    pub route_name: Option<String>,
+    pub directive: ClientDirective,
+}
+
+#[derive(Debug, PartialEq)]
+pub enum HeadDecision {
+    /// Not an API path: the filter does not touch it.
+    PassThrough,
+    Reject(GatewayError),
+    ReadBody(Admitted),
+}
+
+pub fn admit(config: &Config, head: &RequestHead) -> HeadDecision {
+    let path = head.path.split('?').next().unwrap_or("");
+    if !config.api_paths.iter().any(|p| path.ends_with(p.as_str())) {
+        return HeadDecision::PassThrough;
+    }
+    if head.method != "POST" {
+        return HeadDecision::Reject(GatewayError::MethodNotAllowed(head.method.to_string()));
+    }
+    let key_tenant = head
+        .authorization
+        .and_then(|a| {
+            a.strip_prefix("Bearer ")
+                .or_else(|| a.strip_prefix("bearer "))
+        })
+        .map(str::trim)
+        .and_then(|k| config.auth.keys.iter().find(|c| c.key == k))
+        .map(|c| c.tenant.clone());
+    let header_tenant = config
+        .auth
+        .tenant_header
+        .as_ref()
+        .and_then(|_| head.tenant)
+        .map(str::trim)
+        .filter(|t| !t.is_empty());
+    let tenant = match (header_tenant, key_tenant) {
+        (Some(t), _) => t.to_string(),
+        (None, Some(t)) => t,
+        (None, None) => return HeadDecision::Reject(GatewayError::Unauthorized),
+    };
+    if let Some(len) = head
+        .content_length
+        .and_then(|l| l.trim().parse::<u64>().ok())
+    {
+        if len > config.max_body_bytes {
+            return HeadDecision::Reject(GatewayError::BodyTooLarge {
+                size: len,
+                limit: config.max_body_bytes,
+            });
+        }
+    }
+    HeadDecision::ReadBody(Admitted {
+        tenant,
+        path: path.to_string(),
+        route_name: head.route_name.map(str::to_string),
+        directive: client_directive(head.cache_control, head.semgate_cache),
+    })
+}
+
+fn client_directive(cache_control: Option<&str>, semgate: Option<&str>) -> ClientDirective {
+    let has = |v: Option<&str>, token: &str| {
+        v.is_some_and(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case(token)))
+    };
+    if has(cache_control, "no-store") || has(semgate, "bypass") {
+        ClientDirective::Bypass
+    } else if has(cache_control, "no-cache") || has(semgate, "refresh") {
+        ClientDirective::Refresh
+    } else {
+        ClientDirective::Normal
+    }
+}
+
+/// The cache policy in force for one request, after the per-route/tenant overrides.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct EffectivePolicy {
+    pub enabled: bool,
+    pub ttl_s: u64,
+    pub max_temperature: f64,
+}
+
+/// Defaults from `cache`, then every matching entry of `policies` in order (later wins).
+pub fn effective_policy(config: &Config, admitted: &Admitted) -> EffectivePolicy {
+    let mut p = EffectivePolicy {
+        enabled: config.cache.enabled,
+        ttl_s: config.cache.ttl_s,
+        max_temperature: config.cache.max_temperature,
+    };
+    for policy in &config.policies {
+        let m = &policy.matcher;
+        let matches = m
+            .route
+            .as_ref()
+            .map_or(true, |r| admitted.route_name.as_deref() == Some(r.as_str()))
+            && m.path_prefix
+                .as_ref()
+                .map_or(true, |pre| admitted.path.starts_with(pre.as_str()))
+            && m.tenant.as_ref().map_or(true, |t| *t == admitted.tenant);
+        if matches {
+            p.enabled = policy.cache.enabled.unwrap_or(p.enabled);
+            p.ttl_s = policy.cache.ttl_s.unwrap_or(p.ttl_s);
+            p.max_temperature = policy.cache.max_temperature.unwrap_or(p.max_temperature);
+        }
+    }
+    p
+}
+
+/// Why a request does not use the cache; sent as `x-semgate-cache-reason`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BypassReason {
+    Disabled,
+    Client,
+    Temperature,
+    MultipleChoices,
+}
+
+impl BypassReason {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            BypassReason::Disabled => "disabled",
+            BypassReason::Client => "client",
+            BypassReason::Temperature => "temperature",
+            BypassReason::MultipleChoices => "n",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum CachePlan {
+    /// Look up, and store a complete 200 on a miss.
+    Lookup {
+        key: CacheKey,
+        ttl_s: u64,
+    },
+    /// Skip the lookup, store the answer (client asked for a fresh one).
+    Refresh {
+        key: CacheKey,
+        ttl_s: u64,
+    },
+    Bypass(BypassReason),
+}
+
+impl CachePlan {
+    pub fn store_as(&self) -> Option<(CacheKey, u64)> {
+        match *self {
+            CachePlan::Lookup { key, ttl_s } | CachePlan::Refresh { key, ttl_s } => {
+                Some((key, ttl_s))
+            }
+            CachePlan::Bypass(_) => None,
+        }
+    }
+}
+
+/// Where a request goes upstream.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Upstream {
+    pub provider: String,
+    pub cluster: String,
+    pub path: String,
+    pub authority: Option<String>,
+    /// `Authorization` value for the provider (the client's never goes upstream).
+    pub authorization: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Plan {
+    pub request: ChatRequest,
+    pub upstream: Upstream,
+    pub cache: CachePlan,
+}
+
+/// The body-phase decision: validate, route by model, and plan the cache.
+pub fn plan(
+    config: &Config,
+    keys: &ProviderKeys,
+    admitted: &Admitted,
+    body: &[u8],
+) -> Result<Plan, GatewayError> {
+    if body.len() as u64 > config.max_body_bytes {
+        return Err(GatewayError::BodyTooLarge {
+            size: body.len() as u64,
+            limit: config.max_body_bytes,
+        });
+    }
+    let request = parse_chat_request(body)?;
+    let (provider, pc) = config
+        .route_model(&request.model)
+        .ok_or_else(|| GatewayError::UnknownModel(request.model.clone()))?;
+    let upstream = upstream_for(provider, pc, keys);
+    let policy = effective_policy(config, admitted);
+    let scope = Scope {
+        tenant: admitted.tenant.clone(),
+        provider: config.cache.cache_by_provider.then(|| provider.to_string()),
+    };
+    let key = CacheKey::new(&request.canonical, &scope);
+    let cache = if !policy.enabled {
+        CachePlan::Bypass(BypassReason::Disabled)
+    } else if admitted.directive == ClientDirective::Bypass {
+        CachePlan::Bypass(BypassReason::Client)
+    } else if request.temperature.unwrap_or(1.0) > policy.max_temperature {
+        CachePlan::Bypass(BypassReason::Temperature)
+    } else if config.cache.bypass_multiple_choices && request.n > 1 {
+        CachePlan::Bypass(BypassReason::MultipleChoices)
+    } else if admitted.directive == ClientDirective::Refresh {
+        CachePlan::Refresh {
+            key,
+            ttl_s: policy.ttl_s,
+        }
+    } else {
+        CachePlan::Lookup {
+            key,
+            ttl_s: policy.ttl_s,
+        }
+    };
+    Ok(Plan {
+        request,
+        upstream,
+        cache,
+    })
+}
+
+fn upstream_for(provider: &str, pc: &ProviderConfig, keys: &ProviderKeys) -> Upstream {
+    Upstream {
+        provider: provider.to_string(),
+        cluster: pc.cluster.clone(),
+        path: pc.path.clone(),
+        authority: pc.authority.clone(),
+        authorization: keys.get(provider).map(|k| format!("Bearer {k}")),
+    }
+}
+
+/// Why a response is not stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NotStorable {
+    Status,
+    ContentType,
+    Encoded,
+    TooLarge,
+    Truncated,
+    Invalid,
+}
+
+/// A bounded copy of a response body as it streams past, to store once it is complete.
+#[derive(Debug)]
+pub struct ResponseTee {
+    kind: BodyKind,
+    content_type: String,
+    limit: usize,
+    held: usize,
+    json: Vec<u8>,
+    sse: SseParser,
+    events: Vec<Vec<u8>>,
+    saw_done: bool,
+    saw_error: bool,
+    overflow: bool,
+}
+
+impl ResponseTee {
+    /// Start teeing a response, if its head says it could be stored.
+    pub fn start(
+        status: u16,
+        content_type: Option<&str>,
+        content_encoding: Option<&str>,
+        limit: usize,
+    ) -> Result<Self, NotStorable> {
+        if status != 200 {
+            return Err(NotStorable::Status);
+        }
+        if content_encoding.is_some_and(|e| !e.trim().eq_ignore_ascii_case("identity")) {
+            return Err(NotStorable::Encoded);
+        }
+        let ct = content_type.unwrap_or("").trim();
+        let media = ct
+            .split(';')
+            .next()
+            .unwrap_or("")
+            .trim()
+            .to_ascii_lowercase();
+        let kind = match media.as_str() {
+            "application/json" => BodyKind::Json,
+            "text/event-stream" => BodyKind::Sse,
+            _ => return Err(NotStorable::ContentType),
+        };
+        Ok(ResponseTee {
+            kind,
+            content_type: ct.to_string(),
+            limit,
+            held: 0,
+            json: Vec::new(),
+            sse: SseParser::new(),
+            events: Vec::new(),
+            saw_done: false,
+            saw_error: false,
+            overflow: false,
+        })
+    }
+
+    /// Copy the next piece; past the limit the copy is dropped (the response still flows).
+    pub fn push(&mut self, bytes: &[u8]) {
+        if self.overflow {
+            return;
+        }
+        self.held += bytes.len();
+        if self.held > self.limit {
+            self.overflow = true;
+            self.json = Vec::new();
+            self.events = Vec::new();
+            self.sse = SseParser::new();
+            return;
+        }
+        match self.kind {
+            BodyKind::Json => self.json.extend_from_slice(bytes),
+            BodyKind::Sse => {
+                for ev in self.sse.feed(bytes) {
+                    self.saw_done |= ev.is_done();
+                    // A provider may report a failure inside a 200 stream.
+                    self.saw_error |= ev.data.starts_with('{')
+                        && serde_json::from_str::<serde_json::Value>(&ev.data)
+                            .is_ok_and(|v| v.get("error").is_some());
+                    self.events.push(ev.raw);
+                }
+            }
+        }
+    }
+
+    pub fn is_overflowed(&self) -> bool {
+        self.overflow
+    }
+
+    /// At the end of the stream: the response to store, if it is complete and well formed.
+    pub fn finish(self) -> Result<CachedResponse, NotStorable> {
+        if self.overflow {
+            return Err(NotStorable::TooLarge);
+        }
+        let chunks = match self.kind {
+            BodyKind::Json => {
+                let v: serde_json::Value =
+                    serde_json::from_slice(&self.json).map_err(|_| NotStorable::Invalid)?;
+                if !v.get("choices").is_some_and(serde_json::Value::is_array) {
+                    return Err(NotStorable::Invalid);
+                }
+                vec![self.json]
+            }
+            BodyKind::Sse => {
+                if !self.saw_done || !self.sse.pending().iter().all(u8::is_ascii_whitespace) {
+                    return Err(NotStorable::Truncated);
+                }
+                if self.saw_error {
+                    return Err(NotStorable::Invalid);
+                }
+                self.events
+            }
+        };
+        Ok(CachedResponse {
+            kind: self.kind,
+            content_type: self.content_type,
+            chunks,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(extra: &str) -> Config {
+        let base = r#"{"auth":{"keys":[{"key":"sk-demo","tenant":"demo"},{"key":"sk-b","tenant":"team-b"}]},
+            "providers":{"openai":{"cluster":"provider_openai","api_key_env":"OPENAI_API_KEY","authority":"api.openai.com"}},
+            "models":[{"match":"gpt-*","provider":"openai"}]"#;
+        Config::parse(format!("{base}{extra}}}").as_bytes()).unwrap()
+    }
+
+    fn head<'a>(path: &'a str, auth: Option<&'a str>) -> RequestHead<'a> {
+        RequestHead {
+            method: "POST",
+            path,
+            authorization: auth,
+            ..Default::default()
+        }
+    }
+
+    fn admitted(c: &Config, h: &RequestHead) -> Admitted {
+        match admit(c, h) {
+            HeadDecision::ReadBody(a) => a,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    const BODY: &[u8] = br#"{"model":"gpt-4o","messages":[{"role":"user","content":"hi"}]}"#;
+
+    fn keys() -> ProviderKeys {
+        [("openai".to_string(), "sk-provider".to_string())].into()
+    }
+
+    #[test]
+    fn provider_keys_come_from_env_and_missing_ones_fail_at_load() {
+        let c = config("");
+        let k = resolve_provider_keys(&c, |v| {
+            (v == "OPENAI_API_KEY").then(|| "sk-real".to_string())
+        })
+        .unwrap();
+        assert_eq!(k["openai"], "sk-real");
+        let e = resolve_provider_keys(&c, |_| None).unwrap_err();
+        assert_eq!(e.path, "providers.openai.api_key_env");
+        assert!(resolve_provider_keys(&c, |_| Some("  ".into())).is_err());
+    }
+
+    #[test]
+    fn admission() {
+        let c = config("");
+        assert_eq!(
+            admit(&c, &head("/v1/models", None)),
+            HeadDecision::PassThrough
+        );
+        assert_eq!(
+            admit(&c, &head("/v1/chat/completions", None)),
+            HeadDecision::Reject(GatewayError::Unauthorized)
+        );
+        assert_eq!(
+            admit(&c, &head("/v1/chat/completions", Some("Bearer nope"))),
+            HeadDecision::Reject(GatewayError::Unauthorized)
+        );
+        let a = admitted(
+            &c,
+            &head("/v1/chat/completions?x=1", Some("Bearer sk-demo")),
+        );
+        assert_eq!(a.tenant, "demo");
+        assert_eq!(a.path, "/v1/chat/completions");
+        let a = admitted(
+            &c,
+            &head("/captioning/v1/chat/completions", Some("Bearer sk-b")),
+        );
+        assert_eq!(a.tenant, "team-b");
+        let get = RequestHead {
+            method: "GET",
+            ..head("/v1/chat/completions", Some("Bearer sk-demo"))
+        };
+        assert_eq!(
+            admit(&c, &get),
+            HeadDecision::Reject(GatewayError::MethodNotAllowed("GET".into()))
+        );
+        let big = RequestHead {
+            content_length: Some("999999999999"),
+            ..head("/v1/chat/completions", Some("Bearer sk-demo"))
+        };
+        assert!(matches!(
+            admit(&c, &big),
+            HeadDecision::Reject(GatewayError::BodyTooLarge { .. })
+        ));
+    }
+
+    #[test]
+    fn tenant_header_overrides_key_when_configured() {
+        let c = Config::parse(
+            br#"{"auth":{"tenant_header":"x-tenant"},"providers":{"p":{"cluster":"c"}},"models":[{"match":"*","provider":"p"}]}"#,
+        )
+        .unwrap();
+        let h = RequestHead {
+            tenant: Some("acme"),
+            ..head("/v1/chat/completions", None)
+        };
+        assert_eq!(admitted(&c, &h).tenant, "acme");
+        assert_eq!(
+            admit(&c, &head("/v1/chat/completions", None)),
+            HeadDecision::Reject(GatewayError::Unauthorized)
+        );
+        // Without tenant_header configured, a client cannot pick its tenant by header.
+        let c = config("");
+        let h = RequestHead {
+            tenant: Some("acme"),
+            ..head("/v1/chat/completions", Some("Bearer sk-demo"))
+        };
+        assert_eq!(admitted(&c, &h).tenant, "demo");
+    }
+
+    #[test]
+    fn client_directives() {
+        assert_eq!(
+            client_directive(Some("no-store"), None),
+            ClientDirective::Bypass
+        );
+        assert_eq!(
+            client_directive(Some("max-age=0, No-Store"), None),
+            ClientDirective::Bypass
+        );
+        assert_eq!(
+            client_directive(None, Some("bypass")),
+            ClientDirective::Bypass
+        );
+        assert_eq!(
+            client_directive(Some("no-cache"), None),
+            ClientDirective::Refresh
+        );
+        assert_eq!(client_directive(None, None), ClientDirective::Normal);
+    }
+
+    #[test]
+    fn plan_routes_by_model_and_sets_provider_key() {
+        let c = config("");
+        let a = admitted(&c, &head("/v1/chat/completions", Some("Bearer sk-demo")));
+        let p = plan(&c, &keys(), &a, BODY).unwrap();
+        assert_eq!(p.upstream.cluster, "provider_openai");
+        assert_eq!(
+            p.upstream.authorization.as_deref(),
+            Some("Bearer sk-provider")
+        );
+        assert_eq!(p.upstream.authority.as_deref(), Some("api.openai.com"));
+        assert!(matches!(p.cache, CachePlan::Lookup { ttl_s: 3600, .. }));
+        let e = plan(
+            &c,
+            &keys(),
+            &a,
+            br#"{"model":"claude-3","messages":[{"role":"user","content":"hi"}]}"#,
+        )
+        .unwrap_err();
+        assert_eq!(e, GatewayError::UnknownModel("claude-3".into()));
+    }
+
+    #[test]
+    fn tenants_get_different_keys_for_the_same_body() {
+        let c = config("");
+        let a = admitted(&c, &head("/v1/chat/completions", Some("Bearer sk-demo")));
+        let b = admitted(&c, &head("/v1/chat/completions", Some("Bearer sk-b")));
+        let ka = plan(&c, &keys(), &a, BODY)
+            .unwrap()
+            .cache
+            .store_as()
+            .unwrap()
+            .0;
+        let kb = plan(&c, &keys(), &b, BODY)
+            .unwrap()
+            .cache
+            .store_as()
+            .unwrap()
+            .0;
+        assert_ne!(ka, kb);
+    }
+
+    #[test]
+    fn sampling_heavy_requests_bypass() {
+        let c = config("");
+        let a = admitted(&c, &head("/v1/chat/completions", Some("Bearer sk-demo")));
+        let hot =
+            br#"{"model":"gpt-4o","messages":[{"role":"user","content":"hi"}],"temperature":1.5}"#;
+        assert_eq!(
+            plan(&c, &keys(), &a, hot).unwrap().cache,
+            CachePlan::Bypass(BypassReason::Temperature)
+        );
+        let many = br#"{"model":"gpt-4o","messages":[{"role":"user","content":"hi"}],"n":3}"#;
+        assert_eq!(
+            plan(&c, &keys(), &a, many).unwrap().cache,
+            CachePlan::Bypass(BypassReason::MultipleChoices)
+        );
+    }
+
+    #[test]
+    fn policies_by_path_prefix_route_and_tenant() {
+        let c = config(
+            r#","policies":[
+                {"match":{"path_prefix":"/suggest/"},"cache":{"enabled":false}},
+                {"match":{"route":"captioning"},"cache":{"ttl_s":86400}},
+                {"match":{"tenant":"team-b"},"cache":{"max_temperature":0.2}}]"#,
+        );
+        let a = admitted(
+            &c,
+            &head("/suggest/v1/chat/completions", Some("Bearer sk-demo")),
+        );
+        assert_eq!(
+            plan(&c, &keys(), &a, BODY).unwrap().cache,
+            CachePlan::Bypass(BypassReason::Disabled)
+        );
+        let mut h = head("/v1/chat/completions", Some("Bearer sk-demo"));
+        h.route_name = Some("captioning");
+        let a = admitted(&c, &h);
+        assert!(matches!(
+            plan(&c, &keys(), &a, BODY).unwrap().cache,
+            CachePlan::Lookup { ttl_s: 86400, .. }
+        ));
+        let a = admitted(&c, &head("/v1/chat/completions", Some("Bearer sk-b")));
+        let warm =
+            br#"{"model":"gpt-4o","messages":[{"role":"user","content":"hi"}],"temperature":0.5}"#;
+        assert_eq!(
+            plan(&c, &keys(), &a, warm).unwrap().cache,
+            CachePlan::Bypass(BypassReason::Temperature)
+        );
+    }
+
+    #[test]
+    fn client_bypass_and_refresh() {
+        let c = config("");
+        let mut h = head("/v1/chat/completions", Some("Bearer sk-demo"));
+        h.cache_control = Some("no-store");
+        assert_eq!(
+            plan(&c, &keys(), &admitted(&c, &h), BODY).unwrap().cache,
+            CachePlan::Bypass(BypassReason::Client)
+        );
+        h.cache_control = Some("no-cache");
+        assert!(matches!(
+            plan(&c, &keys(), &admitted(&c, &h), BODY).unwrap().cache,
+            CachePlan::Refresh { .. }
+        ));
+    }
+
+    #[test]
+    fn tee_stores_complete_json_only() {
+        let body = br#"{"id":"x","choices":[{"message":{"content":"a"}}]}"#;
+        let mut t = ResponseTee::start(200, Some("application/json"), None, 1 << 20).unwrap();
+        t.push(&body[..10]);
+        t.push(&body[10..]);
+        let r = t.finish().unwrap();
+        assert_eq!(r.body(), body);
+        assert_eq!(
+            ResponseTee::start(503, Some("application/json"), None, 1 << 20).unwrap_err(),
+            NotStorable::Status
+        );
+        assert_eq!(
+            ResponseTee::start(200, Some("text/html"), None, 1 << 20).unwrap_err(),
+            NotStorable::ContentType
+        );
+        assert_eq!(
+            ResponseTee::start(200, Some("application/json"), Some("gzip"), 1 << 20).unwrap_err(),
+            NotStorable::Encoded
+        );
+        let mut t = ResponseTee::start(200, Some("application/json"), None, 1 << 20).unwrap();
+        t.push(&body[..10]);
+        assert_eq!(t.finish().unwrap_err(), NotStorable::Invalid);
+        let mut t = ResponseTee::start(200, Some("application/json"), None, 10).unwrap();
+        t.push(body);
+        assert_eq!(t.finish().unwrap_err(), NotStorable::TooLarge);
+    }
+
+    #[test]
+    fn tee_stores_sse_only_when_done() {
+        let stream = b"data: {\"choices\":[]}\n\ndata: [DONE]\n\n";
+        let mut t =
+            ResponseTee::start(200, Some("text/event-stream; charset=utf-8"), None, 1 << 20)
+                .unwrap();
+        t.push(&stream[..7]);
+        t.push(&stream[7..]);
+        let r = t.finish().unwrap();
+        assert_eq!(r.chunks.len(), 2);
+        assert_eq!(r.body(), stream);
+        let mut t = ResponseTee::start(200, Some("text/event-stream"), None, 1 << 20).unwrap();
+        t.push(b"data: {\"choices\":[]}\n\n");
+        assert_eq!(t.finish().unwrap_err(), NotStorable::Truncated);
+        let mut t = ResponseTee::start(200, Some("text/event-stream"), None, 1 << 20).unwrap();
+        t.push(b"data: {\"error\":{\"message\":\"overloaded\"}}\n\ndata: [DONE]\n\n");
+        assert_eq!(t.finish().unwrap_err(), NotStorable::Invalid);
+    }
+}

@@ -1,0 +1,11 @@
+//! The gateway's pure logic: no host calls, every decision a function of its inputs, so all
+//! of it is unit-tested natively (and compiled to Wasm under Node's WASI in CI).
+
+pub mod config;
+pub mod entry;
+pub mod errors;
+pub mod gateway;
+pub mod key;
+pub mod request;
+pub mod sse;
+pub mod store;

@@ -1,0 +1,244 @@
+//! The few proxy-wasm host calls the filter makes, wrapped so that every refusal is an
+//! `Err(status)`. The SDK's own wrappers `panic!` on unexpected statuses (e.g. a header write
+//! after the headers left), and a panic traps the VM for every later request on that worker.
+
+use std::ptr::{null, null_mut};
+
+/// A proxy-wasm status code other than Ok.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HostError(pub u32);
+
+const OK: u32 = 0;
+const NOT_FOUND: u32 = 1;
+const CAS_MISMATCH: u32 = 4;
+
+#[derive(Clone, Copy)]
+pub enum Headers {
+    Request = 0,
+    Response = 2,
+}
+
+#[derive(Clone, Copy)]
+pub enum Buffer {
+    RequestBody = 0,
+    ResponseBody = 1,
+    PluginConfiguration = 7,
+}
+
+#[link(wasm_import_module = "env")]
+extern "C" {
+    fn proxy_get_header_map_value(
+        map: u32,
+        key: *const u8,
+        key_len: usize,
+        out: *mut *mut u8,
+        out_len: *mut usize,
+    ) -> u32;
+    fn proxy_replace_header_map_value(
+        map: u32,
+        key: *const u8,
+        key_len: usize,
+        val: *const u8,
+        val_len: usize,
+    ) -> u32;
+    fn proxy_remove_header_map_value(map: u32, key: *const u8, key_len: usize) -> u32;
+    fn proxy_get_buffer_bytes(
+        buffer: u32,
+        start: usize,
+        max: usize,
+        out: *mut *mut u8,
+        out_len: *mut usize,
+    ) -> u32;
+    #[allow(clippy::too_many_arguments)]
+    fn proxy_send_local_response(
+        status: u32,
+        details: *const u8,
+        details_len: usize,
+        body: *const u8,
+        body_len: usize,
+        headers: *const u8,
+        headers_len: usize,
+        grpc_status: i32,
+    ) -> u32;
+    fn proxy_get_property(
+        path: *const u8,
+        path_len: usize,
+        out: *mut *mut u8,
+        out_len: *mut usize,
+    ) -> u32;
+    fn proxy_get_shared_data(
+        key: *const u8,
+        key_len: usize,
+        out: *mut *mut u8,
+        out_len: *mut usize,
+        cas: *mut u32,
+    ) -> u32;
+    fn proxy_set_shared_data(
+        key: *const u8,
+        key_len: usize,
+        val: *const u8,
+        val_len: usize,
+        cas: u32,
+    ) -> u32;
+    fn proxy_log(level: u32, msg: *const u8, msg_len: usize) -> u32;
+}
+
+#[derive(Clone, Copy)]
+pub enum Level {
+    Info = 2,
+    Warn = 3,
+    Error = 4,
+    Critical = 5,
+}
+
+/// Log to Envoy's log (component `wasm`); a refused log line is dropped, never a trap.
+pub fn log(level: Level, msg: &str) {
+    // SAFETY: pointers are valid for the duration of the call.
+    let _ = unsafe { proxy_log(level as u32, msg.as_ptr(), msg.len()) };
+}
+
+/// Take ownership of bytes the host allocated through the SDK's `proxy_on_memory_allocate`.
+unsafe fn owned(ptr: *mut u8, len: usize) -> Vec<u8> {
+    if ptr.is_null() {
+        Vec::new()
+    } else {
+        Vec::from_raw_parts(ptr, len, len)
+    }
+}
+
+pub fn get_header(map: Headers, key: &str) -> Option<String> {
+    let mut out = null_mut();
+    let mut len = 0;
+    // SAFETY: pointers are valid for the call; the host fills out/len with an allocation we own.
+    let status = unsafe {
+        proxy_get_header_map_value(map as u32, key.as_ptr(), key.len(), &mut out, &mut len)
+    };
+    if status != OK {
+        return None;
+    }
+    // SAFETY: on Ok the host handed us `len` bytes at `out`.
+    String::from_utf8(unsafe { owned(out, len) }).ok()
+}
+
+pub fn set_header(map: Headers, key: &str, value: &str) -> Result<(), HostError> {
+    // SAFETY: pointers are valid for the duration of the call.
+    match unsafe {
+        proxy_replace_header_map_value(
+            map as u32,
+            key.as_ptr(),
+            key.len(),
+            value.as_ptr(),
+            value.len(),
+        )
+    } {
+        OK => Ok(()),
+        s => Err(HostError(s)),
+    }
+}
+
+pub fn remove_header(map: Headers, key: &str) -> Result<(), HostError> {
+    // SAFETY: pointers are valid for the duration of the call.
+    match unsafe { proxy_remove_header_map_value(map as u32, key.as_ptr(), key.len()) } {
+        OK | NOT_FOUND => Ok(()),
+        s => Err(HostError(s)),
+    }
+}
+
+pub fn get_buffer(buffer: Buffer, start: usize, max: usize) -> Result<Vec<u8>, HostError> {
+    let mut out = null_mut();
+    let mut len = 0;
+    // SAFETY: as in get_header.
+    match unsafe { proxy_get_buffer_bytes(buffer as u32, start, max, &mut out, &mut len) } {
+        OK => Ok(unsafe { owned(out, len) }),
+        NOT_FOUND => Ok(Vec::new()),
+        s => Err(HostError(s)),
+    }
+}
+
+/// Answer the request locally. Headers use proxy-wasm's map encoding: count, sizes, then
+/// NUL-terminated names and values.
+pub fn send_local_response(
+    status: u16,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> Result<(), HostError> {
+    let map = serialize_map(headers);
+    // SAFETY: pointers are valid for the duration of the call.
+    match unsafe {
+        proxy_send_local_response(
+            status as u32,
+            null(),
+            0,
+            body.as_ptr(),
+            body.len(),
+            map.as_ptr(),
+            map.len(),
+            -1,
+        )
+    } {
+        OK => Ok(()),
+        s => Err(HostError(s)),
+    }
+}
+
+fn serialize_map(headers: &[(&str, &str)]) -> Vec<u8> {
+    let mut out = Vec::new();
+    out.extend_from_slice(&(headers.len() as u32).to_le_bytes());
+    for (k, v) in headers {
+        out.extend_from_slice(&(k.len() as u32).to_le_bytes());
+        out.extend_from_slice(&(v.len() as u32).to_le_bytes());
+    }
+    for (k, v) in headers {
+        out.extend_from_slice(k.as_bytes());
+        out.push(0);
+        out.extend_from_slice(v.as_bytes());
+        out.push(0);
+    }
+    out
+}
+
+/// A property such as `["xds", "route_name"]`; `None` when absent or refused.
+pub fn get_property(path: &[&str]) -> Option<Vec<u8>> {
+    let joined = path.join("\0");
+    let mut out = null_mut();
+    let mut len = 0;
+    // SAFETY: as in get_header.
+    match unsafe { proxy_get_property(joined.as_ptr(), joined.len(), &mut out, &mut len) } {
+        OK => Some(unsafe { owned(out, len) }),
+        _ => None,
+    }
+}
+
+/// Shared data value and its CAS version; `None` when the key does not exist.
+pub fn get_shared(key: &str) -> Option<(Vec<u8>, u32)> {
+    let mut out = null_mut();
+    let mut len = 0;
+    let mut cas = 0;
+    // SAFETY: as in get_header.
+    match unsafe { proxy_get_shared_data(key.as_ptr(), key.len(), &mut out, &mut len, &mut cas) } {
+        OK => Some((unsafe { owned(out, len) }, cas)),
+        _ => None,
+    }
+}
+
+pub enum SharedSetError {
+    CasMismatch,
+    Other,
+}
+
+pub fn set_shared(key: &str, value: &[u8], cas: Option<u32>) -> Result<(), SharedSetError> {
+    // SAFETY: pointers are valid for the duration of the call.
+    match unsafe {
+        proxy_set_shared_data(
+            key.as_ptr(),
+            key.len(),
+            value.as_ptr(),
+            value.len(),
+            cas.unwrap_or(0),
+        )
+    } {
+        OK => Ok(()),
+        CAS_MISMATCH => Err(SharedSetError::CasMismatch),
+        _ => Err(SharedSetError::Other),
+    }
+}

@@ -1,0 +1,396 @@
+//! One request through the gateway, as a small state machine (`Phase`): hold the headers,
+//! read the body, then answer locally (cache hit, rejection) or route upstream and tee the
+//! response into the exact cache when it completes.
+
+use crate::core::entry::Entry;
+use crate::core::errors::GatewayError;
+use crate::core::gateway::{
+    admit, plan, Admitted, CachePlan, HeadDecision, NotStorable, Plan, RequestHead, ResponseTee,
+};
+use crate::core::key::CacheKey;
+use crate::core::store::{CacheStore, Lookup, StoreError};
+use crate::host::abi::{self, Buffer, Headers, Level};
+use crate::host::root::Runtime;
+use crate::host::shared::EnvoySharedData;
+use proxy_wasm::traits::{Context, HttpContext};
+use proxy_wasm::types::Action;
+use std::rc::Rc;
+
+enum Phase {
+    /// Headers not seen yet.
+    Start,
+    /// Not an API path: every callback continues untouched.
+    PassThrough,
+    /// Admitted; the headers are held until the whole body has arrived.
+    ReadingBody(Admitted),
+    /// Sent upstream; the response is marked and, if storable, copied.
+    Forwarded(Box<Forwarded>),
+    /// Answered by the filter (hit or rejection).
+    Answered,
+}
+
+struct Forwarded {
+    cache_status: &'static str,
+    reason: Option<&'static str>,
+    provider: String,
+    key: CacheKey,
+    store: Option<(CacheKey, u64)>,
+    tee: Option<ResponseTee>,
+}
+
+pub struct GatewayHttp {
+    rt: Option<Rc<Runtime>>,
+    phase: Phase,
+}
+
+impl GatewayHttp {
+    pub fn new(rt: Option<Rc<Runtime>>) -> Self {
+        GatewayHttp {
+            rt,
+            phase: Phase::Start,
+        }
+    }
+
+    fn store<'a>(&self, rt: &Runtime, kv: &'a EnvoySharedData) -> CacheStore<'a, EnvoySharedData> {
+        CacheStore::new(kv, rt.limits)
+    }
+
+    /// The one place an error becomes a client response.
+    fn reject(&mut self, rt: &Runtime, error: GatewayError) -> Action {
+        rt.metrics.inc(rt.metrics.rejected);
+        let body = error.to_json();
+        if let Err(e) = abi::send_local_response(
+            error.status(),
+            &[("content-type", "application/json")],
+            &body,
+        ) {
+            rt.metrics.inc(rt.metrics.host_errors);
+            abi::log(
+                Level::Error,
+                &format!("semgate: local reply refused (status {})", e.0),
+            );
+        }
+        self.phase = Phase::Answered;
+        Action::Pause
+    }
+
+    fn on_headers(&mut self, rt: &Runtime, end_of_stream: bool) -> Action {
+        let get = |name: &str| abi::get_header(Headers::Request, name).filter(|v| !v.is_empty());
+        let (method, path) = (
+            get(":method").unwrap_or_default(),
+            get(":path").unwrap_or_default(),
+        );
+        let (authorization, content_length) = (get("authorization"), get("content-length"));
+        let (cache_control, semgate_cache) = (get("cache-control"), get("x-semgate-cache"));
+        let tenant = rt.config.auth.tenant_header.as_deref().and_then(get);
+        let route_name = abi::get_property(&["xds", "route_name"])
+            .and_then(|v| String::from_utf8(v).ok())
+            .filter(|v| !v.is_empty());
+        let head = RequestHead {
+            method: &method,
+            path: &path,
+            authorization: authorization.as_deref(),
+            tenant: tenant.as_deref(),
+            content_length: content_length.as_deref(),
+            cache_control: cache_control.as_deref(),
+            semgate_cache: semgate_cache.as_deref(),
+            route_name: route_name.as_deref(),
+        };
+        match admit(&rt.config, &head) {
+            HeadDecision::PassThrough => {
+                self.phase = Phase::PassThrough;
+                Action::Continue
+            }
+            HeadDecision::Reject(e) => self.reject(rt, e),
+            HeadDecision::ReadBody(admitted) => {
+                rt.metrics.inc(rt.metrics.requests);
+                if end_of_stream {
+                    return self.reject(
+                        rt,
+                        GatewayError::InvalidJson("the request has no body".into()),
+                    );
+                }
+                self.phase = Phase::ReadingBody(admitted);
+                Action::Pause
+            }
+        }
+    }
+
+    fn on_body(&mut self, rt: &Runtime, body_size: usize, end_of_stream: bool) -> Action {
+        if body_size as u64 > rt.config.max_body_bytes {
+            return self.reject(
+                rt,
+                GatewayError::BodyTooLarge {
+                    size: body_size as u64,
+                    limit: rt.config.max_body_bytes,
+                },
+            );
+        }
+        if !end_of_stream {
+            return Action::Pause;
+        }
+        let Phase::ReadingBody(admitted) = std::mem::replace(&mut self.phase, Phase::Answered)
+        else {
+            return Action::Continue;
+        };
+        let body = match abi::get_buffer(Buffer::RequestBody, 0, body_size) {
+            Ok(b) => b,
+            Err(e) => {
+                rt.metrics.inc(rt.metrics.host_errors);
+                abi::log(
+                    Level::Error,
+                    &format!("semgate: cannot read the request body (status {})", e.0),
+                );
+                return self.reject(
+                    rt,
+                    GatewayError::InvalidJson("the request body could not be read".into()),
+                );
+            }
+        };
+        let plan = match plan(&rt.config, &rt.keys, &admitted, &body) {
+            Ok(p) => p,
+            Err(e) => return self.reject(rt, e),
+        };
+        if let CachePlan::Lookup { key, .. } = plan.cache {
+            let kv = EnvoySharedData;
+            let now = now_ms();
+            match self.store(rt, &kv).lookup(&key, now) {
+                Lookup::Hit(entry) => {
+                    if self.reply_hit(rt, &entry, now) {
+                        return Action::Pause;
+                    }
+                }
+                Lookup::Expired => rt.metrics.inc(rt.metrics.expired),
+                Lookup::Miss => {}
+            }
+        }
+        self.forward(rt, plan)
+    }
+
+    /// Answer from the cache; false if the host refused (the request then goes upstream).
+    fn reply_hit(&mut self, rt: &Runtime, entry: &Entry, now: u64) -> bool {
+        let age = (now.saturating_sub(entry.created_ms) / 1000).to_string();
+        let key = entry.key.short();
+        let headers = [
+            ("content-type", entry.response.content_type.as_str()),
+            ("x-semgate-cache", "hit-exact"),
+            ("x-semgate-key", key.as_str()),
+            ("age", age.as_str()),
+        ];
+        match abi::send_local_response(200, &headers, &entry.response.body()) {
+            Ok(()) => {
+                rt.metrics.inc(rt.metrics.hits_exact);
+                self.phase = Phase::Answered;
+                true
+            }
+            Err(e) => {
+                rt.metrics.inc(rt.metrics.host_errors);
+                abi::log(
+                    Level::Error,
+                    &format!(
+                        "semgate: cache hit reply refused (status {}), forwarding",
+                        e.0
+                    ),
+                );
+                false
+            }
+        }
+    }
+
+    /// Route upstream: the cluster for the model, the provider's path, authority and key.
+    fn forward(&mut self, rt: &Runtime, plan: Plan) -> Action {
+        let up = &plan.upstream;
+        let mut result = abi::set_header(Headers::Request, "x-semgate-cluster", &up.cluster)
+            .and_then(|_| abi::set_header(Headers::Request, ":path", &up.path))
+            .and_then(|_| abi::remove_header(Headers::Request, "x-semgate-cache"))
+            // Stored bodies must be plain; Envoy's compressor can encode for the client.
+            .and_then(|_| abi::remove_header(Headers::Request, "accept-encoding"));
+        if let Some(a) = &up.authority {
+            result = result.and_then(|_| abi::set_header(Headers::Request, ":authority", a));
+        }
+        result = result.and_then(|_| match &up.authorization {
+            Some(auth) => abi::set_header(Headers::Request, "authorization", auth),
+            None => abi::remove_header(Headers::Request, "authorization"),
+        });
+        if let Err(e) = result {
+            rt.metrics.inc(rt.metrics.host_errors);
+            abi::log(
+                Level::Error,
+                &format!(
+                    "semgate: cannot rewrite the request headers (status {})",
+                    e.0
+                ),
+            );
+            return self.reject(
+                rt,
+                GatewayError::InvalidRequest {
+                    message: "the gateway could not route this request".into(),
+                    param: None,
+                },
+            );
+        }
+        let (cache_status, reason, key) = match plan.cache {
+            CachePlan::Lookup { key, .. } => {
+                rt.metrics.inc(rt.metrics.misses);
+                ("miss", None, key)
+            }
+            CachePlan::Refresh { key, .. } => {
+                rt.metrics.inc(rt.metrics.bypasses);
+                ("refresh", None, key)
+            }
+            CachePlan::Bypass(r) => {
+                rt.metrics.inc(rt.metrics.bypasses);
+                ("bypass", Some(r.as_str()), CacheKey([0; 32]))
+            }
+        };
+        self.phase = Phase::Forwarded(Box::new(Forwarded {
+            cache_status,
+            reason,
+            provider: up.provider.clone(),
+            key,
+            store: plan.cache.store_as(),
+            tee: None,
+        }));
+        Action::Continue
+    }
+
+    fn on_response_headers(&mut self, rt: &Runtime, end_of_stream: bool) {
+        let Phase::Forwarded(f) = &mut self.phase else {
+            return;
+        };
+        let mut marks = vec![
+            ("x-semgate-cache", f.cache_status.to_string()),
+            ("x-semgate-provider", f.provider.clone()),
+        ];
+        if let Some(r) = f.reason {
+            marks.push(("x-semgate-cache-reason", r.to_string()));
+        }
+        if f.store.is_some() {
+            marks.push(("x-semgate-key", f.key.short()));
+        }
+        for (k, v) in &marks {
+            if abi::set_header(Headers::Response, k, v).is_err() {
+                rt.metrics.inc(rt.metrics.host_errors);
+            }
+        }
+        if f.store.is_none() {
+            return;
+        }
+        let get = |name: &str| abi::get_header(Headers::Response, name);
+        let status = get(":status")
+            .and_then(|s| s.parse::<u16>().ok())
+            .unwrap_or(0);
+        match ResponseTee::start(
+            status,
+            get("content-type").as_deref(),
+            get("content-encoding").as_deref(),
+            rt.limits.max_entry_bytes as usize,
+        ) {
+            Ok(tee) if !end_of_stream => f.tee = Some(tee),
+            _ => rt.metrics.inc(rt.metrics.not_stored),
+        }
+    }
+
+    fn on_response_body(&mut self, rt: &Runtime, body_size: usize, end_of_stream: bool) {
+        let Phase::Forwarded(f) = &mut self.phase else {
+            return;
+        };
+        let Some(tee) = f.tee.as_mut() else { return };
+        if body_size > 0 {
+            match abi::get_buffer(Buffer::ResponseBody, 0, body_size) {
+                Ok(chunk) => tee.push(&chunk),
+                Err(_) => {
+                    rt.metrics.inc(rt.metrics.host_errors);
+                    f.tee = None;
+                    return;
+                }
+            }
+        }
+        if tee.is_overflowed() {
+            rt.metrics.inc(rt.metrics.too_large);
+            f.tee = None;
+            return;
+        }
+        if !end_of_stream {
+            return;
+        }
+        let (Some(tee), Some((key, ttl_s))) = (f.tee.take(), f.store) else {
+            return;
+        };
+        match tee.finish() {
+            Ok(response) => {
+                let now = now_ms();
+                let entry = Entry {
+                    key,
+                    created_ms: now,
+                    expires_ms: now + ttl_s * 1000,
+                    response,
+                };
+                let kv = EnvoySharedData;
+                let store = self.store(rt, &kv);
+                match store.insert(&entry, now) {
+                    Ok(stored) => {
+                        rt.metrics.inc(rt.metrics.stores);
+                        rt.metrics.add(rt.metrics.evictions, stored.evicted as u64);
+                        rt.metrics.set(rt.metrics.bytes, stored.bytes_in_cache);
+                    }
+                    Err(StoreError::TooLarge(_)) => rt.metrics.inc(rt.metrics.too_large),
+                    Err(e) => {
+                        rt.metrics.inc(rt.metrics.store_failures);
+                        abi::log(Level::Warn, &format!("semgate: cache store failed: {e}"));
+                    }
+                }
+            }
+            Err(NotStorable::TooLarge) => rt.metrics.inc(rt.metrics.too_large),
+            Err(_) => rt.metrics.inc(rt.metrics.not_stored),
+        }
+    }
+}
+
+fn now_ms() -> u64 {
+    proxy_wasm::hostcalls::get_current_time()
+        .ok()
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+impl Context for GatewayHttp {}
+
+impl HttpContext for GatewayHttp {
+    fn on_http_request_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
+        let Some(rt) = self.rt.clone() else {
+            // Unreachable in practice: Envoy does not serve with a plugin whose configure failed.
+            let body = GatewayError::InvalidRequest {
+                message: "semgate is not configured".into(),
+                param: None,
+            }
+            .to_json();
+            let _ = abi::send_local_response(503, &[("content-type", "application/json")], &body);
+            self.phase = Phase::Answered;
+            return Action::Pause;
+        };
+        self.on_headers(&rt, end_of_stream)
+    }
+
+    fn on_http_request_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
+        match (&self.phase, self.rt.clone()) {
+            (Phase::ReadingBody(_), Some(rt)) => self.on_body(&rt, body_size, end_of_stream),
+            (Phase::Answered, _) => Action::Pause,
+            _ => Action::Continue,
+        }
+    }
+
+    fn on_http_response_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
+        if let Some(rt) = self.rt.clone() {
+            self.on_response_headers(&rt, end_of_stream);
+        }
+        Action::Continue
+    }
+
+    fn on_http_response_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
+        if let Some(rt) = self.rt.clone() {
+            self.on_response_body(&rt, body_size, end_of_stream);
+        }
+        Action::Continue
+    }
+}

@@ -1,0 +1,62 @@
+//! Prometheus metrics through Envoy stats (`define_metric`), visible at `/stats/prometheus`
+//! under their own names (Envoy's `wasmcustom` namespace adds no `envoy_` prefix).
+
+use proxy_wasm::hostcalls;
+use proxy_wasm::types::MetricType;
+
+/// Metric ids of one VM; every worker defines the same names, so Envoy shares the stat.
+#[derive(Debug, Default, Clone)]
+pub struct Metrics {
+    pub requests: u32,
+    pub rejected: u32,
+    pub hits_exact: u32,
+    pub misses: u32,
+    pub bypasses: u32,
+    pub expired: u32,
+    pub stores: u32,
+    pub store_failures: u32,
+    pub not_stored: u32,
+    pub evictions: u32,
+    pub too_large: u32,
+    pub bytes: u32,
+    pub host_errors: u32,
+}
+
+impl Metrics {
+    pub fn define() -> Result<Metrics, String> {
+        let c = |name: &str| {
+            hostcalls::define_metric(MetricType::Counter, name)
+                .map_err(|s| format!("define_metric {name}: {s:?}"))
+        };
+        Ok(Metrics {
+            requests: c("semgate_requests_total")?,
+            rejected: c("semgate_rejected_total")?,
+            hits_exact: c("semgate_cache_hits_exact_total")?,
+            misses: c("semgate_cache_misses_total")?,
+            bypasses: c("semgate_cache_bypasses_total")?,
+            expired: c("semgate_cache_expired_total")?,
+            stores: c("semgate_cache_stores_total")?,
+            store_failures: c("semgate_cache_store_failures_total")?,
+            not_stored: c("semgate_cache_not_stored_total")?,
+            evictions: c("semgate_cache_evictions_total")?,
+            too_large: c("semgate_cache_entries_too_large_total")?,
+            bytes: hostcalls::define_metric(MetricType::Gauge, "semgate_cache_bytes")
+                .map_err(|s| format!("define_metric semgate_cache_bytes: {s:?}"))?,
+            host_errors: c("semgate_host_errors_total")?,
+        })
+    }
+
+    pub fn inc(&self, id: u32) {
+        self.add(id, 1);
+    }
+
+    pub fn add(&self, id: u32, n: u64) {
+        if n > 0 {
+            let _ = hostcalls::increment_metric(id, n as i64);
+        }
+    }
+
+    pub fn set(&self, id: u32, value: u64) {
+        let _ = hostcalls::record_metric(id, value);
+    }
+}
