@@ -1,0 +1,43 @@
+"""Fixtures: one fake provider and one Envoy+semgate per test module, from the shipped demo
+config with test keys and policies added."""
+
+import pytest
+
+from harness import ROOT, Envoy, FakeProvider, filter_config, render_envoy_config
+import yaml
+
+
+def demo_filter_config():
+    doc = yaml.safe_load((ROOT / "envoy/envoy.yaml").read_text())
+    return filter_config(doc)
+
+
+def test_filter_config(**cache):
+    """The demo config plus: a second tenant, a tenant whose entries live one second, and an
+    8 MiB body limit (so the 413 test stays small)."""
+    cfg = demo_filter_config()
+    cfg["auth"]["keys"] += [{"key": "sk-team-b", "tenant": "team-b"}, {"key": "sk-ttl", "tenant": "ttl"}]
+    cfg["policies"].append({"match": {"tenant": "ttl"}, "cache": {"ttl_s": 1}})
+    cfg["max_body_bytes"] = 8 << 20
+    cfg["cache"].update(cache)
+    return cfg
+
+
+@pytest.fixture(scope="module")
+def provider():
+    p = FakeProvider()
+    yield p
+    p.stop()
+
+
+@pytest.fixture(scope="module")
+def envoy(provider):
+    e = Envoy(provider, test_filter_config())
+    yield e
+    e.stop()
+
+
+@pytest.fixture(autouse=True)
+def _fresh_provider_controls(request):
+    if "provider" in request.fixturenames:
+        request.getfixturevalue("provider").control(fail_fraction=0.0, drop_fraction=0.0, latency_ms=0)

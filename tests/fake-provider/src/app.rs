@@ -1,0 +1,541 @@
+//! Request routing: admin endpoints (uncounted), the OpenAI chat endpoint and
+//! the echo fallback, plus the per-request `x-fake-*` controls.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, LengthLimitError, Limited};
+use hyper::body::Incoming;
+use hyper::header::{self, HeaderMap, HeaderValue};
+use hyper::{Method, Request, Response, StatusCode};
+use tokio::sync::{mpsc, watch};
+
+use crate::answer::{self, Usage};
+use crate::body::{Msg, TrackedBody};
+use crate::openai::{self, StreamRenderer};
+use crate::state::{wait_hold, App, ControlSettings, Controls, Injection, Stats, Tracker};
+
+/// Largest request body read (bigger ones get 413).
+const MAX_BODY: usize = 32 << 20;
+
+const JSON: HeaderValue = HeaderValue::from_static("application/json");
+const EVENT_STREAM: HeaderValue = HeaderValue::from_static("text/event-stream");
+const NO_CACHE: HeaderValue = HeaderValue::from_static("no-cache");
+
+/// Returned to hyper to close the connection without (the rest of) a response.
+#[derive(Debug)]
+pub struct Dropped;
+
+impl fmt::Display for Dropped {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("connection dropped (x-fake-drop, drop_fraction or client went away)")
+    }
+}
+
+impl std::error::Error for Dropped {}
+
+type HandlerResult = Result<Response<TrackedBody>, Dropped>;
+
+pub async fn handle(app: Arc<App>, req: Request<Incoming>) -> HandlerResult {
+    enum Admin {
+        Stats,
+        GetControl,
+        SetControl,
+        Reset,
+        Release,
+    }
+    let path = req.uri().path();
+    let admin = match *req.method() {
+        Method::GET if path == "/stats" => Some(Admin::Stats),
+        Method::GET if path == "/control" => Some(Admin::GetControl),
+        Method::POST if path == "/control" => Some(Admin::SetControl),
+        Method::POST if path == "/reset" => Some(Admin::Reset),
+        Method::POST if path.starts_with("/release/") => Some(Admin::Release),
+        _ => None,
+    };
+    match admin {
+        None => provider(app, req).await,
+        Some(Admin::Stats) => Ok(admin_json(StatusCode::OK, &app.stats.to_json())),
+        Some(Admin::GetControl) => Ok(admin_json(StatusCode::OK, &app.controls.current())),
+        Some(Admin::SetControl) => set_control(&app, req).await,
+        Some(Admin::Reset) => {
+            app.reset();
+            Ok(admin_json(
+                StatusCode::OK,
+                &serde_json::json!({ "reset": true }),
+            ))
+        }
+        Some(Admin::Release) => {
+            let token = path.trim_start_matches("/release/");
+            let waiters = app.holds.release(token);
+            Ok(admin_json(
+                StatusCode::OK,
+                &serde_json::json!({ "released": token, "waiters": waiters }),
+            ))
+        }
+    }
+}
+
+// ---------------------------------------------------------------- admin
+
+fn admin_json<T: serde::Serialize>(status: StatusCode, value: &T) -> Response<TrackedBody> {
+    let body = serde_json::to_vec(value).unwrap_or_default();
+    response(status, JSON, TrackedBody::full(Bytes::from(body), None))
+}
+
+fn admin_error(status: StatusCode, message: &str, code: &str) -> Response<TrackedBody> {
+    let body = openai::error_json(message, "invalid_request_error", None, Some(code));
+    response(status, JSON, TrackedBody::full(body, None))
+}
+
+async fn set_control(app: &App, req: Request<Incoming>) -> HandlerResult {
+    let body = match read_body(req.into_body()).await {
+        Ok(b) => b,
+        Err(BodyError::TooLarge) => {
+            return Ok(admin_error(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "body too large",
+                "body_too_large",
+            ))
+        }
+        Err(BodyError::Broken) => return Err(Dropped),
+    };
+    let settings: ControlSettings = if body.iter().all(u8::is_ascii_whitespace) {
+        ControlSettings::default()
+    } else {
+        match serde_json::from_slice(&body) {
+            Ok(s) => s,
+            Err(e) => {
+                let msg = format!("invalid /control body: {e}");
+                return Ok(admin_error(
+                    StatusCode::BAD_REQUEST,
+                    &msg,
+                    "invalid_control",
+                ));
+            }
+        }
+    };
+    if let Err(msg) = Controls::validate(&settings) {
+        return Ok(admin_error(
+            StatusCode::BAD_REQUEST,
+            &msg,
+            "invalid_control",
+        ));
+    }
+    app.controls.apply(&settings);
+    Ok(admin_json(StatusCode::OK, &app.controls.current()))
+}
+
+// ---------------------------------------------------------------- provider requests
+
+enum BodyError {
+    TooLarge,
+    Broken,
+}
+
+async fn read_body(body: Incoming) -> Result<Bytes, BodyError> {
+    match Limited::new(body, MAX_BODY).collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(e) if e.downcast_ref::<LengthLimitError>().is_some() => Err(BodyError::TooLarge),
+        Err(_) => Err(BodyError::Broken),
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum DropMode {
+    BeforeHeaders,
+    MidStream,
+}
+
+/// Per-request `x-fake-*` headers.
+#[derive(Debug, Default)]
+struct RequestControls {
+    status: Option<u16>,
+    latency_ms: Option<u64>,
+    drop: Option<DropMode>,
+    hold: Option<String>,
+    chunks: Option<usize>,
+    chunk_delay_ms: Option<u64>,
+}
+
+fn header_str<'h>(headers: &'h HeaderMap, name: &str) -> Result<Option<&'h str>, String> {
+    match headers.get(name) {
+        None => Ok(None),
+        Some(v) => v
+            .to_str()
+            .map(|s| Some(s.trim()))
+            .map_err(|_| format!("header {name} is not visible ASCII")),
+    }
+}
+
+fn header_num<T: std::str::FromStr>(headers: &HeaderMap, name: &str) -> Result<Option<T>, String> {
+    match header_str(headers, name)? {
+        None => Ok(None),
+        Some(s) => s
+            .parse()
+            .map(Some)
+            .map_err(|_| format!("header {name}: not a non-negative integer: {s:?}")),
+    }
+}
+
+impl RequestControls {
+    fn parse(headers: &HeaderMap) -> Result<RequestControls, String> {
+        let status = match header_num::<u16>(headers, "x-fake-status")? {
+            None | Some(200) => None,
+            Some(s @ 400..=599) => Some(s),
+            Some(s) => {
+                return Err(format!(
+                    "header x-fake-status must be 200 or 400..=599, got {s}"
+                ))
+            }
+        };
+        let drop = match header_str(headers, "x-fake-drop")? {
+            None => None,
+            Some("before-headers") => Some(DropMode::BeforeHeaders),
+            Some("mid-stream") => Some(DropMode::MidStream),
+            Some(other) => {
+                return Err(format!(
+                    "header x-fake-drop must be before-headers or mid-stream, got {other:?}"
+                ))
+            }
+        };
+        let hold = match header_str(headers, "x-fake-hold")? {
+            Some("") => return Err("header x-fake-hold needs a token".to_owned()),
+            h => h.map(str::to_owned),
+        };
+        let chunks = header_num::<usize>(headers, "x-fake-chunks")?;
+        if chunks == Some(0) {
+            return Err("header x-fake-chunks must be at least 1".to_owned());
+        }
+        Ok(RequestControls {
+            status,
+            latency_ms: header_num(headers, "x-fake-latency-ms")?,
+            drop,
+            hold,
+            chunks,
+            chunk_delay_ms: header_num(headers, "x-fake-chunk-delay-ms")?,
+        })
+    }
+}
+
+/// What will happen to one provider request, from its headers, the global
+/// controls and the flags.
+struct Plan {
+    latency: Duration,
+    hold: Option<watch::Receiver<bool>>,
+    drop: Option<DropMode>,
+    status: Option<u16>,
+}
+
+impl Plan {
+    fn new(app: &App, ctl: &RequestControls, inj: Injection) -> Plan {
+        let latency_ms = ctl
+            .latency_ms
+            .unwrap_or(app.cfg.latency_ms + inj.latency_ms);
+        Plan {
+            latency: Duration::from_millis(latency_ms),
+            hold: ctl.hold.as_deref().map(|t| app.holds.subscribe(t)),
+            drop: ctl.drop.or(inj.drop.then_some(DropMode::BeforeHeaders)),
+            status: ctl.status.or(inj.fail_status),
+        }
+    }
+
+    /// Latency, then (unless the hold is kept for a stream) the hold, then a
+    /// `before-headers` drop.
+    async fn before_response(&mut self, keep_hold: bool) -> Result<(), Dropped> {
+        if !self.latency.is_zero() {
+            tokio::time::sleep(self.latency).await;
+        }
+        if !keep_hold {
+            if let Some(rx) = self.hold.take() {
+                wait_hold(rx).await;
+            }
+        }
+        if self.drop == Some(DropMode::BeforeHeaders) {
+            return Err(Dropped);
+        }
+        Ok(())
+    }
+
+    fn mid_stream(&self) -> bool {
+        self.drop == Some(DropMode::MidStream)
+    }
+}
+
+fn response(
+    status: StatusCode,
+    content_type: HeaderValue,
+    body: TrackedBody,
+) -> Response<TrackedBody> {
+    let mut resp = Response::new(body);
+    *resp.status_mut() = status;
+    resp.headers_mut()
+        .insert(header::CONTENT_TYPE, content_type);
+    resp
+}
+
+/// A counted, buffered answer (cut off half-way when `truncate`).
+fn answer(
+    app: &App,
+    tracker: Tracker,
+    status: u16,
+    body: Bytes,
+    truncate: bool,
+) -> Response<TrackedBody> {
+    app.stats.count_status(status);
+    let code = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let body = if truncate {
+        TrackedBody::truncated(body, Some(tracker))
+    } else {
+        TrackedBody::full(body, Some(tracker))
+    };
+    response(code, JSON, body)
+}
+
+fn error_answer(
+    app: &App,
+    tracker: Tracker,
+    status: u16,
+    message: &str,
+    param: Option<&str>,
+    code: Option<&str>,
+) -> Response<TrackedBody> {
+    let body = openai::error_json(message, "invalid_request_error", param, code);
+    answer(app, tracker, status, body, false)
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+fn path_and_query(req: &hyper::http::request::Parts) -> &str {
+    req.uri
+        .path_and_query()
+        .map_or_else(|| req.uri.path(), |pq| pq.as_str())
+}
+
+async fn provider(app: Arc<App>, req: Request<Incoming>) -> HandlerResult {
+    // Counted before the body is read, so a request cut off mid-body still counts.
+    let tracker = Tracker::start(app.clone());
+    let (parts, body) = req.into_parts();
+    app.stats.record_last(
+        parts.headers.get(header::AUTHORIZATION),
+        path_and_query(&parts),
+    );
+    let is_chat = parts.method == Method::POST && parts.uri.path() == "/v1/chat/completions";
+    if is_chat {
+        Stats::inc(&app.stats.chat_requests);
+    }
+
+    let body = match read_body(body).await {
+        Ok(b) => b,
+        Err(BodyError::TooLarge) => {
+            let msg = format!("Request body larger than {MAX_BODY} bytes.");
+            return Ok(error_answer(
+                &app,
+                tracker,
+                413,
+                &msg,
+                None,
+                Some("body_too_large"),
+            ));
+        }
+        Err(BodyError::Broken) => return Err(Dropped),
+    };
+
+    if let Some(expected) = &app.expected_auth {
+        let got = parts.headers.get(header::AUTHORIZATION);
+        if got.map(HeaderValue::as_bytes) != Some(expected.as_slice()) {
+            Stats::inc(&app.stats.unauthorized);
+            let msg = if got.is_some() {
+                "Incorrect API key provided."
+            } else {
+                "You didn't provide an API key. Provide it in the Authorization header (Bearer auth)."
+            };
+            return Ok(error_answer(
+                &app,
+                tracker,
+                401,
+                msg,
+                None,
+                Some("invalid_api_key"),
+            ));
+        }
+    }
+
+    let ctl = match RequestControls::parse(&parts.headers) {
+        Ok(c) => c,
+        Err(msg) => {
+            return Ok(error_answer(
+                &app,
+                tracker,
+                400,
+                &msg,
+                None,
+                Some("invalid_fake_header"),
+            ))
+        }
+    };
+
+    if is_chat {
+        chat(&app, tracker, &ctl, &body).await
+    } else {
+        echo(&app, tracker, &ctl, &parts, &body).await
+    }
+}
+
+async fn chat(app: &App, tracker: Tracker, ctl: &RequestControls, body: &[u8]) -> HandlerResult {
+    let chat = match openai::parse_chat(body) {
+        Ok(c) => c,
+        Err(e) => return Ok(error_answer(app, tracker, 400, &e.message, e.param, e.code)),
+    };
+    if chat.stream {
+        Stats::inc(&app.stats.stream_requests);
+    }
+    let n = app.next_serial();
+    let mut plan = Plan::new(app, ctl, app.controls.decide());
+    let stream_ok = chat.stream && plan.status.is_none();
+    plan.before_response(stream_ok).await?;
+    if let Some(status) = plan.status {
+        return Ok(answer(
+            app,
+            tracker,
+            status,
+            openai::injected_error_json(status),
+            plan.mid_stream(),
+        ));
+    }
+
+    let content = answer::answer_text(n, &chat.prompt);
+    let usage = Usage::new(&chat.prompt, &content);
+    let id = openai::completion_id(n);
+    let created = unix_now();
+    let mut resp = if chat.stream {
+        let renderer = StreamRenderer {
+            id,
+            model: chat.model.into_owned(),
+            created,
+            include_usage: chat.include_usage,
+        };
+        let job = StreamJob {
+            pieces: answer::split(&content, ctl.chunks),
+            content,
+            renderer,
+            usage,
+            delay: Duration::from_millis(ctl.chunk_delay_ms.unwrap_or(app.cfg.chunk_delay_ms)),
+            hold: plan.hold.take(),
+            abort_after_first: plan.mid_stream(),
+        };
+        let (tx, rx) = mpsc::channel(16);
+        tokio::spawn(job.run(tx));
+        app.stats.count_status(200);
+        let mut resp = response(
+            StatusCode::OK,
+            EVENT_STREAM,
+            TrackedBody::stream(rx, Some(tracker)),
+        );
+        resp.headers_mut().insert(header::CACHE_CONTROL, NO_CACHE);
+        resp
+    } else {
+        let body = openai::completion_json(&id, created, &chat.model, &content, usage);
+        answer(app, tracker, 200, body, plan.mid_stream())
+    };
+    resp.headers_mut()
+        .insert("x-fake-serial", HeaderValue::from(n));
+    Ok(resp)
+}
+
+/// Produces the SSE events of one streamed chat answer into the body channel.
+struct StreamJob {
+    content: String,
+    pieces: Vec<std::ops::Range<usize>>,
+    renderer: StreamRenderer,
+    usage: Usage,
+    delay: Duration,
+    hold: Option<watch::Receiver<bool>>,
+    abort_after_first: bool,
+}
+
+impl StreamJob {
+    async fn run(self, tx: mpsc::Sender<Msg>) {
+        let _ = self.produce(&tx).await;
+    }
+
+    /// `Err(())` once the body (so the client) has gone away.
+    async fn produce(mut self, tx: &mpsc::Sender<Msg>) -> Result<(), ()> {
+        let hold = self.hold.take();
+        let r = &self.renderer;
+        let delay = self.delay;
+        // Every event after the first waits `delay` before it is sent.
+        let send = |msg: Msg| async move {
+            if !delay.is_zero() {
+                tokio::time::sleep(delay).await;
+            }
+            tx.send(msg).await.map_err(|_| ())
+        };
+        tx.send(Msg::Data(r.role())).await.map_err(|_| ())?;
+        for range in &self.pieces {
+            let piece = self.content.get(range.clone()).unwrap_or_default();
+            send(Msg::Data(r.content(piece))).await?;
+            if self.abort_after_first {
+                return send(Msg::Abort).await;
+            }
+        }
+        if let Some(rx) = hold {
+            tokio::select! {
+                _ = wait_hold(rx) => {}
+                _ = tx.closed() => return Err(()),
+            }
+        }
+        send(Msg::Data(r.finish())).await?;
+        if r.include_usage {
+            send(Msg::Data(r.usage(self.usage))).await?;
+        }
+        send(Msg::Last(StreamRenderer::done())).await
+    }
+}
+
+async fn echo(
+    app: &App,
+    tracker: Tracker,
+    ctl: &RequestControls,
+    parts: &hyper::http::request::Parts,
+    body: &[u8],
+) -> HandlerResult {
+    let mut plan = Plan::new(app, ctl, Injection::default());
+    plan.before_response(false).await?;
+    if let Some(status) = plan.status {
+        return Ok(answer(
+            app,
+            tracker,
+            status,
+            openai::injected_error_json(status),
+            plan.mid_stream(),
+        ));
+    }
+    let mut headers = serde_json::Map::new();
+    for (name, value) in &parts.headers {
+        let value = String::from_utf8_lossy(value.as_bytes());
+        match headers.get_mut(name.as_str()) {
+            Some(serde_json::Value::String(prev)) => {
+                prev.push_str(", ");
+                prev.push_str(&value);
+            }
+            _ => {
+                headers.insert(name.as_str().to_owned(), value.into_owned().into());
+            }
+        }
+    }
+    let echo = serde_json::json!({
+        "method": parts.method.as_str(),
+        "path": path_and_query(parts),
+        "headers": headers,
+        "body": String::from_utf8_lossy(body),
+    });
+    let bytes = Bytes::from(serde_json::to_vec(&echo).unwrap_or_default());
+    Ok(answer(app, tracker, 200, bytes, plan.mid_stream()))
+}

@@ -1,0 +1,202 @@
+"""Start real processes for the integration tests: the fake provider and Envoy 1.40 with the
+built semgate.wasm, on free loopback ports. Envoy's config is the shipped envoy/envoy.yaml
+with only ports, the provider address and (where a test needs it) the filter configuration
+changed, so the tests exercise the config users run."""
+
+import copy
+import json
+import os
+import socket
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+import requests
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+WASM = ROOT / "target/wasm32-wasip1/release/semgate.wasm"
+FAKE_PROVIDER = Path(os.environ.get("FAKE_PROVIDER", ROOT / "target/release/fake-provider"))
+ENVOY = os.environ.get("ENVOY") or str(ROOT / ".venv/bin/envoy")
+PROVIDER_KEY = "sk-fake-provider"
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_until(check, what, timeout=30.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if check():
+                return
+        except (requests.ConnectionError, OSError):
+            pass
+        time.sleep(0.05)
+    raise TimeoutError(f"timed out waiting for {what}")
+
+
+class FakeProvider:
+    """The repo's fake OpenAI-style provider (tests/fake-provider)."""
+
+    def __init__(self, *extra_args):
+        if not FAKE_PROVIDER.exists():
+            raise FileNotFoundError(f"{FAKE_PROVIDER} is missing: run `make fake-provider`")
+        self.proc = subprocess.Popen(
+            [str(FAKE_PROVIDER), "--listen", "127.0.0.1:0", "--require-key", PROVIDER_KEY, *extra_args],
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        )
+        line = self.proc.stdout.readline()
+        if "listening on" not in line:
+            self.proc.kill()
+            raise RuntimeError(f"fake provider did not start: {line!r}")
+        self.port = int(line.strip().rsplit(":", 1)[1])
+        self.url = f"http://127.0.0.1:{self.port}"
+
+    def stats(self):
+        return requests.get(f"{self.url}/stats", timeout=5).json()
+
+    def started(self):
+        return self.stats()["started"]
+
+    def control(self, **settings):
+        requests.post(f"{self.url}/control", json=settings, timeout=5).raise_for_status()
+
+    def reset(self):
+        requests.post(f"{self.url}/reset", timeout=5).raise_for_status()
+
+    def release(self, token):
+        requests.post(f"{self.url}/release/{token}", timeout=5).raise_for_status()
+
+    def stop(self):
+        self.proc.kill()
+        self.proc.wait()
+
+
+def filter_config(doc):
+    """The semgate `configuration` JSON inside an Envoy config document."""
+    wasm = _semgate_filter(doc)
+    return json.loads(wasm["config"]["configuration"]["value"])
+
+
+def _semgate_filter(doc):
+    for listener in doc["static_resources"]["listeners"]:
+        for chain in listener["filter_chains"]:
+            for f in chain["filters"]:
+                for hf in f["typed_config"].get("http_filters", []):
+                    if hf["name"] == "envoy.filters.http.wasm" and hf["typed_config"]["config"]["root_id"] == "semgate":
+                        return hf["typed_config"]
+    raise KeyError("no semgate filter in the Envoy config")
+
+
+def render_envoy_config(provider_port, listen_port, admin_port, semgate_config=None, base=ROOT / "envoy/envoy.yaml"):
+    doc = yaml.safe_load(Path(base).read_text())
+    doc = copy.deepcopy(doc)
+    doc["static_resources"]["listeners"][0]["address"]["socket_address"]["port_value"] = listen_port
+    doc["admin"]["address"]["socket_address"]["port_value"] = admin_port
+    for cluster in doc["static_resources"]["clusters"]:
+        if cluster["name"].startswith("provider_"):
+            for ep in cluster["load_assignment"]["endpoints"]:
+                for lb in ep["lb_endpoints"]:
+                    lb["endpoint"]["address"]["socket_address"]["port_value"] = provider_port
+    wasm = _semgate_filter(doc)
+    wasm["config"]["vm_config"]["code"]["local"]["filename"] = str(WASM)
+    if semgate_config is not None:
+        wasm["config"]["configuration"]["value"] = json.dumps(semgate_config)
+    return doc
+
+
+class Envoy:
+    """Envoy 1.40 with semgate, fronting a FakeProvider."""
+
+    def __init__(self, provider, semgate_config=None, doc=None, wait=True):
+        if not WASM.exists():
+            raise FileNotFoundError(f"{WASM} is missing: run `make build`")
+        self.port, self.admin_port = free_port(), free_port()
+        if doc is None:
+            doc = render_envoy_config(provider.port, self.port, self.admin_port, semgate_config)
+        self.config_file = tempfile.NamedTemporaryFile("w", suffix=".json", delete=False)
+        json.dump(doc, self.config_file)
+        self.config_file.close()
+        self.log_file = tempfile.NamedTemporaryFile("w+", suffix=".log", delete=False)
+        self.proc = subprocess.Popen(
+            [ENVOY, "-c", self.config_file.name, "--disable-hot-restart", "--concurrency", "2",
+             "--log-level", "warn", "--component-log-level", "wasm:info"],
+            stdout=self.log_file, stderr=subprocess.STDOUT, cwd=ROOT,
+        )
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.admin = f"http://127.0.0.1:{self.admin_port}"
+        if wait:
+            wait_until(self._ready, "Envoy to become ready", timeout=60)
+
+    def _ready(self):
+        if self.proc.poll() is not None:
+            raise RuntimeError(f"Envoy exited with {self.proc.returncode}:\n{self.log()}")
+        r = requests.get(f"{self.admin}/ready", timeout=1)
+        if r.status_code != 200:
+            return False
+        with socket.create_connection(("127.0.0.1", self.port), timeout=1):
+            return True
+
+    def log(self):
+        return Path(self.log_file.name).read_text(errors="replace")
+
+    def stat(self, name):
+        """One counter or gauge from Envoy's /stats; semgate's own metrics are stored as
+        `wasmcustom.<name>` (and exported to Prometheus as plain `<name>`)."""
+        r = requests.get(f"{self.admin}/stats", params={"filter": f"^(wasmcustom\\.)?{name}$", "format": "json"}, timeout=5)
+        for s in r.json().get("stats", []):
+            if s.get("name") in (name, f"wasmcustom.{name}"):
+                return s.get("value", 0)
+        raise KeyError(f"no stat {name}")
+
+    def prometheus(self):
+        return requests.get(f"{self.admin}/stats/prometheus", timeout=5).text
+
+    def memory_allocated(self):
+        return int(requests.get(f"{self.admin}/memory", timeout=5).json()["allocated"])
+
+    def chat(self, body, key="sk-demo", path="/v1/chat/completions", headers=None, **kw):
+        h = {"content-type": "application/json"}
+        if key:
+            h["authorization"] = f"Bearer {key}"
+        h.update(headers or {})
+        data = body if isinstance(body, (bytes, str)) else json.dumps(body)
+        return requests.post(self.url + path, data=data, headers=h, timeout=kw.pop("timeout", 30), **kw)
+
+    def stop(self):
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        for f in (self.config_file.name, self.log_file.name):
+            try:
+                os.unlink(f)
+            except OSError:
+                pass
+
+
+def sse_events(raw: bytes):
+    """`data:` payloads of an SSE body, in order."""
+    out = []
+    for block in raw.decode().split("\n\n"):
+        lines = [l[5:].lstrip() for l in block.splitlines() if l.startswith("data:")]
+        if lines:
+            out.append("\n".join(lines))
+    return out
+
+
+def stream_content(raw: bytes):
+    text = []
+    for data in sse_events(raw):
+        if data == "[DONE]":
+            continue
+        for choice in json.loads(data).get("choices", []):
+            text.append(choice.get("delta", {}).get("content") or "")
+    return "".join(text)
