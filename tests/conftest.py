@@ -12,7 +12,7 @@ def demo_filter_config():
     return filter_config(doc)
 
 
-def test_filter_config(**cache):
+def gateway_test_config(**cache):
     """The demo config plus: a second tenant, a tenant whose entries live one second, and an
     8 MiB body limit (so the 413 test stays small)."""
     cfg = demo_filter_config()
@@ -32,7 +32,7 @@ def provider():
 
 @pytest.fixture(scope="module")
 def envoy(provider):
-    e = Envoy(provider, test_filter_config())
+    e = Envoy(provider, gateway_test_config())
     yield e
     e.stop()
 
