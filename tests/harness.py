@@ -116,9 +116,10 @@ class Envoy:
     def __init__(self, provider, semgate_config=None, doc=None, wait=True):
         if not WASM.exists():
             raise FileNotFoundError(f"{WASM} is missing: run `make build`")
-        self.port, self.admin_port = free_port(), free_port()
         if doc is None:
-            doc = render_envoy_config(provider.port, self.port, self.admin_port, semgate_config)
+            doc = render_envoy_config(provider.port, free_port(), free_port(), semgate_config)
+        self.port = doc["static_resources"]["listeners"][0]["address"]["socket_address"]["port_value"]
+        self.admin_port = doc["admin"]["address"]["socket_address"]["port_value"]
         self.config_file = tempfile.NamedTemporaryFile("w", suffix=".json", delete=False)
         json.dump(doc, self.config_file)
         self.config_file.close()
