@@ -15,10 +15,7 @@ pub struct ConfigError {
 }
 
 fn err(path: impl Into<String>, message: impl Into<String>) -> ConfigError {
-    ConfigError {
-        path: path.into(),
-        message: message.into(),
-    }
+    ConfigError { path: path.into(), message: message.into() }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -210,9 +207,7 @@ fn default_max_temperature() -> f64 {
 impl CacheConfig {
     /// Total slots, rounded down to whole sets.
     pub fn slot_count(&self) -> u32 {
-        let slots = self
-            .slots
-            .unwrap_or_else(|| (self.max_bytes / (8 << 10)).clamp(16, 1 << 20) as u32);
+        let slots = self.slots.unwrap_or_else(|| (self.max_bytes / (8 << 10)).clamp(16, 1 << 20) as u32);
         (slots / self.ways).max(1) * self.ways
     }
 }
@@ -223,14 +218,7 @@ impl Config {
         let de = &mut serde_json::Deserializer::from_slice(json);
         let config: Config = serde_path_to_error::deserialize(de).map_err(|e| {
             let path = e.path().to_string();
-            err(
-                if path == "." {
-                    "(root)".to_string()
-                } else {
-                    path
-                },
-                e.into_inner().to_string(),
-            )
+            err(if path == "." { "(root)".to_string() } else { path }, e.into_inner().to_string())
         })?;
         config.validate()?;
         Ok(config)
@@ -249,10 +237,7 @@ impl Config {
             return Err(err("max_body_bytes", "must be greater than 0"));
         }
         if self.auth.keys.is_empty() && self.auth.tenant_header.is_none() {
-            return Err(err(
-                "auth",
-                "set `keys` or `tenant_header`: with neither, no request could be authenticated",
-            ));
+            return Err(err("auth", "set `keys` or `tenant_header`: with neither, no request could be authenticated"));
         }
         let mut seen = std::collections::BTreeSet::new();
         for (i, k) in self.auth.keys.iter().enumerate() {
@@ -268,10 +253,7 @@ impl Config {
         }
         if let Some(h) = &self.auth.tenant_header {
             if !valid_header_name(h) {
-                return Err(err(
-                    "auth.tenant_header",
-                    "must be a lowercase HTTP header name",
-                ));
+                return Err(err("auth.tenant_header", "must be a lowercase HTTP header name"));
             }
         }
         if self.providers.is_empty() {
@@ -279,53 +261,35 @@ impl Config {
         }
         for (name, p) in &self.providers {
             if p.cluster.trim().is_empty() {
-                return Err(err(
-                    format!("providers.{name}.cluster"),
-                    "must name an Envoy cluster",
-                ));
+                return Err(err(format!("providers.{name}.cluster"), "must name an Envoy cluster"));
             }
             if !p.path.starts_with('/') {
                 return Err(err(format!("providers.{name}.path"), "must start with `/`"));
             }
             if let Some(env) = &p.api_key_env {
                 if env.is_empty() {
-                    return Err(err(
-                        format!("providers.{name}.api_key_env"),
-                        "must not be empty",
-                    ));
+                    return Err(err(format!("providers.{name}.api_key_env"), "must not be empty"));
                 }
             }
         }
         if self.models.is_empty() {
-            return Err(err(
-                "models",
-                "must route at least one model pattern (use `*` for all)",
-            ));
+            return Err(err("models", "must route at least one model pattern (use `*` for all)"));
         }
         for (i, m) in self.models.iter().enumerate() {
             if !self.providers.contains_key(&m.provider) {
-                return Err(err(
-                    format!("models[{i}].provider"),
-                    format!("unknown provider `{}`", m.provider),
-                ));
+                return Err(err(format!("models[{i}].provider"), format!("unknown provider `{}`", m.provider)));
             }
             let stars = m.pattern.matches('*').count();
             let edge_star = m.pattern.starts_with('*') || m.pattern.ends_with('*');
             if m.pattern.is_empty() || stars > 1 || (stars == 1 && !edge_star) {
-                return Err(err(
-                    format!("models[{i}].match"),
-                    "must be a name, `prefix*`, `*suffix` or `*`",
-                ));
+                return Err(err(format!("models[{i}].match"), "must be a name, `prefix*`, `*suffix` or `*`"));
             }
         }
         self.cache.validate("cache")?;
         for (i, p) in self.policies.iter().enumerate() {
             if let Some(prefix) = &p.matcher.path_prefix {
                 if !prefix.starts_with('/') {
-                    return Err(err(
-                        format!("policies[{i}].match.path_prefix"),
-                        "must start with `/`",
-                    ));
+                    return Err(err(format!("policies[{i}].match.path_prefix"), "must start with `/`"));
                 }
             }
             if let Some(0) = p.cache.ttl_s {
@@ -343,13 +307,8 @@ impl Config {
 
     /// The provider a model routes to (first matching pattern), if any.
     pub fn route_model(&self, model: &str) -> Option<(&str, &ProviderConfig)> {
-        let route = self
-            .models
-            .iter()
-            .find(|m| pattern_matches(&m.pattern, model))?;
-        self.providers
-            .get_key_value(route.provider.as_str())
-            .map(|(k, v)| (k.as_str(), v))
+        let route = self.models.iter().find(|m| pattern_matches(&m.pattern, model))?;
+        self.providers.get_key_value(route.provider.as_str()).map(|(k, v)| (k.as_str(), v))
     }
 }
 
@@ -362,16 +321,10 @@ impl CacheConfig {
             ));
         }
         if self.max_entry_bytes < 1024 {
-            return Err(err(
-                format!("{at}.max_entry_bytes"),
-                "must be at least 1024",
-            ));
+            return Err(err(format!("{at}.max_entry_bytes"), "must be at least 1024"));
         }
         if self.max_entry_bytes > self.max_bytes {
-            return Err(err(
-                format!("{at}.max_entry_bytes"),
-                "must not exceed `max_bytes`",
-            ));
+            return Err(err(format!("{at}.max_entry_bytes"), "must not exceed `max_bytes`"));
         }
         if self.ways == 0 || self.ways > 16 {
             return Err(err(format!("{at}.ways"), "must be between 1 and 16"));
@@ -393,9 +346,7 @@ fn check_temperature(at: &str, t: f64) -> Result<(), ConfigError> {
 }
 
 fn valid_header_name(h: &str) -> bool {
-    !h.is_empty()
-        && h.bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
+    !h.is_empty() && h.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
 }
 
 /// `*` matches all, `gpt-*` a prefix, `*-mini` a suffix; anything else is an exact name.
@@ -457,46 +408,19 @@ mod tests {
     fn bad_values_are_rejected_with_paths() {
         let cases = [
             (r#"{"cache":{"ttl_s":0}}"#, "cache.ttl_s"),
-            (
-                r#"{"cache":{"max_entry_bytes":100}}"#,
-                "cache.max_entry_bytes",
-            ),
-            (
-                r#"{"cache":{"max_bytes":2048,"max_entry_bytes":4096}}"#,
-                "cache.max_entry_bytes",
-            ),
+            (r#"{"cache":{"max_entry_bytes":100}}"#, "cache.max_entry_bytes"),
+            (r#"{"cache":{"max_bytes":2048,"max_entry_bytes":4096}}"#, "cache.max_entry_bytes"),
             (r#"{"cache":{"ways":0}}"#, "cache.ways"),
-            (
-                r#"{"cache":{"max_temperature":3}}"#,
-                "cache.max_temperature",
-            ),
-            (
-                r#"{"models":[{"match":"*","provider":"nope"}]}"#,
-                "models[0].provider",
-            ),
-            (
-                r#"{"models":[{"match":"a*b*","provider":"openai"}]}"#,
-                "models[0].match",
-            ),
+            (r#"{"cache":{"max_temperature":3}}"#, "cache.max_temperature"),
+            (r#"{"models":[{"match":"*","provider":"nope"}]}"#, "models[0].provider"),
+            (r#"{"models":[{"match":"a*b*","provider":"openai"}]}"#, "models[0].match"),
             (r#"{"models":[]}"#, "models"),
             (r#"{"api_paths":["v1/chat"]}"#, "api_paths[0]"),
             (r#"{"auth":{"keys":[]}}"#, "auth"),
-            (
-                r#"{"auth":{"keys":[{"key":"a","tenant":"t"},{"key":"a","tenant":"u"}]}}"#,
-                "auth.keys[1].key",
-            ),
-            (
-                r#"{"auth":{"tenant_header":"X-Tenant"}}"#,
-                "auth.tenant_header",
-            ),
-            (
-                r#"{"policies":[{"match":{"path_prefix":"x"},"cache":{}}]}"#,
-                "policies[0].match.path_prefix",
-            ),
-            (
-                r#"{"policies":[{"match":{},"cache":{"ttl_s":0}}]}"#,
-                "policies[0].cache.ttl_s",
-            ),
+            (r#"{"auth":{"keys":[{"key":"a","tenant":"t"},{"key":"a","tenant":"u"}]}}"#, "auth.keys[1].key"),
+            (r#"{"auth":{"tenant_header":"X-Tenant"}}"#, "auth.tenant_header"),
+            (r#"{"policies":[{"match":{"path_prefix":"x"},"cache":{}}]}"#, "policies[0].match.path_prefix"),
+            (r#"{"policies":[{"match":{},"cache":{"ttl_s":0}}]}"#, "policies[0].cache.ttl_s"),
             (r#"{"max_body_bytes":0}"#, "max_body_bytes"),
         ];
         for (patch, path) in cases {
@@ -523,11 +447,7 @@ mod tests {
 
     #[test]
     fn slot_count_rounds_to_whole_sets() {
-        let mut c = CacheConfig {
-            slots: Some(10),
-            ways: 4,
-            ..CacheConfig::default()
-        };
+        let mut c = CacheConfig { slots: Some(10), ways: 4, ..CacheConfig::default() };
         assert_eq!(c.slot_count(), 8);
         c.slots = Some(3);
         c.ways = 4;

@@ -83,20 +83,14 @@ impl Entry {
 
     /// Creation and expiry times, without decoding the body.
     pub fn peek_times(bytes: &[u8]) -> Option<(u64, u64)> {
-        let mut r = Reader {
-            buf: bytes,
-            pos: KEY_OFFSET + 32,
-        };
+        let mut r = Reader { buf: bytes, pos: KEY_OFFSET + 32 };
         Self::peek_key(bytes)?;
         Some((r.u64()?, r.u64()?))
     }
 
     pub fn decode(bytes: &[u8]) -> Result<Entry, DecodeError> {
         let key = Self::peek_key(bytes).ok_or(DecodeError)?;
-        let mut r = Reader {
-            buf: bytes,
-            pos: KEY_OFFSET + 32,
-        };
+        let mut r = Reader { buf: bytes, pos: KEY_OFFSET + 32 };
         let created_ms = r.u64().ok_or(DecodeError)?;
         let expires_ms = r.u64().ok_or(DecodeError)?;
         let kind = match r.take(1).ok_or(DecodeError)?[0] {
@@ -105,8 +99,7 @@ impl Entry {
             _ => return Err(DecodeError),
         };
         let ct_len = r.u16().ok_or(DecodeError)? as usize;
-        let content_type = String::from_utf8(r.take(ct_len).ok_or(DecodeError)?.to_vec())
-            .map_err(|_| DecodeError)?;
+        let content_type = String::from_utf8(r.take(ct_len).ok_or(DecodeError)?.to_vec()).map_err(|_| DecodeError)?;
         let n = r.u32().ok_or(DecodeError)? as usize;
         // Each chunk needs at least its 4-byte length: bound the allocation by what is there.
         if n > bytes.len() / 4 {
@@ -120,16 +113,7 @@ impl Entry {
         if r.pos != bytes.len() {
             return Err(DecodeError);
         }
-        Ok(Entry {
-            key,
-            created_ms,
-            expires_ms,
-            response: CachedResponse {
-                kind,
-                content_type,
-                chunks,
-            },
-        })
+        Ok(Entry { key, created_ms, expires_ms, response: CachedResponse { kind, content_type, chunks } })
     }
 }
 
@@ -149,8 +133,7 @@ impl<'a> Reader<'a> {
         self.take(2).map(|b| u16::from_le_bytes([b[0], b[1]]))
     }
     fn u32(&mut self) -> Option<u32> {
-        self.take(4)
-            .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+        self.take(4).map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
     }
     fn u64(&mut self) -> Option<u64> {
         let b = self.take(8)?;
@@ -172,10 +155,7 @@ mod tests {
             response: CachedResponse {
                 kind,
                 content_type: "text/event-stream".into(),
-                chunks: vec![
-                    b"data: {\"x\":1}\n\n".to_vec(),
-                    b"data: [DONE]\n\n".to_vec(),
-                ],
+                chunks: vec![b"data: {\"x\":1}\n\n".to_vec(), b"data: [DONE]\n\n".to_vec()],
             },
         }
     }
@@ -215,9 +195,6 @@ mod tests {
 
     #[test]
     fn body_concatenates_chunks() {
-        assert_eq!(
-            sample(BodyKind::Sse).response.body(),
-            b"data: {\"x\":1}\n\ndata: [DONE]\n\n"
-        );
+        assert_eq!(sample(BodyKind::Sse).response.body(), b"data: {\"x\":1}\n\ndata: [DONE]\n\n");
     }
 }

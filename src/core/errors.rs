@@ -9,10 +9,7 @@ pub enum GatewayError {
     #[error("request body is not valid JSON: {0}")]
     InvalidJson(String),
     #[error("{message}")]
-    InvalidRequest {
-        message: String,
-        param: Option<String>,
-    },
+    InvalidRequest { message: String, param: Option<String> },
     #[error("request body of {size} bytes exceeds this gateway's limit of {limit} bytes")]
     BodyTooLarge { size: u64, limit: u64 },
     #[error("method {0} is not allowed here; use POST")]
@@ -25,10 +22,7 @@ pub enum GatewayError {
 
 impl GatewayError {
     pub fn invalid(message: impl Into<String>, param: impl Into<String>) -> Self {
-        GatewayError::InvalidRequest {
-            message: message.into(),
-            param: Some(param.into()),
-        }
+        GatewayError::InvalidRequest { message: message.into(), param: Some(param.into()) }
     }
 
     pub fn status(&self) -> u16 {
@@ -76,10 +70,7 @@ mod tests {
         let v: serde_json::Value = serde_json::from_slice(&e.to_json()).unwrap();
         assert_eq!(v["error"]["type"], "invalid_request_error");
         assert_eq!(v["error"]["param"], "messages");
-        assert_eq!(
-            v["error"]["message"],
-            "`messages` must be a non-empty array"
-        );
+        assert_eq!(v["error"]["message"], "`messages` must be a non-empty array");
 
         let e = GatewayError::BodyTooLarge { size: 10, limit: 5 };
         assert_eq!(e.status(), 413);

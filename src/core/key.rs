@@ -50,18 +50,12 @@ mod tests {
     use super::*;
 
     fn scope(t: &str, p: Option<&str>) -> Scope {
-        Scope {
-            tenant: t.into(),
-            provider: p.map(Into::into),
-        }
+        Scope { tenant: t.into(), provider: p.map(Into::into) }
     }
 
     #[test]
     fn same_request_same_scope_same_key() {
-        assert_eq!(
-            CacheKey::new(b"{}", &scope("a", None)),
-            CacheKey::new(b"{}", &scope("a", None))
-        );
+        assert_eq!(CacheKey::new(b"{}", &scope("a", None)), CacheKey::new(b"{}", &scope("a", None)));
     }
 
     #[test]
@@ -70,10 +64,7 @@ mod tests {
         assert_ne!(base, CacheKey::new(b"{}", &scope("b", None)));
         assert_ne!(base, CacheKey::new(b"{}", &scope("a", Some("openai"))));
         // Length prefixes: moving bytes between fields changes the key.
-        assert_ne!(
-            CacheKey::new(b"x", &scope("ab", None)),
-            CacheKey::new(b"bx", &scope("a", None))
-        );
+        assert_ne!(CacheKey::new(b"x", &scope("ab", None)), CacheKey::new(b"bx", &scope("a", None)));
     }
 
     #[test]

@@ -39,70 +39,36 @@ fn is_default(field: &str, v: &Value) -> bool {
 }
 
 pub fn parse_chat_request(body: &[u8]) -> Result<ChatRequest, GatewayError> {
-    let value: Value =
-        serde_json::from_slice(body).map_err(|e| GatewayError::InvalidJson(e.to_string()))?;
+    let value: Value = serde_json::from_slice(body).map_err(|e| GatewayError::InvalidJson(e.to_string()))?;
     let Value::Object(obj) = value else {
-        return Err(GatewayError::invalid(
-            "request body must be a JSON object",
-            "",
-        ));
+        return Err(GatewayError::invalid("request body must be a JSON object", ""));
     };
     let model = match obj.get("model") {
         Some(Value::String(m)) if !m.is_empty() => m.clone(),
-        Some(_) => {
-            return Err(GatewayError::invalid(
-                "`model` must be a non-empty string",
-                "model",
-            ))
-        }
-        None => {
-            return Err(GatewayError::invalid(
-                "missing required parameter: `model`",
-                "model",
-            ))
-        }
+        Some(_) => return Err(GatewayError::invalid("`model` must be a non-empty string", "model")),
+        None => return Err(GatewayError::invalid("missing required parameter: `model`", "model")),
     };
     match obj.get("messages") {
         Some(Value::Array(msgs)) if !msgs.is_empty() => validate_messages(msgs)?,
-        Some(_) => {
-            return Err(GatewayError::invalid(
-                "`messages` must be a non-empty array",
-                "messages",
-            ))
-        }
-        None => {
-            return Err(GatewayError::invalid(
-                "missing required parameter: `messages`",
-                "messages",
-            ))
-        }
+        Some(_) => return Err(GatewayError::invalid("`messages` must be a non-empty array", "messages")),
+        None => return Err(GatewayError::invalid("missing required parameter: `messages`", "messages")),
     }
     let stream = match obj.get("stream") {
         None | Some(Value::Null) => false,
         Some(Value::Bool(b)) => *b,
-        Some(_) => {
-            return Err(GatewayError::invalid(
-                "`stream` must be a boolean",
-                "stream",
-            ))
-        }
+        Some(_) => return Err(GatewayError::invalid("`stream` must be a boolean", "stream")),
     };
     let temperature = number_in(&obj, "temperature", 0.0, 2.0)?;
     number_in(&obj, "top_p", 0.0, 1.0)?;
     let n = match number_in(&obj, "n", 1.0, 128.0)? {
-        Some(n) if n.fract() != 0.0 => {
-            return Err(GatewayError::invalid("`n` must be an integer", "n"))
-        }
+        Some(n) if n.fract() != 0.0 => return Err(GatewayError::invalid("`n` must be an integer", "n")),
         Some(n) => n as u64,
         None => 1,
     };
     for field in ["max_tokens", "max_completion_tokens", "seed"] {
         if let Some(v) = obj.get(field) {
             if !v.is_null() && !v.is_i64() && !v.is_u64() {
-                return Err(GatewayError::invalid(
-                    format!("`{field}` must be an integer"),
-                    field,
-                ));
+                return Err(GatewayError::invalid(format!("`{field}` must be an integer"), field));
             }
         }
     }
@@ -113,10 +79,7 @@ pub fn parse_chat_request(body: &[u8]) -> Result<ChatRequest, GatewayError> {
             _ => false,
         };
         if !ok {
-            return Err(GatewayError::invalid(
-                "`stop` must be a string or an array of strings",
-                "stop",
-            ));
+            return Err(GatewayError::invalid("`stop` must be a string or an array of strings", "stop"));
         }
     }
     if let Some(v) = obj.get("tools") {
@@ -125,29 +88,15 @@ pub fn parse_chat_request(body: &[u8]) -> Result<ChatRequest, GatewayError> {
         }
     }
     let canonical = canonicalize(obj).to_string().into_bytes();
-    Ok(ChatRequest {
-        model,
-        stream,
-        temperature,
-        n,
-        canonical,
-    })
+    Ok(ChatRequest { model, stream, temperature, n, canonical })
 }
 
-fn number_in(
-    obj: &Map<String, Value>,
-    field: &str,
-    lo: f64,
-    hi: f64,
-) -> Result<Option<f64>, GatewayError> {
+fn number_in(obj: &Map<String, Value>, field: &str, lo: f64, hi: f64) -> Result<Option<f64>, GatewayError> {
     match obj.get(field) {
         None | Some(Value::Null) => Ok(None),
         Some(v) => match v.as_f64() {
             Some(x) if (lo..=hi).contains(&x) => Ok(Some(x)),
-            _ => Err(GatewayError::invalid(
-                format!("`{field}` must be a number between {lo} and {hi}"),
-                field,
-            )),
+            _ => Err(GatewayError::invalid(format!("`{field}` must be a number between {lo} and {hi}"), field)),
         },
     }
 }
@@ -155,10 +104,7 @@ fn number_in(
 fn validate_messages(msgs: &[Value]) -> Result<(), GatewayError> {
     for (i, m) in msgs.iter().enumerate() {
         let Value::Object(m) = m else {
-            return Err(GatewayError::invalid(
-                format!("`messages[{i}]` must be an object"),
-                format!("messages[{i}]"),
-            ));
+            return Err(GatewayError::invalid(format!("`messages[{i}]` must be an object"), format!("messages[{i}]")));
         };
         match m.get("role") {
             Some(Value::String(_)) => {}
@@ -175,19 +121,13 @@ fn validate_messages(msgs: &[Value]) -> Result<(), GatewayError> {
                 for (j, p) in parts.iter().enumerate() {
                     if !p.get("type").is_some_and(Value::is_string) {
                         let at = format!("messages[{i}].content[{j}].type");
-                        return Err(GatewayError::invalid(
-                            format!("`{at}` must be a string"),
-                            at,
-                        ));
+                        return Err(GatewayError::invalid(format!("`{at}` must be a string"), at));
                     }
                 }
             }
             Some(_) => {
                 let at = format!("messages[{i}].content");
-                return Err(GatewayError::invalid(
-                    format!("`{at}` must be a string or an array of parts"),
-                    at,
-                ));
+                return Err(GatewayError::invalid(format!("`{at}` must be a string or an array of parts"), at));
             }
         }
     }
@@ -201,14 +141,7 @@ fn canonicalize(obj: Map<String, Value>) -> Value {
             continue;
         }
         let v = match k.as_str() {
-            "messages" => Value::Array(
-                v.as_array()
-                    .into_iter()
-                    .flatten()
-                    .cloned()
-                    .map(canonical_message)
-                    .collect(),
-            ),
+            "messages" => Value::Array(v.as_array().into_iter().flatten().cloned().map(canonical_message).collect()),
             "stop" => match v {
                 Value::String(s) => Value::Array(vec![Value::String(s)]),
                 other => other,
@@ -218,13 +151,8 @@ fn canonicalize(obj: Map<String, Value>) -> Value {
         out.insert(k, v);
     }
     // `tool_choice` at its default ("none" without tools, "auto" with them) is no choice at all.
-    let has_tools = out
-        .get("tools")
-        .and_then(Value::as_array)
-        .is_some_and(|t| !t.is_empty());
-    if out.get("tool_choice").and_then(Value::as_str)
-        == Some(if has_tools { "auto" } else { "none" })
-    {
+    let has_tools = out.get("tools").and_then(Value::as_array).is_some_and(|t| !t.is_empty());
+    if out.get("tool_choice").and_then(Value::as_str) == Some(if has_tools { "auto" } else { "none" }) {
         out.remove("tool_choice");
     }
     Value::Object(out)
@@ -237,11 +165,7 @@ fn canonical_message(m: Value) -> Value {
         if v.is_null() {
             continue;
         }
-        let v = if k == "content" {
-            canonical_content(v)
-        } else {
-            canonical_value(v)
-        };
+        let v = if k == "content" { canonical_content(v) } else { canonical_value(v) };
         out.insert(k, v);
     }
     Value::Object(out)
@@ -298,12 +222,9 @@ pub fn data_url_digest(url: &str) -> Option<String> {
 /// Recursively: drop nulls in objects, and write integral floats as integers (1.0 -> 1).
 fn canonical_value(v: Value) -> Value {
     match v {
-        Value::Object(m) => Value::Object(
-            m.into_iter()
-                .filter(|(_, v)| !v.is_null())
-                .map(|(k, v)| (k, canonical_value(v)))
-                .collect(),
-        ),
+        Value::Object(m) => {
+            Value::Object(m.into_iter().filter(|(_, v)| !v.is_null()).map(|(k, v)| (k, canonical_value(v))).collect())
+        }
         Value::Array(a) => Value::Array(a.into_iter().map(canonical_value).collect()),
         Value::Number(n) => Value::Number(canonical_number(n)),
         other => other,
@@ -312,9 +233,7 @@ fn canonical_value(v: Value) -> Value {
 
 fn canonical_number(n: Number) -> Number {
     match n.as_f64() {
-        Some(f) if !n.is_i64() && !n.is_u64() && f.fract() == 0.0 && f.abs() < 9.0e15 => {
-            Number::from(f as i64)
-        }
+        Some(f) if !n.is_i64() && !n.is_u64() && f.fract() == 0.0 && f.abs() < 9.0e15 => Number::from(f as i64),
         _ => n,
     }
 }
@@ -363,11 +282,7 @@ mod tests {
         ];
         let base_c = canon(base);
         for v in variants {
-            assert_ne!(
-                base_c,
-                canon(v),
-                "{v} must not share a key with the base request"
-            );
+            assert_ne!(base_c, canon(v), "{v} must not share a key with the base request");
         }
     }
 
@@ -378,28 +293,20 @@ mod tests {
             r#"{{"model":"m","messages":[{{"role":"user","content":[{{"type":"text","text":"caption"}},{{"type":"image_url","image_url":{{"url":"data:image/png;base64,{img}","detail":"auto"}}}}]}}]}}"#
         );
         let c = canon(&body);
-        assert!(
-            !c.contains(&img[..100]),
-            "image bytes must not be in the canonical form"
-        );
+        assert!(!c.contains(&img[..100]), "image bytes must not be in the canonical form");
         assert!(c.contains("blake3:image/png:"));
         let other = base64::engine::general_purpose::STANDARD.encode(vec![8u8; 3000]);
         assert_ne!(c, canon(&body.replace(&img, &other)));
         // `detail: auto` is the default.
         assert_eq!(c, canon(&body.replace(r#","detail":"auto""#, "")));
-        assert_ne!(
-            c,
-            canon(&body.replace(r#""detail":"auto""#, r#""detail":"high""#))
-        );
+        assert_ne!(c, canon(&body.replace(r#""detail":"auto""#, r#""detail":"high""#)));
     }
 
     #[test]
     fn tool_choice_default_is_dropped() {
         let tools = r#""tools":[{"type":"function","function":{"name":"f"}}]"#;
         let a = format!(r#"{{"model":"m","messages":[{{"role":"user","content":"x"}}],{tools}}}"#);
-        let b = format!(
-            r#"{{"model":"m","messages":[{{"role":"user","content":"x"}}],{tools},"tool_choice":"auto"}}"#
-        );
+        let b = format!(r#"{{"model":"m","messages":[{{"role":"user","content":"x"}}],{tools},"tool_choice":"auto"}}"#);
         assert_eq!(canon(&a), canon(&b));
     }
 
@@ -408,68 +315,30 @@ mod tests {
         let cases = [
             ("not json", None),
             ("[1,2]", Some("")),
-            (
-                r#"{"messages":[{"role":"user","content":"x"}]}"#,
-                Some("model"),
-            ),
-            (
-                r#"{"model":5,"messages":[{"role":"user","content":"x"}]}"#,
-                Some("model"),
-            ),
+            (r#"{"messages":[{"role":"user","content":"x"}]}"#, Some("model")),
+            (r#"{"model":5,"messages":[{"role":"user","content":"x"}]}"#, Some("model")),
             (r#"{"model":"m"}"#, Some("messages")),
             (r#"{"model":"m","messages":[]}"#, Some("messages")),
             (r#"{"model":"m","messages":"hi"}"#, Some("messages")),
-            (
-                r#"{"model":"m","messages":[{"content":"x"}]}"#,
-                Some("messages[0].role"),
-            ),
-            (
-                r#"{"model":"m","messages":[{"role":"user","content":5}]}"#,
-                Some("messages[0].content"),
-            ),
+            (r#"{"model":"m","messages":[{"content":"x"}]}"#, Some("messages[0].role")),
+            (r#"{"model":"m","messages":[{"role":"user","content":5}]}"#, Some("messages[0].content")),
             (
                 r#"{"model":"m","messages":[{"role":"user","content":[{"text":"x"}]}]}"#,
                 Some("messages[0].content[0].type"),
             ),
-            (
-                r#"{"model":"m","messages":[{"role":"user","content":"x"}],"temperature":"hot"}"#,
-                Some("temperature"),
-            ),
-            (
-                r#"{"model":"m","messages":[{"role":"user","content":"x"}],"temperature":5}"#,
-                Some("temperature"),
-            ),
-            (
-                r#"{"model":"m","messages":[{"role":"user","content":"x"}],"stream":"yes"}"#,
-                Some("stream"),
-            ),
-            (
-                r#"{"model":"m","messages":[{"role":"user","content":"x"}],"n":1.5}"#,
-                Some("n"),
-            ),
-            (
-                r#"{"model":"m","messages":[{"role":"user","content":"x"}],"max_tokens":"10"}"#,
-                Some("max_tokens"),
-            ),
-            (
-                r#"{"model":"m","messages":[{"role":"user","content":"x"}],"stop":5}"#,
-                Some("stop"),
-            ),
-            (
-                r#"{"model":"m","messages":[{"role":"user","content":"x"}],"tools":{}}"#,
-                Some("tools"),
-            ),
+            (r#"{"model":"m","messages":[{"role":"user","content":"x"}],"temperature":"hot"}"#, Some("temperature")),
+            (r#"{"model":"m","messages":[{"role":"user","content":"x"}],"temperature":5}"#, Some("temperature")),
+            (r#"{"model":"m","messages":[{"role":"user","content":"x"}],"stream":"yes"}"#, Some("stream")),
+            (r#"{"model":"m","messages":[{"role":"user","content":"x"}],"n":1.5}"#, Some("n")),
+            (r#"{"model":"m","messages":[{"role":"user","content":"x"}],"max_tokens":"10"}"#, Some("max_tokens")),
+            (r#"{"model":"m","messages":[{"role":"user","content":"x"}],"stop":5}"#, Some("stop")),
+            (r#"{"model":"m","messages":[{"role":"user","content":"x"}],"tools":{}}"#, Some("tools")),
         ];
         for (body, param) in cases {
             let e = parse_chat_request(body.as_bytes()).unwrap_err();
             match (param, &e) {
                 (None, GatewayError::InvalidJson(_)) => {}
-                (
-                    Some(p),
-                    GatewayError::InvalidRequest {
-                        param: Some(got), ..
-                    },
-                ) => assert_eq!(got, p, "{body}"),
+                (Some(p), GatewayError::InvalidRequest { param: Some(got), .. }) => assert_eq!(got, p, "{body}"),
                 _ => panic!("{body}: unexpected {e:?}"),
             }
             assert_eq!(e.status(), 400);
@@ -478,7 +347,10 @@ mod tests {
 
     #[test]
     fn facts_are_extracted() {
-        let r = parse_chat_request(br#"{"model":"m","messages":[{"role":"user","content":"x"}],"stream":true,"temperature":0.3,"n":2}"#).unwrap();
+        let r = parse_chat_request(
+            br#"{"model":"m","messages":[{"role":"user","content":"x"}],"stream":true,"temperature":0.3,"n":2}"#,
+        )
+        .unwrap();
         assert_eq!(r.model, "m");
         assert!(r.stream);
         assert_eq!(r.temperature, Some(0.3));
@@ -501,23 +373,13 @@ mod tests {
                     }
                     let parts: Vec<String> = items
                         .iter()
-                        .map(|(k, v)| {
-                            format!(
-                                "{} : {}",
-                                Value::String((*k).clone()),
-                                shuffle_keys(v, seed / 3 + 1)
-                            )
-                        })
+                        .map(|(k, v)| format!("{} : {}", Value::String((*k).clone()), shuffle_keys(v, seed / 3 + 1)))
                         .collect();
                     format!("{{ {} }}", parts.join(" ,\n "))
                 }
-                Value::Array(a) => format!(
-                    "[{}]",
-                    a.iter()
-                        .map(|x| shuffle_keys(x, seed + 7))
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                ),
+                Value::Array(a) => {
+                    format!("[{}]", a.iter().map(|x| shuffle_keys(x, seed + 7)).collect::<Vec<_>>().join(", "))
+                }
                 other => other.to_string(),
             }
         }

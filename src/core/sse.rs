@@ -31,10 +31,7 @@ impl SseParser {
         let mut events = Vec::new();
         while let Some(end) = event_end(&self.pending) {
             let raw: Vec<u8> = self.pending.drain(..end).collect();
-            events.push(SseEvent {
-                data: data_of(&raw),
-                raw,
-            });
+            events.push(SseEvent { data: data_of(&raw), raw });
         }
         events
     }
@@ -105,10 +102,7 @@ mod tests {
         assert_eq!(ev[0].data, "{\"a\":1}");
         assert_eq!(ev[1].raw, b"data: {\"b\":2}\n\n");
         assert!(ev[2].is_done());
-        assert_eq!(
-            ev.iter().flat_map(|e| e.raw.clone()).collect::<Vec<_>>(),
-            STREAM.as_bytes()
-        );
+        assert_eq!(ev.iter().flat_map(|e| e.raw.clone()).collect::<Vec<_>>(), STREAM.as_bytes());
         assert!(p.pending().is_empty());
     }
 

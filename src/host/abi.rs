@@ -34,21 +34,9 @@ extern "C" {
         out: *mut *mut u8,
         out_len: *mut usize,
     ) -> u32;
-    fn proxy_replace_header_map_value(
-        map: u32,
-        key: *const u8,
-        key_len: usize,
-        val: *const u8,
-        val_len: usize,
-    ) -> u32;
+    fn proxy_replace_header_map_value(map: u32, key: *const u8, key_len: usize, val: *const u8, val_len: usize) -> u32;
     fn proxy_remove_header_map_value(map: u32, key: *const u8, key_len: usize) -> u32;
-    fn proxy_get_buffer_bytes(
-        buffer: u32,
-        start: usize,
-        max: usize,
-        out: *mut *mut u8,
-        out_len: *mut usize,
-    ) -> u32;
+    fn proxy_get_buffer_bytes(buffer: u32, start: usize, max: usize, out: *mut *mut u8, out_len: *mut usize) -> u32;
     #[allow(clippy::too_many_arguments)]
     fn proxy_send_local_response(
         status: u32,
@@ -60,12 +48,7 @@ extern "C" {
         headers_len: usize,
         grpc_status: i32,
     ) -> u32;
-    fn proxy_get_property(
-        path: *const u8,
-        path_len: usize,
-        out: *mut *mut u8,
-        out_len: *mut usize,
-    ) -> u32;
+    fn proxy_get_property(path: *const u8, path_len: usize, out: *mut *mut u8, out_len: *mut usize) -> u32;
     fn proxy_get_shared_data(
         key: *const u8,
         key_len: usize,
@@ -73,13 +56,7 @@ extern "C" {
         out_len: *mut usize,
         cas: *mut u32,
     ) -> u32;
-    fn proxy_set_shared_data(
-        key: *const u8,
-        key_len: usize,
-        val: *const u8,
-        val_len: usize,
-        cas: u32,
-    ) -> u32;
+    fn proxy_set_shared_data(key: *const u8, key_len: usize, val: *const u8, val_len: usize, cas: u32) -> u32;
     fn proxy_log(level: u32, msg: *const u8, msg_len: usize) -> u32;
 }
 
@@ -110,9 +87,7 @@ pub fn get_header(map: Headers, key: &str) -> Option<String> {
     let mut out = null_mut();
     let mut len = 0;
     // SAFETY: pointers are valid for the call; the host fills out/len with an allocation we own.
-    let status = unsafe {
-        proxy_get_header_map_value(map as u32, key.as_ptr(), key.len(), &mut out, &mut len)
-    };
+    let status = unsafe { proxy_get_header_map_value(map as u32, key.as_ptr(), key.len(), &mut out, &mut len) };
     if status != OK {
         return None;
     }
@@ -122,15 +97,7 @@ pub fn get_header(map: Headers, key: &str) -> Option<String> {
 
 pub fn set_header(map: Headers, key: &str, value: &str) -> Result<(), HostError> {
     // SAFETY: pointers are valid for the duration of the call.
-    match unsafe {
-        proxy_replace_header_map_value(
-            map as u32,
-            key.as_ptr(),
-            key.len(),
-            value.as_ptr(),
-            value.len(),
-        )
-    } {
+    match unsafe { proxy_replace_header_map_value(map as u32, key.as_ptr(), key.len(), value.as_ptr(), value.len()) } {
         OK => Ok(()),
         s => Err(HostError(s)),
     }
@@ -157,24 +124,11 @@ pub fn get_buffer(buffer: Buffer, start: usize, max: usize) -> Result<Vec<u8>, H
 
 /// Answer the request locally. Headers use proxy-wasm's map encoding: count, sizes, then
 /// NUL-terminated names and values.
-pub fn send_local_response(
-    status: u16,
-    headers: &[(&str, &str)],
-    body: &[u8],
-) -> Result<(), HostError> {
+pub fn send_local_response(status: u16, headers: &[(&str, &str)], body: &[u8]) -> Result<(), HostError> {
     let map = serialize_map(headers);
     // SAFETY: pointers are valid for the duration of the call.
     match unsafe {
-        proxy_send_local_response(
-            status as u32,
-            null(),
-            0,
-            body.as_ptr(),
-            body.len(),
-            map.as_ptr(),
-            map.len(),
-            -1,
-        )
+        proxy_send_local_response(status as u32, null(), 0, body.as_ptr(), body.len(), map.as_ptr(), map.len(), -1)
     } {
         OK => Ok(()),
         s => Err(HostError(s)),
@@ -228,15 +182,7 @@ pub enum SharedSetError {
 
 pub fn set_shared(key: &str, value: &[u8], cas: Option<u32>) -> Result<(), SharedSetError> {
     // SAFETY: pointers are valid for the duration of the call.
-    match unsafe {
-        proxy_set_shared_data(
-            key.as_ptr(),
-            key.len(),
-            value.as_ptr(),
-            value.len(),
-            cas.unwrap_or(0),
-        )
-    } {
+    match unsafe { proxy_set_shared_data(key.as_ptr(), key.len(), value.as_ptr(), value.len(), cas.unwrap_or(0)) } {
         OK => Ok(()),
         CAS_MISMATCH => Err(SharedSetError::CasMismatch),
         _ => Err(SharedSetError::Other),

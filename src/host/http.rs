@@ -45,10 +45,7 @@ pub struct GatewayHttp {
 
 impl GatewayHttp {
     pub fn new(rt: Option<Rc<Runtime>>) -> Self {
-        GatewayHttp {
-            rt,
-            phase: Phase::Start,
-        }
+        GatewayHttp { rt, phase: Phase::Start }
     }
 
     fn store<'a>(&self, rt: &Runtime, kv: &'a EnvoySharedData) -> CacheStore<'a, EnvoySharedData> {
@@ -59,16 +56,9 @@ impl GatewayHttp {
     fn reject(&mut self, rt: &Runtime, error: GatewayError) -> Action {
         rt.metrics.inc(rt.metrics.rejected);
         let body = error.to_json();
-        if let Err(e) = abi::send_local_response(
-            error.status(),
-            &[("content-type", "application/json")],
-            &body,
-        ) {
+        if let Err(e) = abi::send_local_response(error.status(), &[("content-type", "application/json")], &body) {
             rt.metrics.inc(rt.metrics.host_errors);
-            abi::log(
-                Level::Error,
-                &format!("semgate: local reply refused (status {})", e.0),
-            );
+            abi::log(Level::Error, &format!("semgate: local reply refused (status {})", e.0));
         }
         self.phase = Phase::Answered;
         Action::Pause
@@ -76,16 +66,12 @@ impl GatewayHttp {
 
     fn on_headers(&mut self, rt: &Runtime, end_of_stream: bool) -> Action {
         let get = |name: &str| abi::get_header(Headers::Request, name).filter(|v| !v.is_empty());
-        let (method, path) = (
-            get(":method").unwrap_or_default(),
-            get(":path").unwrap_or_default(),
-        );
+        let (method, path) = (get(":method").unwrap_or_default(), get(":path").unwrap_or_default());
         let (authorization, content_length) = (get("authorization"), get("content-length"));
         let (cache_control, semgate_cache) = (get("cache-control"), get("x-semgate-cache"));
         let tenant = rt.config.auth.tenant_header.as_deref().and_then(get);
-        let route_name = abi::get_property(&["xds", "route_name"])
-            .and_then(|v| String::from_utf8(v).ok())
-            .filter(|v| !v.is_empty());
+        let route_name =
+            abi::get_property(&["xds", "route_name"]).and_then(|v| String::from_utf8(v).ok()).filter(|v| !v.is_empty());
         let head = RequestHead {
             method: &method,
             path: &path,
@@ -105,10 +91,7 @@ impl GatewayHttp {
             HeadDecision::ReadBody(admitted) => {
                 rt.metrics.inc(rt.metrics.requests);
                 if end_of_stream {
-                    return self.reject(
-                        rt,
-                        GatewayError::InvalidJson("the request has no body".into()),
-                    );
+                    return self.reject(rt, GatewayError::InvalidJson("the request has no body".into()));
                 }
                 self.phase = Phase::ReadingBody(admitted);
                 Action::Pause
@@ -118,33 +101,26 @@ impl GatewayHttp {
 
     fn on_body(&mut self, rt: &Runtime, body_size: usize, end_of_stream: bool) -> Action {
         if body_size as u64 > rt.config.max_body_bytes {
-            return self.reject(
-                rt,
-                GatewayError::BodyTooLarge {
-                    size: body_size as u64,
-                    limit: rt.config.max_body_bytes,
-                },
-            );
+            return self
+                .reject(rt, GatewayError::BodyTooLarge { size: body_size as u64, limit: rt.config.max_body_bytes });
         }
         if !end_of_stream {
             return Action::Pause;
         }
-        let Phase::ReadingBody(admitted) = std::mem::replace(&mut self.phase, Phase::Answered)
-        else {
+        self.on_complete_body(rt, body_size)
+    }
+
+    /// The whole body is buffered (end of stream, or trailers arrived): decide.
+    fn on_complete_body(&mut self, rt: &Runtime, body_size: usize) -> Action {
+        let Phase::ReadingBody(admitted) = std::mem::replace(&mut self.phase, Phase::Answered) else {
             return Action::Continue;
         };
         let body = match abi::get_buffer(Buffer::RequestBody, 0, body_size) {
             Ok(b) => b,
             Err(e) => {
                 rt.metrics.inc(rt.metrics.host_errors);
-                abi::log(
-                    Level::Error,
-                    &format!("semgate: cannot read the request body (status {})", e.0),
-                );
-                return self.reject(
-                    rt,
-                    GatewayError::InvalidJson("the request body could not be read".into()),
-                );
+                abi::log(Level::Error, &format!("semgate: cannot read the request body (status {})", e.0));
+                return self.reject(rt, GatewayError::InvalidJson("the request body could not be read".into()));
             }
         };
         let plan = match plan(&rt.config, &rt.keys, &admitted, &body) {
@@ -185,13 +161,7 @@ impl GatewayHttp {
             }
             Err(e) => {
                 rt.metrics.inc(rt.metrics.host_errors);
-                abi::log(
-                    Level::Error,
-                    &format!(
-                        "semgate: cache hit reply refused (status {}), forwarding",
-                        e.0
-                    ),
-                );
+                abi::log(Level::Error, &format!("semgate: cache hit reply refused (status {}), forwarding", e.0));
                 false
             }
         }
@@ -214,13 +184,7 @@ impl GatewayHttp {
         });
         if let Err(e) = result {
             rt.metrics.inc(rt.metrics.host_errors);
-            abi::log(
-                Level::Error,
-                &format!(
-                    "semgate: cannot rewrite the request headers (status {})",
-                    e.0
-                ),
-            );
+            abi::log(Level::Error, &format!("semgate: cannot rewrite the request headers (status {})", e.0));
             return self.reject(
                 rt,
                 GatewayError::InvalidRequest {
@@ -258,10 +222,8 @@ impl GatewayHttp {
         let Phase::Forwarded(f) = &mut self.phase else {
             return;
         };
-        let mut marks = vec![
-            ("x-semgate-cache", f.cache_status.to_string()),
-            ("x-semgate-provider", f.provider.clone()),
-        ];
+        let mut marks =
+            vec![("x-semgate-cache", f.cache_status.to_string()), ("x-semgate-provider", f.provider.clone())];
         if let Some(r) = f.reason {
             marks.push(("x-semgate-cache-reason", r.to_string()));
         }
@@ -277,9 +239,7 @@ impl GatewayHttp {
             return;
         }
         let get = |name: &str| abi::get_header(Headers::Response, name);
-        let status = get(":status")
-            .and_then(|s| s.parse::<u16>().ok())
-            .unwrap_or(0);
+        let status = get(":status").and_then(|s| s.parse::<u16>().ok()).unwrap_or(0);
         match ResponseTee::start(
             status,
             get("content-type").as_deref(),
@@ -320,12 +280,7 @@ impl GatewayHttp {
         match tee.finish() {
             Ok(response) => {
                 let now = now_ms();
-                let entry = Entry {
-                    key,
-                    created_ms: now,
-                    expires_ms: now + ttl_s * 1000,
-                    response,
-                };
+                let entry = Entry { key, created_ms: now, expires_ms: now + ttl_s * 1000, response };
                 let kv = EnvoySharedData;
                 let store = self.store(rt, &kv);
                 match store.insert(&entry, now) {
@@ -360,11 +315,8 @@ impl HttpContext for GatewayHttp {
     fn on_http_request_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
         let Some(rt) = self.rt.clone() else {
             // Unreachable in practice: Envoy does not serve with a plugin whose configure failed.
-            let body = GatewayError::InvalidRequest {
-                message: "semgate is not configured".into(),
-                param: None,
-            }
-            .to_json();
+            let body =
+                GatewayError::InvalidRequest { message: "semgate is not configured".into(), param: None }.to_json();
             let _ = abi::send_local_response(503, &[("content-type", "application/json")], &body);
             self.phase = Phase::Answered;
             return Action::Pause;
@@ -375,6 +327,15 @@ impl HttpContext for GatewayHttp {
     fn on_http_request_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
         match (&self.phase, self.rt.clone()) {
             (Phase::ReadingBody(_), Some(rt)) => self.on_body(&rt, body_size, end_of_stream),
+            (Phase::Answered, _) => Action::Pause,
+            _ => Action::Continue,
+        }
+    }
+
+    /// HTTP/2 clients may end a request with trailers instead of an end-of-stream body frame.
+    fn on_http_request_trailers(&mut self, _num_trailers: usize) -> Action {
+        match (&self.phase, self.rt.clone()) {
+            (Phase::ReadingBody(_), Some(rt)) => self.on_complete_body(&rt, usize::MAX),
             (Phase::Answered, _) => Action::Pause,
             _ => Action::Continue,
         }

@@ -25,8 +25,7 @@ pub struct Metrics {
 impl Metrics {
     pub fn define() -> Result<Metrics, String> {
         let c = |name: &str| {
-            hostcalls::define_metric(MetricType::Counter, name)
-                .map_err(|s| format!("define_metric {name}: {s:?}"))
+            hostcalls::define_metric(MetricType::Counter, name).map_err(|s| format!("define_metric {name}: {s:?}"))
         };
         Ok(Metrics {
             requests: c("semgate_requests_total")?,

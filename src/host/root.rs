@@ -46,10 +46,7 @@ impl RootContext for GatewayRoot {
                 true
             }
             Err(msg) => {
-                abi::log(
-                    Level::Critical,
-                    &format!("semgate: refusing to start: {msg}"),
-                );
+                abi::log(Level::Critical, &format!("semgate: refusing to start: {msg}"));
                 false
             }
         }
@@ -68,8 +65,7 @@ fn load() -> Result<Runtime, String> {
     let raw = abi::get_buffer(Buffer::PluginConfiguration, 0, usize::MAX)
         .map_err(|e| format!("cannot read the plugin configuration (status {})", e.0))?;
     let config = Config::parse(&raw).map_err(|e| e.to_string())?;
-    let keys =
-        resolve_provider_keys(&config, |var| std::env::var(var).ok()).map_err(|e| e.to_string())?;
+    let keys = resolve_provider_keys(&config, |var| std::env::var(var).ok()).map_err(|e| e.to_string())?;
     let metrics = Metrics::define()?;
     let limits = StoreLimits {
         max_bytes: config.cache.max_bytes,
@@ -78,14 +74,7 @@ fn load() -> Result<Runtime, String> {
         ways: config.cache.ways,
     };
     let store = CacheStore::new(&EnvoySharedData, limits);
-    store
-        .init()
-        .map_err(|e| format!("cannot lay out the cache in shared data: {e}"))?;
+    store.init().map_err(|e| format!("cannot lay out the cache in shared data: {e}"))?;
     metrics.set(metrics.bytes, store.bytes_in_cache());
-    Ok(Runtime {
-        config,
-        keys,
-        metrics,
-        limits,
-    })
+    Ok(Runtime { config, keys, metrics, limits })
 }
