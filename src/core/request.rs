@@ -141,7 +141,10 @@ fn canonicalize(obj: Map<String, Value>) -> Value {
             continue;
         }
         let v = match k.as_str() {
-            "messages" => Value::Array(v.as_array().into_iter().flatten().cloned().map(canonical_message).collect()),
+            "messages" => match v {
+                Value::Array(msgs) => Value::Array(msgs.into_iter().map(canonical_message).collect()),
+                other => other,
+            },
             "stop" => match v {
                 Value::String(s) => Value::Array(vec![Value::String(s)]),
                 other => other,

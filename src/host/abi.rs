@@ -27,13 +27,7 @@ pub enum Buffer {
 
 #[link(wasm_import_module = "env")]
 extern "C" {
-    fn proxy_get_header_map_value(
-        map: u32,
-        key: *const u8,
-        key_len: usize,
-        out: *mut *mut u8,
-        out_len: *mut usize,
-    ) -> u32;
+    fn proxy_get_header_map_pairs(map: u32, out: *mut *mut u8, out_len: *mut usize) -> u32;
     fn proxy_replace_header_map_value(map: u32, key: *const u8, key_len: usize, val: *const u8, val_len: usize) -> u32;
     fn proxy_remove_header_map_value(map: u32, key: *const u8, key_len: usize) -> u32;
     fn proxy_get_buffer_bytes(buffer: u32, start: usize, max: usize, out: *mut *mut u8, out_len: *mut usize) -> u32;
@@ -83,16 +77,34 @@ unsafe fn owned(ptr: *mut u8, len: usize) -> Vec<u8> {
     }
 }
 
-pub fn get_header(map: Headers, key: &str) -> Option<String> {
+/// All headers of a map in one host call (one copy, one allocation), names lowercase.
+pub fn get_headers(map: Headers) -> Vec<(String, String)> {
     let mut out = null_mut();
     let mut len = 0;
     // SAFETY: pointers are valid for the call; the host fills out/len with an allocation we own.
-    let status = unsafe { proxy_get_header_map_value(map as u32, key.as_ptr(), key.len(), &mut out, &mut len) };
-    if status != OK {
-        return None;
+    if unsafe { proxy_get_header_map_pairs(map as u32, &mut out, &mut len) } != OK {
+        return Vec::new();
     }
     // SAFETY: on Ok the host handed us `len` bytes at `out`.
-    String::from_utf8(unsafe { owned(out, len) }).ok()
+    parse_map(&unsafe { owned(out, len) })
+}
+
+/// proxy-wasm's map encoding: count u32, then (name len u32, value len u32) per pair, then
+/// each name and value NUL-terminated. Malformed input yields the pairs read so far.
+fn parse_map(bytes: &[u8]) -> Vec<(String, String)> {
+    let word = |at: usize| bytes.get(at..at + 4).map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize);
+    let Some(n) = word(0) else { return Vec::new() };
+    let mut pairs = Vec::with_capacity(n.min(64));
+    let mut data = 4 + n.saturating_mul(8);
+    for i in 0..n {
+        let (Some(kl), Some(vl)) = (word(4 + i * 8), word(8 + i * 8)) else { break };
+        let (Some(k), Some(v)) = (bytes.get(data..data + kl), bytes.get(data + kl + 1..data + kl + 1 + vl)) else {
+            break;
+        };
+        pairs.push((String::from_utf8_lossy(k).into_owned(), String::from_utf8_lossy(v).into_owned()));
+        data += kl + vl + 2;
+    }
+    pairs
 }
 
 pub fn set_header(map: Headers, key: &str, value: &str) -> Result<(), HostError> {
@@ -114,7 +126,7 @@ pub fn remove_header(map: Headers, key: &str) -> Result<(), HostError> {
 pub fn get_buffer(buffer: Buffer, start: usize, max: usize) -> Result<Vec<u8>, HostError> {
     let mut out = null_mut();
     let mut len = 0;
-    // SAFETY: as in get_header.
+    // SAFETY: as in get_headers.
     match unsafe { proxy_get_buffer_bytes(buffer as u32, start, max, &mut out, &mut len) } {
         OK => Ok(unsafe { owned(out, len) }),
         NOT_FOUND => Ok(Vec::new()),
@@ -156,7 +168,7 @@ pub fn get_property(path: &[&str]) -> Option<Vec<u8>> {
     let joined = path.join("\0");
     let mut out = null_mut();
     let mut len = 0;
-    // SAFETY: as in get_header.
+    // SAFETY: as in get_headers.
     match unsafe { proxy_get_property(joined.as_ptr(), joined.len(), &mut out, &mut len) } {
         OK => Some(unsafe { owned(out, len) }),
         _ => None,
@@ -168,7 +180,7 @@ pub fn get_shared(key: &str) -> Option<(Vec<u8>, u32)> {
     let mut out = null_mut();
     let mut len = 0;
     let mut cas = 0;
-    // SAFETY: as in get_header.
+    // SAFETY: as in get_headers.
     match unsafe { proxy_get_shared_data(key.as_ptr(), key.len(), &mut out, &mut len, &mut cas) } {
         OK => Some((unsafe { owned(out, len) }, cas)),
         _ => None,

@@ -65,21 +65,23 @@ impl GatewayHttp {
     }
 
     fn on_headers(&mut self, rt: &Runtime, end_of_stream: bool) -> Action {
-        let get = |name: &str| abi::get_header(Headers::Request, name).filter(|v| !v.is_empty());
-        let (method, path) = (get(":method").unwrap_or_default(), get(":path").unwrap_or_default());
-        let (authorization, content_length) = (get("authorization"), get("content-length"));
-        let (cache_control, semgate_cache) = (get("cache-control"), get("x-semgate-cache"));
+        let headers = abi::get_headers(Headers::Request);
+        let get = |name: &str| headers.iter().find(|(k, v)| k == name && !v.is_empty()).map(|(_, v)| v.as_str());
         let tenant = rt.config.auth.tenant_header.as_deref().and_then(get);
-        let route_name =
-            abi::get_property(&["xds", "route_name"]).and_then(|v| String::from_utf8(v).ok()).filter(|v| !v.is_empty());
+        // Property lookups cost a host round trip: only when a policy matches on routes.
+        let route_name = if rt.needs_route_name {
+            abi::get_property(&["xds", "route_name"]).and_then(|v| String::from_utf8(v).ok()).filter(|v| !v.is_empty())
+        } else {
+            None
+        };
         let head = RequestHead {
-            method: &method,
-            path: &path,
-            authorization: authorization.as_deref(),
-            tenant: tenant.as_deref(),
-            content_length: content_length.as_deref(),
-            cache_control: cache_control.as_deref(),
-            semgate_cache: semgate_cache.as_deref(),
+            method: get(":method").unwrap_or_default(),
+            path: get(":path").unwrap_or_default(),
+            authorization: get("authorization"),
+            tenant,
+            content_length: get("content-length"),
+            cache_control: get("cache-control"),
+            semgate_cache: get("x-semgate-cache"),
             route_name: route_name.as_deref(),
         };
         match admit(&rt.config, &head) {
@@ -238,12 +240,13 @@ impl GatewayHttp {
         if f.store.is_none() {
             return;
         }
-        let get = |name: &str| abi::get_header(Headers::Response, name);
+        let headers = abi::get_headers(Headers::Response);
+        let get = |name: &str| headers.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str());
         let status = get(":status").and_then(|s| s.parse::<u16>().ok()).unwrap_or(0);
         match ResponseTee::start(
             status,
-            get("content-type").as_deref(),
-            get("content-encoding").as_deref(),
+            get("content-type"),
+            get("content-encoding"),
             rt.limits.max_entry_bytes as usize,
         ) {
             Ok(tee) if !end_of_stream => f.tee = Some(tee),

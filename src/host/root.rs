@@ -19,6 +19,8 @@ pub struct Runtime {
     pub keys: ProviderKeys,
     pub metrics: Metrics,
     pub limits: StoreLimits,
+    /// Some policy matches on the Envoy route name, so the filter must read it.
+    pub needs_route_name: bool,
 }
 
 #[derive(Default)]
@@ -76,5 +78,6 @@ fn load() -> Result<Runtime, String> {
     let store = CacheStore::new(&EnvoySharedData, limits);
     store.init().map_err(|e| format!("cannot lay out the cache in shared data: {e}"))?;
     metrics.set(metrics.bytes, store.bytes_in_cache());
-    Ok(Runtime { config, keys, metrics, limits })
+    let needs_route_name = config.policies.iter().any(|p| p.matcher.route.is_some());
+    Ok(Runtime { config, keys, metrics, limits, needs_route_name })
 }
