@@ -132,7 +132,11 @@ class Envoy:
         self.url = f"http://127.0.0.1:{self.port}"
         self.admin = f"http://127.0.0.1:{self.admin_port}"
         if wait:
-            wait_until(self._ready, "Envoy to become ready", timeout=60)
+            try:
+                wait_until(self._ready, "Envoy to become ready", timeout=60)
+            except BaseException:
+                self.stop()
+                raise
 
     def _ready(self):
         if self.proc.poll() is not None:
