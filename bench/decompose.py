@@ -1,0 +1,92 @@
+"""Attribute semgate's per-request cost: one Envoy (--concurrency 1) per variant, wrk with
+16 connections and unique ~2 KB bodies, Envoy CPU time per request from /proc. Each row adds
+one piece of work to the one above it. Run from the repo root after `make build fake-provider`:
+
+    .venv/bin/python bench/decompose.py [seconds]
+
+Prints a Markdown table; like `make bench`, it is a measurement, not a test."""
+
+import json
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import envoy_config  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent
+ENVOY = os.environ.get("ENVOY", str(ROOT / ".venv/bin/envoy"))
+SECONDS = int(sys.argv[1]) if len(sys.argv) > 1 else 5
+TICK = os.sysconf("SC_CLK_TCK")
+
+VARIANTS = [
+    ("bare Envoy", "bare", None, "/v1/chat/completions"),
+    ("no-op Wasm filter", "noop", "noop", "/v1/chat/completions"),
+    ("+ hold headers, buffer body", "noop", "pause", "/v1/chat/completions"),
+    ("+ copy body into the VM", "noop", "read", "/v1/chat/completions"),
+    ("+ header rewrites (req 4, resp 2)", "noop", "rewrite", "/v1/chat/completions"),
+    ("semgate, cache off for the route", "semgate", None, "/suggest/v1/chat/completions"),
+    ("semgate, cache miss + store", "semgate", None, "/v1/chat/completions"),
+]
+
+
+def free_port():
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def cpu_seconds(pid):
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / TICK
+
+
+def main():
+    provider = subprocess.Popen([str(ROOT / "target/release/fake-provider"), "--listen", "127.0.0.1:0", "--require-key", "sk-fake-provider"],
+                                stdout=subprocess.PIPE, text=True)
+    port = int(provider.stdout.readline().strip().rsplit(":", 1)[1])
+    rows = []
+    try:
+        for name, scenario, mode, path in VARIANTS:
+            lp, ap = free_port(), free_port()
+            doc = envoy_config.render(scenario, lp, ap, port)
+            if mode is not None:
+                wasm = doc["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]["http_filters"][0]
+                wasm["typed_config"]["config"]["configuration"] = {"@type": "type.googleapis.com/google.protobuf.StringValue", "value": mode}
+            with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as f:
+                json.dump(doc, f)
+            envoy = subprocess.Popen([ENVOY, "-c", f.name, "--concurrency", "1", "--disable-hot-restart", "--log-level", "error"],
+                                     cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            try:
+                for _ in range(200):
+                    if subprocess.run(["curl", "-s", "-o", "/dev/null", f"http://127.0.0.1:{ap}/ready"]).returncode == 0:
+                        break
+                    time.sleep(0.05)
+                wrk = ["wrk", "-t1", "-c16", "--timeout", "5s", "-s", str(ROOT / "bench/chat.lua"), f"http://127.0.0.1:{lp}{path}",
+                       "--", "unique", f"dec{lp}", str(ROOT / "bench/chat-body.json"), path]
+                subprocess.run(wrk[:3] + ["-d2s"] + wrk[3:], capture_output=True)  # warm-up
+                c0 = cpu_seconds(envoy.pid)
+                out = subprocess.run(wrk[:3] + [f"-d{SECONDS}s"] + wrk[3:], capture_output=True, text=True).stdout
+                c1 = cpu_seconds(envoy.pid)
+                reqs = int(re.search(r"(\d+) requests in", out).group(1))
+                non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+                rows.append((name, reqs / SECONDS, (c1 - c0) / reqs * 1e6, int(non2xx.group(1)) if non2xx else 0))
+            finally:
+                envoy.terminate()
+                envoy.wait()
+                os.unlink(f.name)
+    finally:
+        provider.kill()
+    base = rows[0][2]
+    print(f"| variant | req/s | Envoy CPU/req (us) | vs bare (us) | non-2xx |\n|---|---:|---:|---:|---:|")
+    for name, rps, cpu, bad in rows:
+        print(f"| {name} | {rps:,.0f} | {cpu:.1f} | {cpu - base:+.1f} | {bad} |")
+
+
+if __name__ == "__main__":
+    main()
