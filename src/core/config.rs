@@ -107,7 +107,8 @@ pub struct CacheConfig {
     /// Responses whose stored form is larger are not cached (counted as too large).
     #[serde(default = "default_max_entry_bytes")]
     pub max_entry_bytes: u64,
-    /// Number of entry slots; default `max_bytes / 8 KiB` (about the size of a chat answer).
+    /// Number of entry slots; default `max_bytes / 4 KiB` (a chat answer is 0.5-2 KB, a streamed
+    /// one with its SSE framing 2-8 KB).
     #[serde(default)]
     pub slots: Option<u32>,
     /// Slots per set (associativity): a lookup reads at most this many slots.
@@ -207,7 +208,7 @@ fn default_max_temperature() -> f64 {
 impl CacheConfig {
     /// Total slots, rounded down to whole sets.
     pub fn slot_count(&self) -> u32 {
-        let slots = self.slots.unwrap_or_else(|| (self.max_bytes / (8 << 10)).clamp(16, 1 << 20) as u32);
+        let slots = self.slots.unwrap_or_else(|| (self.max_bytes / (4 << 10)).clamp(16, 1 << 20) as u32);
         (slots / self.ways).max(1) * self.ways
     }
 }
@@ -386,7 +387,7 @@ mod tests {
         assert_eq!(c.api_paths, vec!["/v1/chat/completions"]);
         assert!(c.cache.enabled);
         assert_eq!(c.cache.ttl_s, 3600);
-        assert_eq!(c.cache.slot_count(), 8192);
+        assert_eq!(c.cache.slot_count(), 16384);
         assert_eq!(c.route_model("gpt-4o").unwrap().0, "openai");
     }
 

@@ -1,13 +1,21 @@
 //! The exact cache's bounded store, written against a compare-and-swap key/value map (Envoy
 //! shared data in the filter, a `HashMap` in tests).
 //!
-//! Envoy shared data has no delete and no eviction, so the store is a fixed set of slots
-//! (`semgate:c:<n>`, all created at start-up so every write is CAS-checked), grouped in sets
-//! of `ways` slots; a key lives in set `hash % sets`. One more key, `semgate:c:bytes`, holds
-//! the bytes held by all slots. A store reserves its bytes there before writing and, when
-//! the budget would be exceeded, empties other slots (starting at a point derived from the
-//! new key, so workers spread out) until it fits. So the memory held is at most `max_bytes`
-//! plus one entry per concurrent writer between reserve and release, whatever the traffic.
+//! Envoy shared data has no delete and no eviction, so the store is a fixed number of sets,
+//! each of `ways` entry slots (`semgate:c:<set>:<way>`) plus one small index
+//! (`semgate:i:<set>`: per way the key's first 16 bytes, times and size), all created at
+//! start-up. A key lives in set `hash % sets`. Reading shared data costs a host call that
+//! copies the value into the VM, so the index is what makes it cheap: a lookup reads the
+//! index and, only when a way matches, that one slot; a store reads the index once.
+//!
+//! One more key, `semgate:c:bytes`, holds the bytes the indexes say the slots hold. A store
+//! reserves its bytes there before writing and, when the budget would be exceeded, empties
+//! ways of other sets (starting at a point derived from the new key, so workers spread out)
+//! until it fits. Index writes are compare-and-swap; a slot write is not (the index write
+//! that follows it is), so two workers racing on one set can leave a way whose slot holds
+//! another key than its index says: lookups check the full key in the slot, and the byte
+//! count may be off by that one entry until the way is next replaced. The memory held is at
+//! most `max_bytes` plus one entry per concurrent writer, whatever the traffic.
 
 use crate::core::entry::Entry;
 use crate::core::key::CacheKey;
@@ -54,24 +62,111 @@ pub enum StoreError {
     TooLarge(u64),
     #[error("could not free enough room within the byte budget")]
     Full,
-    #[error("the slot kept changing under concurrent writers")]
+    #[error("the set kept changing under concurrent writers")]
     Contended,
     #[error("the host refused a shared-data call")]
     Host,
 }
 
 const BYTES_KEY: &str = "semgate:c:bytes";
-/// Slots an insert may empty looking for room before it gives up.
+/// Sets an insert may visit looking for room before it gives up.
 const MAX_EVICTION_STEPS: u32 = 256;
 const MAX_CAS_RETRIES: u32 = 8;
+
+/// What the index knows of one way. `len == 0` means empty.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+struct WayMeta {
+    key16: [u8; 16],
+    created_ms: u64,
+    expires_ms: u64,
+    len: u32,
+}
+
+const META_BYTES: usize = 16 + 8 + 8 + 4;
+
+impl WayMeta {
+    fn holds(&self, key: &CacheKey) -> bool {
+        self.len > 0 && self.key16 == key.0[..16]
+    }
+}
+
+/// A set's index: one `WayMeta` per way, fixed-size records.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct SetIndex {
+    ways: Vec<WayMeta>,
+}
+
+impl SetIndex {
+    fn empty(ways: u32) -> Self {
+        SetIndex { ways: vec![WayMeta::default(); ways as usize] }
+    }
+
+    /// Anything malformed (another layout, a torn write) reads as an empty set.
+    fn decode(bytes: &[u8], ways: u32) -> Self {
+        if bytes.len() != ways as usize * META_BYTES {
+            return Self::empty(ways);
+        }
+        let ways = bytes
+            .chunks_exact(META_BYTES)
+            .map(|c| {
+                let mut key16 = [0u8; 16];
+                key16.copy_from_slice(&c[..16]);
+                WayMeta {
+                    key16,
+                    created_ms: le_u64(&c[16..24]),
+                    expires_ms: le_u64(&c[24..32]),
+                    len: le_u64(&c[32..36]) as u32,
+                }
+            })
+            .collect();
+        SetIndex { ways }
+    }
+
+    fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(self.ways.len() * META_BYTES);
+        for w in &self.ways {
+            out.extend_from_slice(&w.key16);
+            out.extend_from_slice(&w.created_ms.to_le_bytes());
+            out.extend_from_slice(&w.expires_ms.to_le_bytes());
+            out.extend_from_slice(&w.len.to_le_bytes());
+        }
+        out
+    }
+
+    /// The way to write `key` into: the same key, else an empty way, else an expired one,
+    /// else the oldest. Returns (way, whether it held a live entry of another key).
+    fn choose(&self, key: &CacheKey, now_ms: u64) -> (usize, bool) {
+        let rank = |w: &WayMeta| match w {
+            w if w.holds(key) => (0, 0),
+            w if w.len == 0 => (1, 0),
+            w if w.expires_ms <= now_ms => (2, 0),
+            w => (3, w.created_ms),
+        };
+        match self.ways.iter().enumerate().min_by_key(|(_, w)| rank(w)) {
+            Some((way, meta)) => (way, rank(meta).0 == 3),
+            None => (0, false),
+        }
+    }
+}
+
+fn le_u64(b: &[u8]) -> u64 {
+    let mut a = [0u8; 8];
+    let n = b.len().min(8);
+    a[..n].copy_from_slice(&b[..n]);
+    u64::from_le_bytes(a)
+}
 
 pub struct CacheStore<'a, S: SharedData> {
     pub kv: &'a S,
     pub limits: StoreLimits,
 }
 
-fn slot_key(slot: u32) -> String {
-    format!("semgate:c:{slot}")
+fn slot_key(set: u32, way: usize) -> String {
+    format!("semgate:c:{set}:{way}")
+}
+
+fn index_key(set: u32) -> String {
+    format!("semgate:i:{set}")
 }
 
 impl<'a, S: SharedData> CacheStore<'a, S> {
@@ -83,45 +178,57 @@ impl<'a, S: SharedData> CacheStore<'a, S> {
         (self.limits.slots / self.limits.ways).max(1)
     }
 
-    fn set_slots(&self, key: &CacheKey) -> impl Iterator<Item = u32> {
-        let first = (key.prefix_u64() % self.sets() as u64) as u32 * self.limits.ways;
-        first..first + self.limits.ways
+    fn set_of(&self, key: &CacheKey) -> u32 {
+        (key.prefix_u64() % self.sets() as u64) as u32
     }
 
-    /// Create every slot and the byte counter if absent, so later writes are all CAS-checked.
-    /// Run at start-up, before traffic; idempotent across workers and restarts of a worker.
-    pub fn init(&self) -> Result<(), StoreError> {
-        if self.kv.get(BYTES_KEY).is_none() {
-            self.kv.set(BYTES_KEY, &0u64.to_le_bytes(), None).map_err(|_| StoreError::Host)?;
+    fn read_index(&self, set: u32) -> (SetIndex, Option<u32>) {
+        match self.kv.get(&index_key(set)) {
+            Some((bytes, cas)) => (SetIndex::decode(&bytes, self.limits.ways), Some(cas)),
+            None => (SetIndex::empty(self.limits.ways), None),
         }
-        for slot in 0..self.sets() * self.limits.ways {
-            let k = slot_key(slot);
-            if self.kv.get(&k).is_none() {
-                self.kv.set(&k, &[], None).map_err(|_| StoreError::Host)?;
+    }
+
+    /// Create every index, slot and the byte counter if absent, so later index writes are all
+    /// CAS-checked. Run at start-up, before traffic; idempotent across workers and reloads.
+    pub fn init(&self) -> Result<(), StoreError> {
+        let create = |k: &str, v: &[u8]| match self.kv.get(k) {
+            Some(_) => Ok(()),
+            None => self.kv.set(k, v, None).map_err(|_| StoreError::Host),
+        };
+        create(BYTES_KEY, &0u64.to_le_bytes())?;
+        let empty = SetIndex::empty(self.limits.ways).encode();
+        for set in 0..self.sets() {
+            create(&index_key(set), &empty)?;
+            for way in 0..self.limits.ways as usize {
+                create(&slot_key(set, way), &[])?;
             }
         }
         Ok(())
     }
 
     pub fn bytes_in_cache(&self) -> u64 {
-        self.kv.get(BYTES_KEY).map(|(v, _)| decode_u64(&v)).unwrap_or(0)
+        self.read_bytes().0
     }
 
     pub fn lookup(&self, key: &CacheKey, now_ms: u64) -> Lookup {
-        for slot in self.set_slots(key) {
-            let Some((bytes, _)) = self.kv.get(&slot_key(slot)) else {
-                continue;
-            };
-            if Entry::peek_key(&bytes) != Some(*key) {
-                continue;
-            }
-            return match Entry::decode(&bytes) {
-                Ok(e) if e.is_expired(now_ms) => Lookup::Expired,
-                Ok(e) => Lookup::Hit(e),
-                Err(_) => Lookup::Miss,
-            };
+        let set = self.set_of(key);
+        let (index, _) = self.read_index(set);
+        let Some(way) = index.ways.iter().position(|w| w.holds(key)) else { return Lookup::Miss };
+        if index.ways[way].expires_ms <= now_ms {
+            return Lookup::Expired;
         }
-        Lookup::Miss
+        let Some((bytes, _)) = self.kv.get(&slot_key(set, way)) else { return Lookup::Miss };
+        // The index names only 16 bytes of the key, and a racing writer may have replaced
+        // the slot: the stored entry's full key decides.
+        if Entry::peek_key(&bytes) != Some(*key) {
+            return Lookup::Miss;
+        }
+        match Entry::decode(&bytes) {
+            Ok(e) if e.is_expired(now_ms) => Lookup::Expired,
+            Ok(e) => Lookup::Hit(e),
+            Err(_) => Lookup::Miss,
+        }
     }
 
     pub fn insert(&self, entry: &Entry, now_ms: u64) -> Result<Stored, StoreError> {
@@ -130,30 +237,40 @@ impl<'a, S: SharedData> CacheStore<'a, S> {
         if size > self.limits.max_entry_bytes {
             return Err(StoreError::TooLarge(size));
         }
+        let set = self.set_of(&entry.key);
         for _ in 0..MAX_CAS_RETRIES {
-            let (slot, victim_len, victim_cas, victim_live) = self.choose_victim(&entry.key, now_ms);
-            let delta = size as i64 - victim_len as i64;
+            let (mut index, cas) = self.read_index(set);
+            let (way, replaced_live) = index.choose(&entry.key, now_ms);
+            let delta = size as i64 - index.ways[way].len as i64;
             let mut evicted = 0;
+            let mut bytes_now = None;
             if delta > 0 {
-                evicted = self.reserve(delta as u64, slot, &entry.key)?;
+                let (n, total) = self.reserve(delta as u64, set, &entry.key)?;
+                evicted = n;
+                bytes_now = Some(total);
             }
-            match self.kv.set(&slot_key(slot), &bytes, victim_cas) {
+            if self.kv.set(&slot_key(set, way), &bytes, None).is_err() {
+                self.release(delta)?;
+                return Err(StoreError::Host);
+            }
+            let mut key16 = [0u8; 16];
+            key16.copy_from_slice(&entry.key.0[..16]);
+            index.ways[way] =
+                WayMeta { key16, created_ms: entry.created_ms, expires_ms: entry.expires_ms, len: size as u32 };
+            match self.kv.set(&index_key(set), &index.encode(), cas) {
                 Ok(()) => {
                     if delta < 0 {
-                        self.add_bytes(delta)?;
+                        bytes_now = Some(self.add_bytes(delta)?);
                     }
-                    let evicted = evicted + u32::from(victim_live);
-                    return Ok(Stored { evicted, bytes_in_cache: self.bytes_in_cache() });
+                    let bytes_in_cache = match bytes_now {
+                        Some(b) => b,
+                        None => self.bytes_in_cache(),
+                    };
+                    return Ok(Stored { evicted: evicted + u32::from(replaced_live), bytes_in_cache });
                 }
-                Err(SetError::CasMismatch) => {
-                    if delta > 0 {
-                        self.add_bytes(-delta)?;
-                    }
-                }
+                Err(SetError::CasMismatch) => self.release(delta)?,
                 Err(SetError::Host) => {
-                    if delta > 0 {
-                        self.add_bytes(-delta)?;
-                    }
+                    self.release(delta)?;
                     return Err(StoreError::Host);
                 }
             }
@@ -161,44 +278,25 @@ impl<'a, S: SharedData> CacheStore<'a, S> {
         Err(StoreError::Contended)
     }
 
-    /// The slot to write in the key's set: the same key, else an empty slot, else an expired
-    /// one, else the oldest. Returns (slot, bytes it holds, its cas, whether it held a live entry
-    /// of another key).
-    fn choose_victim(&self, key: &CacheKey, now_ms: u64) -> (u32, u64, Option<u32>, bool) {
-        let mut best: Option<(u8, u64, u32, u64, Option<u32>, bool)> = None; // (rank, created, slot, len, cas, live)
-        for slot in self.set_slots(key) {
-            let (bytes, cas) = match self.kv.get(&slot_key(slot)) {
-                Some((b, c)) => (b, Some(c)),
-                None => (Vec::new(), None),
-            };
-            let len = bytes.len() as u64;
-            let (rank, created, live) = match Entry::peek_times(&bytes) {
-                _ if Entry::peek_key(&bytes) == Some(*key) => (0, 0, false),
-                None => (1, 0, false),
-                Some((_, expires)) if expires <= now_ms => (2, 0, false),
-                Some((created, _)) => (3, created, true),
-            };
-            if best.as_ref().map_or(true, |b| (rank, created) < (b.0, b.1)) {
-                best = Some((rank, created, slot, len, cas, live));
-            }
+    fn release(&self, delta: i64) -> Result<(), StoreError> {
+        if delta > 0 {
+            self.add_bytes(-delta)?;
         }
-        match best {
-            Some((_, _, slot, len, cas, live)) => (slot, len, cas, live),
-            None => (0, 0, None, false),
-        }
+        Ok(())
     }
 
-    /// Take `need` bytes from the budget, emptying other slots while it would overflow.
-    fn reserve(&self, need: u64, protect: u32, key: &CacheKey) -> Result<u32, StoreError> {
-        let total = self.sets() * self.limits.ways;
-        let mut cursor = ((key.prefix_u64() >> 32) % total as u64) as u32;
+    /// Take `need` bytes from the budget, emptying ways of other sets while it would overflow.
+    /// Returns (entries evicted, bytes in cache after the reservation).
+    fn reserve(&self, need: u64, protect: u32, key: &CacheKey) -> Result<(u32, u64), StoreError> {
+        let sets = self.sets();
+        let mut cursor = ((key.prefix_u64() >> 32) % sets as u64) as u32;
         let mut evicted = 0;
         let mut steps = 0;
         loop {
             let (used, cas) = self.read_bytes();
             if used + need <= self.limits.max_bytes {
                 match self.kv.set(BYTES_KEY, &(used + need).to_le_bytes(), cas) {
-                    Ok(()) => return Ok(evicted),
+                    Ok(()) => return Ok((evicted, used + need)),
                     Err(SetError::CasMismatch) => continue,
                     Err(SetError::Host) => return Err(StoreError::Host),
                 }
@@ -207,45 +305,50 @@ impl<'a, S: SharedData> CacheStore<'a, S> {
                 return Err(StoreError::Full);
             }
             steps += 1;
-            cursor = (cursor + 1) % total;
-            if cursor == protect {
-                continue;
-            }
-            let k = slot_key(cursor);
-            if let Some((bytes, cas)) = self.kv.get(&k) {
-                if !bytes.is_empty() && self.kv.set(&k, &[], Some(cas)).is_ok() {
-                    self.add_bytes(-(bytes.len() as i64))?;
-                    evicted += 1;
-                }
+            cursor = (cursor + 1) % sets;
+            if cursor != protect {
+                evicted += self.evict_oldest(cursor)?;
             }
         }
+    }
+
+    /// Empty the oldest way of a set; returns 1 if it freed an entry.
+    fn evict_oldest(&self, set: u32) -> Result<u32, StoreError> {
+        let (mut index, cas) = self.read_index(set);
+        let Some((way, meta)) =
+            index.ways.iter().enumerate().filter(|(_, w)| w.len > 0).min_by_key(|(_, w)| w.created_ms)
+        else {
+            return Ok(0);
+        };
+        let freed = meta.len as i64;
+        index.ways[way] = WayMeta::default();
+        if self.kv.set(&index_key(set), &index.encode(), cas).is_err() {
+            return Ok(0);
+        }
+        // The index no longer names the slot; emptying it returns the memory.
+        let _ = self.kv.set(&slot_key(set, way), &[], None);
+        self.add_bytes(-freed)?;
+        Ok(1)
     }
 
     fn read_bytes(&self) -> (u64, Option<u32>) {
         match self.kv.get(BYTES_KEY) {
-            Some((v, cas)) => (decode_u64(&v), Some(cas)),
+            Some((v, cas)) => (le_u64(&v), Some(cas)),
             None => (0, None),
         }
     }
 
-    fn add_bytes(&self, delta: i64) -> Result<(), StoreError> {
+    fn add_bytes(&self, delta: i64) -> Result<u64, StoreError> {
         loop {
             let (used, cas) = self.read_bytes();
             let next = (used as i64 + delta).max(0) as u64;
             match self.kv.set(BYTES_KEY, &next.to_le_bytes(), cas) {
-                Ok(()) => return Ok(()),
+                Ok(()) => return Ok(next),
                 Err(SetError::CasMismatch) => continue,
                 Err(SetError::Host) => return Err(StoreError::Host),
             }
         }
     }
-}
-
-fn decode_u64(v: &[u8]) -> u64 {
-    let mut a = [0u8; 8];
-    let n = v.len().min(8);
-    a[..n].copy_from_slice(&v[..n]);
-    u64::from_le_bytes(a)
 }
 
 #[cfg(test)]

@@ -36,9 +36,27 @@ impl SharedData for MemKv {
 }
 
 impl MemKv {
+    /// Bytes the entry slots really hold.
     pub fn held_bytes(&self) -> u64 {
-        self.map.borrow().iter().filter(|(k, _)| k.as_str() != BYTES_KEY).map(|(_, v)| v.0.len() as u64).sum()
+        self.map.borrow().iter().filter(|(k, _)| is_slot(k)).map(|(_, v)| v.0.len() as u64).sum()
     }
+
+    /// Bytes the set indexes say the slots hold.
+    pub fn indexed_bytes(&self, ways: u32) -> u64 {
+        let map = self.map.borrow();
+        map.iter()
+            .filter(|(k, _)| k.starts_with("semgate:i:"))
+            .map(|(_, v)| SetIndex::decode(&v.0, ways).ways.iter().map(|w| w.len as u64).sum::<u64>())
+            .sum()
+    }
+
+    pub fn slot_keys(&self) -> Vec<String> {
+        self.map.borrow().keys().filter(|k| is_slot(k)).cloned().collect()
+    }
+}
+
+fn is_slot(k: &str) -> bool {
+    k.starts_with("semgate:c:") && k != BYTES_KEY
 }
 
 fn key(i: u64) -> CacheKey {
@@ -102,6 +120,7 @@ fn filling_far_past_the_budget_keeps_bytes_bounded_and_counter_exact() {
         evicted += r.evicted;
         assert!(kv.held_bytes() <= max, "after {i}: {} > {max}", kv.held_bytes());
         assert_eq!(s.bytes_in_cache(), kv.held_bytes(), "counter drifted after {i}");
+        assert_eq!(r.bytes_in_cache, kv.held_bytes());
     }
     assert!(evicted > 4000, "evicted {evicted}");
     // The newest entry is always there.
@@ -151,7 +170,37 @@ fn concurrent_writer_conflicts_are_retried_and_accounting_stays_exact() {
     assert_eq!(s.bytes_in_cache(), kv.held_bytes());
     *kv.interfere.borrow_mut() = 100;
     assert_eq!(s.insert(&entry(2, 100, 0, 1000), 0), Err(StoreError::Contended));
-    assert_eq!(s.bytes_in_cache(), kv.held_bytes());
+    // The counter follows the indexes; the losing writer's slot is at most one entry extra.
+    assert_eq!(s.bytes_in_cache(), kv.indexed_bytes(4));
+    assert!(kv.held_bytes() <= kv.indexed_bytes(4) + 4096);
+    assert_eq!(s.lookup(&key(2), 1), Lookup::Miss);
+}
+
+#[test]
+fn lookup_checks_the_full_key_not_just_the_index_prefix() {
+    let kv = MemKv::default();
+    let s = CacheStore::new(&kv, limits(1 << 20, 64));
+    s.init().unwrap();
+    s.insert(&entry(1, 100, 0, 1000), 0).unwrap();
+    let mut other = key(1);
+    other.0[31] ^= 1; // same set, same 16-byte prefix, another key
+    assert_eq!(s.lookup(&other, 1), Lookup::Miss);
+}
+
+#[test]
+fn eviction_for_the_byte_budget_empties_other_sets() {
+    let kv = MemKv::default();
+    // 64 sets, a budget of ~3 entries of 1 KB: the fourth store must evict elsewhere.
+    let s = CacheStore::new(&kv, StoreLimits { max_bytes: 3300, max_entry_bytes: 2048, slots: 256, ways: 4 });
+    s.init().unwrap();
+    let mut evicted = 0;
+    for i in 0..20 {
+        evicted += s.insert(&entry(i, 1000, i, 1000), i).unwrap().evicted;
+        assert!(kv.held_bytes() <= 3300);
+        assert_eq!(s.bytes_in_cache(), kv.held_bytes());
+    }
+    assert!(evicted >= 17, "evicted {evicted}");
+    assert!(matches!(s.lookup(&key(19), 20), Lookup::Hit(_)));
 }
 
 #[test]
@@ -161,7 +210,7 @@ fn corrupt_slot_reads_as_miss() {
     s.init().unwrap();
     s.insert(&entry(1, 100, 0, 1000), 0).unwrap();
     // Truncate whichever slot holds it.
-    let slot = (0..64).map(slot_key).find(|k| kv.get(k).is_some_and(|v| v.0.len() > 40)).unwrap();
+    let slot = kv.slot_keys().into_iter().find(|k| kv.get(k).is_some_and(|v| v.0.len() > 40)).unwrap();
     let (mut v, cas) = kv.get(&slot).unwrap();
     v.truncate(50);
     kv.set(&slot, &v, Some(cas)).unwrap();
