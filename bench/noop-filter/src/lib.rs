@@ -29,7 +29,10 @@ mod filter {
 
     impl RootContext for NoopRoot {
         fn on_configure(&mut self, _: usize) -> bool {
-            let config = hostcalls::get_buffer(BufferType::PluginConfiguration, 0, usize::MAX).ok().flatten().unwrap_or_default();
+            let config = hostcalls::get_buffer(BufferType::PluginConfiguration, 0, usize::MAX)
+                .ok()
+                .flatten()
+                .unwrap_or_default();
             self.mode = match config.as_slice() {
                 b"pause" => Mode::Pause,
                 b"read" => Mode::Read,
@@ -67,9 +70,14 @@ mod filter {
             }
             if self.mode >= Mode::Rewrite {
                 let _ = hostcalls::get_map(MapType::HttpRequestHeaders);
-                let _ = hostcalls::set_map_value(MapType::HttpRequestHeaders, "x-semgate-cluster", Some("provider_openai"));
+                let _ =
+                    hostcalls::set_map_value(MapType::HttpRequestHeaders, "x-semgate-cluster", Some("provider_openai"));
                 let _ = hostcalls::set_map_value(MapType::HttpRequestHeaders, ":path", Some("/v1/chat/completions"));
-                let _ = hostcalls::set_map_value(MapType::HttpRequestHeaders, "authorization", Some("Bearer sk-fake-provider"));
+                let _ = hostcalls::set_map_value(
+                    MapType::HttpRequestHeaders,
+                    "authorization",
+                    Some("Bearer sk-fake-provider"),
+                );
                 let _ = hostcalls::set_map_value(MapType::HttpRequestHeaders, "accept-encoding", None);
             }
             Action::Continue

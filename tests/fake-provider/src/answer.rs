@@ -58,10 +58,7 @@ pub struct Usage {
 
 impl Usage {
     pub fn new(prompt: &Prompt, answer: &str) -> Usage {
-        Usage {
-            prompt_tokens: prompt.prompt_tokens(),
-            completion_tokens: answer.split_whitespace().count() as u64,
-        }
+        Usage { prompt_tokens: prompt.prompt_tokens(), completion_tokens: answer.split_whitespace().count() as u64 }
     }
 
     pub fn total(&self) -> u64 {
@@ -133,10 +130,7 @@ mod tests {
 
     #[test]
     fn word_split() {
-        assert_eq!(
-            pieces("Answer #1 to: hi", None),
-            ["Answer", " #1", " to:", " hi"]
-        );
+        assert_eq!(pieces("Answer #1 to: hi", None), ["Answer", " #1", " to:", " hi"]);
         assert_eq!(pieces("Answer #1 to: ", None), ["Answer", " #1", " to: "]);
         assert_eq!(pieces("  a  b ", None), ["  a", "  b "]);
         assert_eq!(pieces("", None), [""]);

@@ -62,18 +62,12 @@ pub async fn handle(app: Arc<App>, req: Request<Incoming>) -> HandlerResult {
         Some(Admin::SetControl) => set_control(&app, req).await,
         Some(Admin::Reset) => {
             app.reset();
-            Ok(admin_json(
-                StatusCode::OK,
-                &serde_json::json!({ "reset": true }),
-            ))
+            Ok(admin_json(StatusCode::OK, &serde_json::json!({ "reset": true })))
         }
         Some(Admin::Release) => {
             let token = path.trim_start_matches("/release/");
             let waiters = app.holds.release(token);
-            Ok(admin_json(
-                StatusCode::OK,
-                &serde_json::json!({ "released": token, "waiters": waiters }),
-            ))
+            Ok(admin_json(StatusCode::OK, &serde_json::json!({ "released": token, "waiters": waiters })))
         }
     }
 }
@@ -94,11 +88,7 @@ async fn set_control(app: &App, req: Request<Incoming>) -> HandlerResult {
     let body = match read_body(req.into_body()).await {
         Ok(b) => b,
         Err(BodyError::TooLarge) => {
-            return Ok(admin_error(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "body too large",
-                "body_too_large",
-            ))
+            return Ok(admin_error(StatusCode::PAYLOAD_TOO_LARGE, "body too large", "body_too_large"))
         }
         Err(BodyError::Broken) => return Err(Dropped),
     };
@@ -109,20 +99,12 @@ async fn set_control(app: &App, req: Request<Incoming>) -> HandlerResult {
             Ok(s) => s,
             Err(e) => {
                 let msg = format!("invalid /control body: {e}");
-                return Ok(admin_error(
-                    StatusCode::BAD_REQUEST,
-                    &msg,
-                    "invalid_control",
-                ));
+                return Ok(admin_error(StatusCode::BAD_REQUEST, &msg, "invalid_control"));
             }
         }
     };
     if let Err(msg) = Controls::validate(&settings) {
-        return Ok(admin_error(
-            StatusCode::BAD_REQUEST,
-            &msg,
-            "invalid_control",
-        ));
+        return Ok(admin_error(StatusCode::BAD_REQUEST, &msg, "invalid_control"));
     }
     app.controls.apply(&settings);
     Ok(admin_json(StatusCode::OK, &app.controls.current()))
@@ -163,20 +145,14 @@ struct RequestControls {
 fn header_str<'h>(headers: &'h HeaderMap, name: &str) -> Result<Option<&'h str>, String> {
     match headers.get(name) {
         None => Ok(None),
-        Some(v) => v
-            .to_str()
-            .map(|s| Some(s.trim()))
-            .map_err(|_| format!("header {name} is not visible ASCII")),
+        Some(v) => v.to_str().map(|s| Some(s.trim())).map_err(|_| format!("header {name} is not visible ASCII")),
     }
 }
 
 fn header_num<T: std::str::FromStr>(headers: &HeaderMap, name: &str) -> Result<Option<T>, String> {
     match header_str(headers, name)? {
         None => Ok(None),
-        Some(s) => s
-            .parse()
-            .map(Some)
-            .map_err(|_| format!("header {name}: not a non-negative integer: {s:?}")),
+        Some(s) => s.parse().map(Some).map_err(|_| format!("header {name}: not a non-negative integer: {s:?}")),
     }
 }
 
@@ -185,20 +161,14 @@ impl RequestControls {
         let status = match header_num::<u16>(headers, "x-fake-status")? {
             None | Some(200) => None,
             Some(s @ 400..=599) => Some(s),
-            Some(s) => {
-                return Err(format!(
-                    "header x-fake-status must be 200 or 400..=599, got {s}"
-                ))
-            }
+            Some(s) => return Err(format!("header x-fake-status must be 200 or 400..=599, got {s}")),
         };
         let drop = match header_str(headers, "x-fake-drop")? {
             None => None,
             Some("before-headers") => Some(DropMode::BeforeHeaders),
             Some("mid-stream") => Some(DropMode::MidStream),
             Some(other) => {
-                return Err(format!(
-                    "header x-fake-drop must be before-headers or mid-stream, got {other:?}"
-                ))
+                return Err(format!("header x-fake-drop must be before-headers or mid-stream, got {other:?}"))
             }
         };
         let hold = match header_str(headers, "x-fake-hold")? {
@@ -231,9 +201,7 @@ struct Plan {
 
 impl Plan {
     fn new(app: &App, ctl: &RequestControls, inj: Injection) -> Plan {
-        let latency_ms = ctl
-            .latency_ms
-            .unwrap_or(app.cfg.latency_ms + inj.latency_ms);
+        let latency_ms = ctl.latency_ms.unwrap_or(app.cfg.latency_ms + inj.latency_ms);
         Plan {
             latency: Duration::from_millis(latency_ms),
             hold: ctl.hold.as_deref().map(|t| app.holds.subscribe(t)),
@@ -264,33 +232,19 @@ impl Plan {
     }
 }
 
-fn response(
-    status: StatusCode,
-    content_type: HeaderValue,
-    body: TrackedBody,
-) -> Response<TrackedBody> {
+fn response(status: StatusCode, content_type: HeaderValue, body: TrackedBody) -> Response<TrackedBody> {
     let mut resp = Response::new(body);
     *resp.status_mut() = status;
-    resp.headers_mut()
-        .insert(header::CONTENT_TYPE, content_type);
+    resp.headers_mut().insert(header::CONTENT_TYPE, content_type);
     resp
 }
 
 /// A counted, buffered answer (cut off half-way when `truncate`).
-fn answer(
-    app: &App,
-    tracker: Tracker,
-    status: u16,
-    body: Bytes,
-    truncate: bool,
-) -> Response<TrackedBody> {
+fn answer(app: &App, tracker: Tracker, status: u16, body: Bytes, truncate: bool) -> Response<TrackedBody> {
     app.stats.count_status(status);
     let code = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    let body = if truncate {
-        TrackedBody::truncated(body, Some(tracker))
-    } else {
-        TrackedBody::full(body, Some(tracker))
-    };
+    let body =
+        if truncate { TrackedBody::truncated(body, Some(tracker)) } else { TrackedBody::full(body, Some(tracker)) };
     response(code, JSON, body)
 }
 
@@ -307,25 +261,18 @@ fn error_answer(
 }
 
 fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }
 
 fn path_and_query(req: &hyper::http::request::Parts) -> &str {
-    req.uri
-        .path_and_query()
-        .map_or_else(|| req.uri.path(), |pq| pq.as_str())
+    req.uri.path_and_query().map_or_else(|| req.uri.path(), |pq| pq.as_str())
 }
 
 async fn provider(app: Arc<App>, req: Request<Incoming>) -> HandlerResult {
     // Counted before the body is read, so a request cut off mid-body still counts.
     let tracker = Tracker::start(app.clone());
     let (parts, body) = req.into_parts();
-    app.stats.record_last(
-        parts.headers.get(header::AUTHORIZATION),
-        path_and_query(&parts),
-    );
+    app.stats.record_last(parts.headers.get(header::AUTHORIZATION), path_and_query(&parts));
     let is_chat = parts.method == Method::POST && parts.uri.path() == "/v1/chat/completions";
     if is_chat {
         Stats::inc(&app.stats.chat_requests);
@@ -335,14 +282,7 @@ async fn provider(app: Arc<App>, req: Request<Incoming>) -> HandlerResult {
         Ok(b) => b,
         Err(BodyError::TooLarge) => {
             let msg = format!("Request body larger than {MAX_BODY} bytes.");
-            return Ok(error_answer(
-                &app,
-                tracker,
-                413,
-                &msg,
-                None,
-                Some("body_too_large"),
-            ));
+            return Ok(error_answer(&app, tracker, 413, &msg, None, Some("body_too_large")));
         }
         Err(BodyError::Broken) => return Err(Dropped),
     };
@@ -356,29 +296,13 @@ async fn provider(app: Arc<App>, req: Request<Incoming>) -> HandlerResult {
             } else {
                 "You didn't provide an API key. Provide it in the Authorization header (Bearer auth)."
             };
-            return Ok(error_answer(
-                &app,
-                tracker,
-                401,
-                msg,
-                None,
-                Some("invalid_api_key"),
-            ));
+            return Ok(error_answer(&app, tracker, 401, msg, None, Some("invalid_api_key")));
         }
     }
 
     let ctl = match RequestControls::parse(&parts.headers) {
         Ok(c) => c,
-        Err(msg) => {
-            return Ok(error_answer(
-                &app,
-                tracker,
-                400,
-                &msg,
-                None,
-                Some("invalid_fake_header"),
-            ))
-        }
+        Err(msg) => return Ok(error_answer(&app, tracker, 400, &msg, None, Some("invalid_fake_header"))),
     };
 
     if is_chat {
@@ -401,13 +325,7 @@ async fn chat(app: &App, tracker: Tracker, ctl: &RequestControls, body: &[u8]) -
     let stream_ok = chat.stream && plan.status.is_none();
     plan.before_response(stream_ok).await?;
     if let Some(status) = plan.status {
-        return Ok(answer(
-            app,
-            tracker,
-            status,
-            openai::injected_error_json(status),
-            plan.mid_stream(),
-        ));
+        return Ok(answer(app, tracker, status, openai::injected_error_json(status), plan.mid_stream()));
     }
 
     let content = answer::answer_text(n, &chat.prompt);
@@ -415,12 +333,8 @@ async fn chat(app: &App, tracker: Tracker, ctl: &RequestControls, body: &[u8]) -
     let id = openai::completion_id(n);
     let created = unix_now();
     let mut resp = if chat.stream {
-        let renderer = StreamRenderer {
-            id,
-            model: chat.model.into_owned(),
-            created,
-            include_usage: chat.include_usage,
-        };
+        let renderer =
+            StreamRenderer { id, model: chat.model.into_owned(), created, include_usage: chat.include_usage };
         let job = StreamJob {
             pieces: answer::split(&content, ctl.chunks),
             content,
@@ -433,19 +347,14 @@ async fn chat(app: &App, tracker: Tracker, ctl: &RequestControls, body: &[u8]) -
         let (tx, rx) = mpsc::channel(16);
         tokio::spawn(job.run(tx));
         app.stats.count_status(200);
-        let mut resp = response(
-            StatusCode::OK,
-            EVENT_STREAM,
-            TrackedBody::stream(rx, Some(tracker)),
-        );
+        let mut resp = response(StatusCode::OK, EVENT_STREAM, TrackedBody::stream(rx, Some(tracker)));
         resp.headers_mut().insert(header::CACHE_CONTROL, NO_CACHE);
         resp
     } else {
         let body = openai::completion_json(&id, created, &chat.model, &content, usage);
         answer(app, tracker, 200, body, plan.mid_stream())
     };
-    resp.headers_mut()
-        .insert("x-fake-serial", HeaderValue::from(n));
+    resp.headers_mut().insert("x-fake-serial", HeaderValue::from(n));
     Ok(resp)
 }
 
@@ -509,13 +418,7 @@ async fn echo(
     let mut plan = Plan::new(app, ctl, Injection::default());
     plan.before_response(false).await?;
     if let Some(status) = plan.status {
-        return Ok(answer(
-            app,
-            tracker,
-            status,
-            openai::injected_error_json(status),
-            plan.mid_stream(),
-        ));
+        return Ok(answer(app, tracker, status, openai::injected_error_json(status), plan.mid_stream()));
     }
     let mut headers = serde_json::Map::new();
     for (name, value) in &parts.headers {

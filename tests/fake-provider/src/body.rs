@@ -43,24 +43,13 @@ pub struct TrackedBody {
 
 enum Kind {
     Full(Option<Bytes>),
-    Truncated {
-        head: Option<Bytes>,
-        declared_len: u64,
-        flushed: bool,
-    },
-    Stream {
-        rx: mpsc::Receiver<Msg>,
-        ended: bool,
-        aborting: bool,
-    },
+    Truncated { head: Option<Bytes>, declared_len: u64, flushed: bool },
+    Stream { rx: mpsc::Receiver<Msg>, ended: bool, aborting: bool },
 }
 
 impl TrackedBody {
     pub fn full(data: Bytes, tracker: Option<Tracker>) -> TrackedBody {
-        let mut body = TrackedBody {
-            kind: Kind::Full(None),
-            tracker,
-        };
+        let mut body = TrackedBody { kind: Kind::Full(None), tracker };
         if data.is_empty() {
             // hyper never polls an empty body: it is complete right away.
             body.complete();
@@ -75,25 +64,11 @@ impl TrackedBody {
     pub fn truncated(data: Bytes, tracker: Option<Tracker>) -> TrackedBody {
         let declared_len = data.len() as u64;
         let cut = (data.len() / 2).max(1).min(data.len());
-        TrackedBody {
-            kind: Kind::Truncated {
-                head: Some(data.slice(..cut)),
-                declared_len,
-                flushed: false,
-            },
-            tracker,
-        }
+        TrackedBody { kind: Kind::Truncated { head: Some(data.slice(..cut)), declared_len, flushed: false }, tracker }
     }
 
     pub fn stream(rx: mpsc::Receiver<Msg>, tracker: Option<Tracker>) -> TrackedBody {
-        TrackedBody {
-            kind: Kind::Stream {
-                rx,
-                ended: false,
-                aborting: false,
-            },
-            tracker,
-        }
+        TrackedBody { kind: Kind::Stream { rx, ended: false, aborting: false }, tracker }
     }
 
     fn complete(&mut self) {
@@ -128,10 +103,7 @@ impl Body for TrackedBody {
     type Data = Bytes;
     type Error = Aborted;
 
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, Aborted>>> {
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Aborted>>> {
         let TrackedBody { kind, tracker } = self.get_mut();
         match kind {
             Kind::Full(data) => match data.take() {
@@ -151,11 +123,7 @@ impl Body for TrackedBody {
                 }
                 abort(tracker)
             }
-            Kind::Stream {
-                rx,
-                ended,
-                aborting,
-            } => {
+            Kind::Stream { rx, ended, aborting } => {
                 if *ended {
                     return Poll::Ready(None);
                 }

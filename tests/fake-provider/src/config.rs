@@ -21,13 +21,7 @@ pub struct Config {
 
 impl Default for Config {
     fn default() -> Self {
-        Config {
-            listen: "127.0.0.1:18001".to_owned(),
-            threads: 1,
-            require_key: None,
-            latency_ms: 0,
-            chunk_delay_ms: 0,
-        }
+        Config { listen: "127.0.0.1:18001".to_owned(), threads: 1, require_key: None, latency_ms: 0, chunk_delay_ms: 0 }
     }
 }
 
@@ -45,12 +39,7 @@ impl Config {
                 Some((f, v)) if f.starts_with("--") => (f.to_owned(), Some(v.to_owned())),
                 _ => (arg, None),
             };
-            let mut value = || {
-                inline
-                    .clone()
-                    .or_else(|| args.next())
-                    .ok_or_else(|| format!("{flag} needs a value"))
-            };
+            let mut value = || inline.clone().or_else(|| args.next()).ok_or_else(|| format!("{flag} needs a value"));
             match flag.as_str() {
                 "--listen" => cfg.listen = value()?,
                 "--threads" => {
@@ -70,8 +59,7 @@ impl Config {
 }
 
 fn parse_num<T: std::str::FromStr>(flag: &str, v: &str) -> Result<T, String> {
-    v.parse()
-        .map_err(|_| format!("{flag}: not a non-negative integer: {v:?}"))
+    v.parse().map_err(|_| format!("{flag}: not a non-negative integer: {v:?}"))
 }
 
 #[cfg(test)]

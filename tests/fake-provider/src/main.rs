@@ -33,10 +33,7 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(cfg.threads)
-        .enable_all()
-        .build();
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(cfg.threads).enable_all().build();
     match runtime {
         Ok(rt) => rt.block_on(run(cfg)),
         Err(e) => {

@@ -90,9 +90,7 @@ pub fn parse_chat(body: &[u8]) -> Result<Chat<'_>, BadRequest> {
     }
 
     let mut prompt = Prompt::default();
-    let last_user = messages
-        .iter()
-        .rposition(|m| m.role.as_ref().is_some_and(|r| r.0 == "user"));
+    let last_user = messages.iter().rposition(|m| m.role.as_ref().is_some_and(|r| r.0 == "user"));
     for (i, m) in messages.iter().enumerate() {
         let is_last_user = Some(i) == last_user;
         match &m.content {
@@ -125,10 +123,7 @@ pub fn parse_chat(body: &[u8]) -> Result<Chat<'_>, BadRequest> {
     Ok(Chat {
         model,
         stream: req.stream.unwrap_or(false),
-        include_usage: req
-            .stream_options
-            .and_then(|o| o.include_usage)
-            .unwrap_or(false),
+        include_usage: req.stream_options.and_then(|o| o.include_usage).unwrap_or(false),
         prompt,
     })
 }
@@ -152,11 +147,7 @@ struct UsageJson {
 
 impl From<Usage> for UsageJson {
     fn from(u: Usage) -> Self {
-        UsageJson {
-            prompt_tokens: u.prompt_tokens,
-            completion_tokens: u.completion_tokens,
-            total_tokens: u.total(),
-        }
+        UsageJson { prompt_tokens: u.prompt_tokens, completion_tokens: u.completion_tokens, total_tokens: u.total() }
     }
 }
 
@@ -194,14 +185,7 @@ pub fn completion_json(id: &str, created: u64, model: &str, content: &str, usage
         object: "chat.completion",
         created,
         model,
-        choices: [Choice {
-            index: 0,
-            message: AssistantMessage {
-                role: "assistant",
-                content,
-            },
-            finish_reason: "stop",
-        }],
+        choices: [Choice { index: 0, message: AssistantMessage { role: "assistant", content }, finish_reason: "stop" }],
         usage: usage.into(),
     };
     to_bytes(&body, 256 + content.len())
@@ -262,44 +246,19 @@ impl StreamRenderer {
     }
 
     fn delta(&self, delta: Delta<'_>, finish_reason: Option<&'static str>) -> Bytes {
-        self.event(
-            &[ChunkChoice {
-                index: 0,
-                delta,
-                finish_reason,
-            }],
-            None,
-        )
+        self.event(&[ChunkChoice { index: 0, delta, finish_reason }], None)
     }
 
     pub fn role(&self) -> Bytes {
-        self.delta(
-            Delta {
-                role: Some("assistant"),
-                content: Some(""),
-            },
-            None,
-        )
+        self.delta(Delta { role: Some("assistant"), content: Some("") }, None)
     }
 
     pub fn content(&self, text: &str) -> Bytes {
-        self.delta(
-            Delta {
-                role: None,
-                content: Some(text),
-            },
-            None,
-        )
+        self.delta(Delta { role: None, content: Some(text) }, None)
     }
 
     pub fn finish(&self) -> Bytes {
-        self.delta(
-            Delta {
-                role: None,
-                content: None,
-            },
-            Some("stop"),
-        )
+        self.delta(Delta { role: None, content: None }, Some("stop"))
     }
 
     /// The extra `choices: []` chunk sent when `include_usage` is set.
@@ -330,30 +289,15 @@ struct ErrorDetail<'a> {
 
 /// `{"error":{"message":..,"type":..,"param":..,"code":..}}`
 pub fn error_json(message: &str, kind: &str, param: Option<&str>, code: Option<&str>) -> Bytes {
-    let body = ErrorBody {
-        error: ErrorDetail {
-            message,
-            kind,
-            param,
-            code,
-        },
-    };
+    let body = ErrorBody { error: ErrorDetail { message, kind, param, code } };
     to_bytes(&body, 128 + message.len())
 }
 
 /// The error body for a status forced by `x-fake-status` or `/control`.
 pub fn injected_error_json(status: u16) -> Bytes {
     let (message, kind, code) = match status {
-        429 => (
-            "Rate limit reached (injected by fake-provider).",
-            "rate_limit_exceeded",
-            "rate_limit_exceeded",
-        ),
-        400..=499 => (
-            "Request rejected (injected by fake-provider).",
-            "invalid_request_error",
-            "injected_error",
-        ),
+        429 => ("Rate limit reached (injected by fake-provider).", "rate_limit_exceeded", "rate_limit_exceeded"),
+        400..=499 => ("Request rejected (injected by fake-provider).", "invalid_request_error", "injected_error"),
         _ => (
             "The server had an error while processing your request (injected by fake-provider).",
             "server_error",
@@ -396,46 +340,26 @@ mod tests {
     fn rejects_bad_requests() {
         let code = |b: &[u8]| parse_chat(b).err().map(|e| (e.param, e.code));
         assert_eq!(code(b"not json"), Some((None, None)));
-        assert_eq!(
-            code(br#"{"messages":[]}"#),
-            Some((Some("model"), Some("missing_required_parameter")))
-        );
-        assert_eq!(
-            code(br#"{"model":"m"}"#),
-            Some((Some("messages"), Some("missing_required_parameter")))
-        );
-        assert_eq!(
-            code(br#"{"model":"m","messages":[]}"#),
-            Some((Some("messages"), Some("empty_array")))
-        );
+        assert_eq!(code(br#"{"messages":[]}"#), Some((Some("model"), Some("missing_required_parameter"))));
+        assert_eq!(code(br#"{"model":"m"}"#), Some((Some("messages"), Some("missing_required_parameter"))));
+        assert_eq!(code(br#"{"model":"m","messages":[]}"#), Some((Some("messages"), Some("empty_array"))));
         assert!(code(br#"{"model":"m","messages":[{"role":"user","content":5}]}"#).is_some());
         assert!(code(br#"{"model":"m","messages":[],"stream":"yes"}"#).is_some());
     }
 
     #[test]
     fn chunk_shapes() {
-        let r = StreamRenderer {
-            id: "x".into(),
-            model: "m".into(),
-            created: 1,
-            include_usage: false,
-        };
+        let r = StreamRenderer { id: "x".into(), model: "m".into(), created: 1, include_usage: false };
         let s = String::from_utf8(r.content("hi").to_vec()).unwrap();
         assert_eq!(
             s,
             "data: {\"id\":\"x\",\"object\":\"chat.completion.chunk\",\"created\":1,\"model\":\"m\",\
              \"choices\":[{\"index\":0,\"delta\":{\"content\":\"hi\"},\"finish_reason\":null}]}\n\n"
         );
-        let r = StreamRenderer {
-            include_usage: true,
-            ..r
-        };
+        let r = StreamRenderer { include_usage: true, ..r };
         let s = String::from_utf8(r.finish().to_vec()).unwrap();
         assert!(s.contains("\"delta\":{},\"finish_reason\":\"stop\"}],\"usage\":null}"));
-        let u = Usage {
-            prompt_tokens: 1,
-            completion_tokens: 2,
-        };
+        let u = Usage { prompt_tokens: 1, completion_tokens: 2 };
         let s = String::from_utf8(r.usage(u).to_vec()).unwrap();
         assert!(s.contains("\"choices\":[],\"usage\":{\"prompt_tokens\":1,\"completion_tokens\":2,\"total_tokens\":3}"));
     }

@@ -29,10 +29,7 @@ pub struct App {
 impl App {
     pub fn new(cfg: Config) -> App {
         App {
-            expected_auth: cfg
-                .require_key
-                .as_ref()
-                .map(|k| format!("Bearer {k}").into_bytes()),
+            expected_auth: cfg.require_key.as_ref().map(|k| format!("Bearer {k}").into_bytes()),
             cfg,
             stats: Stats::default(),
             controls: Controls::default(),
@@ -261,10 +258,7 @@ impl Controls {
                 return Err(format!("fail_status must be in 400..=599, got {st}"));
             }
         }
-        for (name, f) in [
-            ("fail_fraction", s.fail_fraction),
-            ("drop_fraction", s.drop_fraction),
-        ] {
+        for (name, f) in [("fail_fraction", s.fail_fraction), ("drop_fraction", s.drop_fraction)] {
             if let Some(f) = f {
                 if !(0.0..=1.0).contains(&f) {
                     return Err(format!("{name} must be in [0, 1], got {f}"));
@@ -319,20 +313,13 @@ impl Controls {
         let drop_f = f64::from_bits(self.drop_fraction.load(Relaxed));
         let latency_ms = self.latency_ms.load(Relaxed);
         if fail_f <= 0.0 && drop_f <= 0.0 {
-            return Injection {
-                latency_ms,
-                ..Injection::default()
-            };
+            return Injection { latency_ms, ..Injection::default() };
         }
         let n = self.seq.fetch_add(1, Relaxed) + 1;
         let drop = hit(n, drop_f);
         let fail_status = (!drop && hit(n, fail_f))
             .then(|| u16::try_from(self.fail_status.load(Relaxed)).unwrap_or(DEFAULT_FAIL_STATUS));
-        Injection {
-            fail_status,
-            drop,
-            latency_ms,
-        }
+        Injection { fail_status, drop, latency_ms }
     }
 }
 
@@ -362,9 +349,7 @@ impl Holds {
     /// Releases `token`; returns how many requests were waiting on it.
     pub fn release(&self, token: &str) -> usize {
         let mut map = lock(&self.map);
-        let tx = map
-            .entry(token.to_owned())
-            .or_insert_with(|| watch::channel(false).0);
+        let tx = map.entry(token.to_owned()).or_insert_with(|| watch::channel(false).0);
         tx.send_replace(true);
         tx.receiver_count()
     }

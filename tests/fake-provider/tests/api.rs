@@ -30,9 +30,7 @@ impl Server {
             .expect("spawn fake-provider");
         let stdout = child.stdout.take().expect("child stdout");
         let mut line = String::new();
-        BufReader::new(stdout)
-            .read_line(&mut line)
-            .expect("read listening line");
+        BufReader::new(stdout).read_line(&mut line).expect("read listening line");
         let addr = line
             .trim()
             .strip_prefix("fake-provider listening on ")
@@ -79,10 +77,7 @@ struct Head {
 
 impl Head {
     fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
+        self.headers.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
     }
 }
 
@@ -101,8 +96,7 @@ impl Resp {
     }
 
     fn json(&self) -> Value {
-        serde_json::from_slice(&self.body)
-            .unwrap_or_else(|e| panic!("body is not JSON ({e}): {:?}", self.text()))
+        serde_json::from_slice(&self.body).unwrap_or_else(|e| panic!("body is not JSON ({e}): {:?}", self.text()))
     }
 }
 
@@ -116,19 +110,12 @@ impl Conn {
         let stream = TcpStream::connect(addr).expect("connect");
         // A safety net so a bug fails the test instead of hanging it; no
         // test depends on this value.
-        stream
-            .set_read_timeout(Some(Duration::from_secs(60)))
-            .expect("set timeout");
-        Conn {
-            reader: BufReader::new(stream),
-        }
+        stream.set_read_timeout(Some(Duration::from_secs(60))).expect("set timeout");
+        Conn { reader: BufReader::new(stream) }
     }
 
     fn send(&mut self, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) {
-        let mut req = format!(
-            "{method} {path} HTTP/1.1\r\nHost: test\r\nContent-Length: {}\r\n",
-            body.len()
-        );
+        let mut req = format!("{method} {path} HTTP/1.1\r\nHost: test\r\nContent-Length: {}\r\n", body.len());
         for (name, value) in headers {
             req.push_str(&format!("{name}: {value}\r\n"));
         }
@@ -194,10 +181,7 @@ impl Conn {
                 }
             }
         }
-        let len: usize = head
-            .header("content-length")
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0);
+        let len: usize = head.header("content-length").and_then(|v| v.parse().ok()).unwrap_or(0);
         let mut buf = [0u8; 4096];
         while body.len() < len {
             match self.reader.read(&mut buf) {
@@ -221,10 +205,7 @@ impl Conn {
         match self.reader.read(&mut buf) {
             Ok(0) => true,
             Ok(_) => false,
-            Err(e) => {
-                e.kind() != std::io::ErrorKind::WouldBlock
-                    && e.kind() != std::io::ErrorKind::TimedOut
-            }
+            Err(e) => e.kind() != std::io::ErrorKind::WouldBlock && e.kind() != std::io::ErrorKind::TimedOut,
         }
     }
 }
@@ -244,23 +225,15 @@ fn stream_chat(text: &str, include_usage: bool) -> Value {
 
 /// Splits an SSE body into the payloads of its `data: ` events, checking the framing.
 fn sse_events(text: &str) -> Vec<&str> {
-    assert!(
-        text.ends_with("\n\n"),
-        "stream must end with a blank line: {text:?}"
-    );
+    assert!(text.ends_with("\n\n"), "stream must end with a blank line: {text:?}");
     text[..text.len() - 2]
         .split("\n\n")
-        .map(|ev| {
-            ev.strip_prefix("data: ")
-                .unwrap_or_else(|| panic!("bad event {ev:?}"))
-        })
+        .map(|ev| ev.strip_prefix("data: ").unwrap_or_else(|| panic!("bad event {ev:?}")))
         .collect()
 }
 
 fn stat(stats: &Value, key: &str) -> u64 {
-    stats[key]
-        .as_u64()
-        .unwrap_or_else(|| panic!("stats.{key} missing: {stats}"))
+    stats[key].as_u64().unwrap_or_else(|| panic!("stats.{key} missing: {stats}"))
 }
 
 fn by_status(stats: &Value, status: &str) -> u64 {
@@ -297,18 +270,12 @@ fn chat_json_shape_and_usage() {
         }])
     );
     // 8 + 19 bytes of message text -> ceil(27 / 4) = 7; 7 words of content.
-    assert_eq!(
-        v["usage"],
-        json!({ "prompt_tokens": 7, "completion_tokens": 7, "total_tokens": 14 })
-    );
+    assert_eq!(v["usage"], json!({ "prompt_tokens": 7, "completion_tokens": 7, "total_tokens": 14 }));
 
     // Serial numbers tell a fresh answer from a replayed one.
     let v = s.chat(&[], &body).json();
     assert_eq!(v["id"], "chatcmpl-fake-2");
-    assert_eq!(
-        v["choices"][0]["message"]["content"],
-        "Answer #2 to: What is the answer?"
-    );
+    assert_eq!(v["choices"][0]["message"]["content"], "Answer #2 to: What is the answer?");
 }
 
 #[test]
@@ -324,10 +291,7 @@ fn chat_content_parts_images_and_quote_limit() {
         ]}]
     });
     let v = s.chat(&[], &body).json();
-    assert_eq!(
-        v["choices"][0]["message"]["content"],
-        "Answer #1 to: Describe these [2 image(s)]"
-    );
+    assert_eq!(v["choices"][0]["message"]["content"], "Answer #1 to: Describe these [2 image(s)]");
     assert_eq!(v["usage"]["prompt_tokens"], 4); // ceil(13 / 4)
 
     let long = "é".repeat(300);
@@ -347,37 +311,26 @@ fn chat_stream_framing_with_and_without_usage() {
     let events = sse_events(&text);
     // role, 5 words ("Answer #1 to: hello stream"), finish, usage, [DONE]
     assert_eq!(events.len(), 1 + 5 + 1 + 1 + 1, "{text}");
-    let chunks: Vec<Value> = events[..events.len() - 1]
-        .iter()
-        .map(|e| serde_json::from_str(e).expect("chunk JSON"))
-        .collect();
+    let chunks: Vec<Value> =
+        events[..events.len() - 1].iter().map(|e| serde_json::from_str(e).expect("chunk JSON")).collect();
     for c in &chunks {
         assert_eq!(c["id"], "chatcmpl-fake-1");
         assert_eq!(c["object"], "chat.completion.chunk");
         assert_eq!(c["model"], "fake-model");
     }
-    assert_eq!(
-        chunks[0]["choices"][0]["delta"],
-        json!({ "role": "assistant", "content": "" })
-    );
+    assert_eq!(chunks[0]["choices"][0]["delta"], json!({ "role": "assistant", "content": "" }));
     let joined: String = chunks[1..6]
         .iter()
         .map(|c| {
             assert_eq!(c["choices"][0]["finish_reason"], Value::Null);
-            c["choices"][0]["delta"]["content"]
-                .as_str()
-                .expect("content")
-                .to_owned()
+            c["choices"][0]["delta"]["content"].as_str().expect("content").to_owned()
         })
         .collect();
     assert_eq!(joined, "Answer #1 to: hello stream");
     assert_eq!(chunks[6]["choices"][0]["delta"], json!({}));
     assert_eq!(chunks[6]["choices"][0]["finish_reason"], "stop");
     assert_eq!(chunks[7]["choices"], json!([]));
-    assert_eq!(
-        chunks[7]["usage"],
-        json!({ "prompt_tokens": 3, "completion_tokens": 5, "total_tokens": 8 })
-    );
+    assert_eq!(chunks[7]["usage"], json!({ "prompt_tokens": 3, "completion_tokens": 5, "total_tokens": 8 }));
 
     // Without include_usage: no usage chunk, no usage field; x-fake-chunks sets the split.
     let r = s.chat(&[("x-fake-chunks", "3")], &stream_chat("hi", false));
@@ -390,10 +343,7 @@ fn chat_stream_framing_with_and_without_usage() {
         .iter()
         .map(|e| {
             let c: Value = serde_json::from_str(e).expect("chunk JSON");
-            c["choices"][0]["delta"]["content"]
-                .as_str()
-                .expect("content")
-                .to_owned()
+            c["choices"][0]["delta"]["content"].as_str().expect("content").to_owned()
         })
         .collect();
     assert_eq!(joined, "Answer #2 to: hi");
@@ -434,18 +384,13 @@ fn bad_requests_get_openai_errors() {
     assert_eq!(r.status(), 400);
     let v = r.json();
     assert_eq!(v["error"]["type"], "invalid_request_error");
-    assert!(v["error"]["message"]
-        .as_str()
-        .is_some_and(|m| !m.is_empty()));
+    assert!(v["error"]["message"].as_str().is_some_and(|m| !m.is_empty()));
 
     let r = s.post("/v1/chat/completions", r#"{"model":"m"}"#);
     assert_eq!(r.status(), 400);
     assert_eq!(r.json()["error"]["code"], "missing_required_parameter");
 
-    let r = s.post(
-        "/v1/chat/completions",
-        r#"{"model":"m","messages":[{"role":"user","content":7}]}"#,
-    );
+    let r = s.post("/v1/chat/completions", r#"{"model":"m","messages":[{"role":"user","content":7}]}"#);
     assert_eq!(r.status(), 400);
 }
 
@@ -457,11 +402,7 @@ fn require_key() {
     let v = r.json();
     assert_eq!(v["error"]["type"], "invalid_request_error");
     assert_eq!(v["error"]["code"], "invalid_api_key");
-    assert_eq!(
-        s.chat(&[("Authorization", "Bearer wrong")], &user_chat("x"))
-            .status(),
-        401
-    );
+    assert_eq!(s.chat(&[("Authorization", "Bearer wrong")], &user_chat("x")).status(), 401);
     let r = s.chat(&[("Authorization", "Bearer sekret")], &user_chat("x"));
     assert_eq!(r.status(), 200);
     let stats = s.stats();
@@ -476,12 +417,7 @@ fn stats_count_requests_but_not_admin_calls() {
     let s = Server::start(&[]);
     let mut c = s.conn();
     for _ in 0..2 {
-        c.send(
-            "POST",
-            "/v1/chat/completions",
-            &[],
-            user_chat("x").to_string().as_bytes(),
-        );
+        c.send("POST", "/v1/chat/completions", &[], user_chat("x").to_string().as_bytes());
         assert_eq!(c.read_response().expect("response").status(), 200);
     }
     for _ in 0..3 {
@@ -512,12 +448,7 @@ fn held_stream_is_released_by_release_endpoint() {
     let s = Server::start(&[]);
     let mut c = s.conn();
     let body = stream_chat("hold me", true).to_string();
-    c.send(
-        "POST",
-        "/v1/chat/completions",
-        &[("x-fake-hold", "tok1"), ("x-fake-chunks", "2")],
-        body.as_bytes(),
-    );
+    c.send("POST", "/v1/chat/completions", &[("x-fake-hold", "tok1"), ("x-fake-chunks", "2")], body.as_bytes());
     let head = c.read_head().expect("head");
     assert_eq!(head.status, 200);
 
@@ -528,10 +459,7 @@ fn held_stream_is_released_by_release_endpoint() {
         text.push_str(std::str::from_utf8(&chunk).expect("utf-8"));
     }
     assert_eq!(text.matches("\n\n").count(), 3, "{text}");
-    assert!(
-        !text.contains("finish_reason\":\"stop") && !text.contains("[DONE]"),
-        "{text}"
-    );
+    assert!(!text.contains("finish_reason\":\"stop") && !text.contains("[DONE]"), "{text}");
     let stats = s.stats();
     assert_eq!(stat(&stats, "started"), 1);
     assert_eq!(stat(&stats, "completed"), 0);
@@ -554,20 +482,12 @@ fn held_stream_is_released_by_release_endpoint() {
 fn held_json_answer_waits_for_release() {
     let s = Server::start(&[]);
     let mut c = s.conn();
-    c.send(
-        "POST",
-        "/v1/chat/completions",
-        &[("x-fake-hold", "j")],
-        user_chat("x").to_string().as_bytes(),
-    );
+    c.send("POST", "/v1/chat/completions", &[("x-fake-hold", "j")], user_chat("x").to_string().as_bytes());
     // Whether the release lands before or after the request, it is latched.
     assert_eq!(s.post("/release/j", "").status(), 200);
     let r = c.read_response().expect("response");
     assert_eq!(r.status(), 200);
-    assert_eq!(
-        r.json()["choices"][0]["message"]["content"],
-        "Answer #1 to: x"
-    );
+    assert_eq!(r.json()["choices"][0]["message"]["content"], "Answer #1 to: x");
 }
 
 #[test]
@@ -576,16 +496,11 @@ fn fail_fraction_alternates() {
     let r = s.post("/control", r#"{"fail_status":503,"fail_fraction":0.5}"#);
     assert_eq!(r.status(), 200);
     assert_eq!(r.json()["fail_fraction"], 0.5);
-    let statuses: Vec<u16> = (0..6)
-        .map(|_| s.chat(&[], &user_chat("x")).status())
-        .collect();
+    let statuses: Vec<u16> = (0..6).map(|_| s.chat(&[], &user_chat("x")).status()).collect();
     assert_eq!(statuses, [200, 503, 200, 503, 200, 503]);
     let r = s.chat(&[], &user_chat("x"));
     assert_eq!(r.status(), 200);
-    assert_eq!(
-        s.chat(&[], &user_chat("x")).json()["error"]["type"],
-        "server_error"
-    );
+    assert_eq!(s.chat(&[], &user_chat("x")).json()["error"]["type"], "server_error");
 
     let stats = s.stats();
     assert_eq!(by_status(&stats, "200"), 4);
@@ -602,23 +517,13 @@ fn drops() {
     let s = Server::start(&[]);
     // before-headers: connection closed, nothing sent.
     let mut c = s.conn();
-    c.send(
-        "POST",
-        "/v1/chat/completions",
-        &[("x-fake-drop", "before-headers")],
-        user_chat("x").to_string().as_bytes(),
-    );
+    c.send("POST", "/v1/chat/completions", &[("x-fake-drop", "before-headers")], user_chat("x").to_string().as_bytes());
     assert!(c.closed_without_response());
 
     // mid-stream on a stream: first content chunk arrives, then the stream is cut.
     let mut c = s.conn();
     let body = stream_chat("one two three", false).to_string();
-    c.send(
-        "POST",
-        "/v1/chat/completions",
-        &[("x-fake-drop", "mid-stream")],
-        body.as_bytes(),
-    );
+    c.send("POST", "/v1/chat/completions", &[("x-fake-drop", "mid-stream")], body.as_bytes());
     let head = c.read_head().expect("head");
     assert_eq!(head.status, 200);
     let (got, result) = c.read_body(&head);
@@ -629,19 +534,11 @@ fn drops() {
 
     // mid-stream on JSON: content-length promised, fewer bytes delivered.
     let mut c = s.conn();
-    c.send(
-        "POST",
-        "/v1/chat/completions",
-        &[("x-fake-drop", "mid-stream")],
-        user_chat("x").to_string().as_bytes(),
-    );
+    c.send("POST", "/v1/chat/completions", &[("x-fake-drop", "mid-stream")], user_chat("x").to_string().as_bytes());
     let head = c.read_head().expect("head");
     let (got, result) = c.read_body(&head);
     assert!(result.is_err());
-    let declared: usize = head
-        .header("content-length")
-        .and_then(|v| v.parse().ok())
-        .expect("content-length");
+    let declared: usize = head.header("content-length").and_then(|v| v.parse().ok()).expect("content-length");
     assert!(!got.is_empty() && got.len() < declared);
 
     let stats = s.stats();
