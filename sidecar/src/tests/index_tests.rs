@@ -1,0 +1,83 @@
+//! Unit tests of the embedded vector store.
+
+use super::*;
+
+fn unit(v: &[f32]) -> Vec<f32> {
+    let n = dot(v, v).sqrt();
+    v.iter().map(|x| x / n).collect()
+}
+
+fn rec(id: u64, ns: &str, v: &[f32], created: u64, ttl: u64) -> Record {
+    Record {
+        id,
+        namespace: ns.into(),
+        text: format!("text {id}"),
+        response: format!("{{\"answer\":{id}}}").into_bytes(),
+        vector: unit(v),
+        created_ms: created,
+        expires_ms: created + ttl,
+    }
+}
+
+#[test]
+fn nearest_first_within_the_namespace_only() {
+    let idx = FlatIndex::in_memory(3, 100);
+    idx.insert(rec(1, "a", &[1.0, 0.0, 0.0], 0, 1000)).unwrap();
+    idx.insert(rec(2, "a", &[0.7, 0.7, 0.0], 0, 1000)).unwrap();
+    idx.insert(rec(3, "b", &[1.0, 0.0, 0.0], 0, 1000)).unwrap();
+    let hits = idx.search("a", &unit(&[1.0, 0.1, 0.0]), 5, 1).unwrap();
+    assert_eq!(hits.iter().map(|c| c.record.id).collect::<Vec<_>>(), vec![1, 2]);
+    assert!(hits[0].score > hits[1].score);
+    assert!(idx.search("c", &unit(&[1.0, 0.0, 0.0]), 5, 1).unwrap().is_empty());
+}
+
+#[test]
+fn expired_records_are_not_returned() {
+    let idx = FlatIndex::in_memory(3, 100);
+    idx.insert(rec(1, "a", &[1.0, 0.0, 0.0], 0, 10)).unwrap();
+    assert_eq!(idx.search("a", &unit(&[1.0, 0.0, 0.0]), 5, 9).unwrap().len(), 1);
+    assert!(idx.search("a", &unit(&[1.0, 0.0, 0.0]), 5, 10).unwrap().is_empty());
+}
+
+#[test]
+fn cap_evicts_the_oldest() {
+    let idx = FlatIndex::in_memory(3, 2);
+    idx.insert(rec(1, "a", &[1.0, 0.0, 0.0], 1, 1000)).unwrap();
+    idx.insert(rec(2, "b", &[1.0, 0.0, 0.0], 2, 1000)).unwrap();
+    idx.insert(rec(3, "a", &[1.0, 0.0, 0.0], 3, 1000)).unwrap();
+    assert_eq!(idx.len(), 2);
+    let ids: Vec<u64> = idx.search("a", &unit(&[1.0, 0.0, 0.0]), 5, 4).unwrap().iter().map(|c| c.record.id).collect();
+    assert_eq!(ids, vec![3]);
+}
+
+#[test]
+fn wrong_dimension_is_an_error() {
+    let idx = FlatIndex::in_memory(3, 10);
+    assert!(idx.insert(rec(1, "a", &[1.0, 0.0], 0, 10)).is_err());
+    assert!(idx.search("a", &[1.0], 1, 0).is_err());
+}
+
+#[test]
+fn journal_survives_a_restart_and_drops_expired_records() {
+    let dir = std::env::temp_dir().join(format!("semgate-index-{}", std::process::id()));
+    let path = dir.join("vectors.journal");
+    let _ = std::fs::remove_file(&path);
+    {
+        let idx = FlatIndex::open(&path, 3, 100, 0).unwrap();
+        idx.insert(rec(1, "a", &[1.0, 0.0, 0.0], 0, 1000)).unwrap();
+        idx.insert(rec(2, "a", &[0.0, 1.0, 0.0], 0, 50)).unwrap();
+        idx.flush().unwrap();
+    }
+    let idx = FlatIndex::open(&path, 3, 100, 100).unwrap();
+    assert_eq!(idx.len(), 1);
+    let hit = &idx.search("a", &unit(&[1.0, 0.0, 0.0]), 1, 100).unwrap()[0];
+    assert_eq!(hit.record, rec(1, "a", &[1.0, 0.0, 0.0], 0, 1000));
+    // A torn tail (crash mid-write) is ignored.
+    drop(idx);
+    let mut bytes = std::fs::read(&path).unwrap();
+    bytes.extend_from_slice(&RECORD_MAGIC.to_le_bytes());
+    bytes.extend_from_slice(&[1, 2, 3]);
+    std::fs::write(&path, bytes).unwrap();
+    assert_eq!(FlatIndex::open(&path, 3, 100, 100).unwrap().len(), 1);
+    let _ = std::fs::remove_dir_all(&dir);
+}
