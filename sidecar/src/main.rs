@@ -1,7 +1,126 @@
-//! semgate-sidecar: the embedding/vector service of the semantic cache (not built yet).
-//! The foundation issue only reserves the workspace member; the protocol is in DESIGN.md.
+//! semgate-sidecar: serves the semantic cache's API beside Envoy.
+//!
+//!   semgate-sidecar [--listen 127.0.0.1:18100] [--data-dir .run/sidecar] [--config FILE]
+//!                   [--embedder local|hashing] [--model-dir DIR] [--threshold 0.85]
+//!
+//! `--embedder local` (the default when built with the `local-model` feature) runs MiniLM from
+//! `--model-dir`; prompts never leave the machine. `hashing` is a bag-of-words test double for
+//! tests and demos without the model. On SIGTERM/SIGINT it stops accepting, then flushes the
+//! index journal.
 
-fn main() {
-    eprintln!("semgate-sidecar: not implemented yet (semantic cache lands with issue #4)");
-    std::process::exit(2);
+use semgate_sidecar::embed::{CachedEmbedder, Embedder, HashingEmbedder};
+use semgate_sidecar::index::{FlatIndex, VectorStore};
+use semgate_sidecar::server::{now_ms, router, AppState, ServerConfig};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+struct Args {
+    listen: String,
+    data_dir: PathBuf,
+    config: Option<PathBuf>,
+    embedder: String,
+    model_dir: Option<PathBuf>,
+    threshold: Option<f32>,
+    max_entries: usize,
+}
+
+fn parse_args() -> Result<Args, String> {
+    let mut a = Args {
+        listen: "127.0.0.1:18100".into(),
+        data_dir: PathBuf::from(".run/sidecar"),
+        config: None,
+        embedder: if cfg!(feature = "local-model") { "local" } else { "hashing" }.into(),
+        model_dir: None,
+        threshold: None,
+        max_entries: 200_000,
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(flag) = it.next() {
+        let mut value = || it.next().ok_or_else(|| format!("{flag} needs a value"));
+        match flag.as_str() {
+            "--listen" => a.listen = value()?,
+            "--data-dir" => a.data_dir = value()?.into(),
+            "--config" => a.config = Some(value()?.into()),
+            "--embedder" => a.embedder = value()?,
+            "--model-dir" => a.model_dir = Some(value()?.into()),
+            "--threshold" => a.threshold = Some(value()?.parse().map_err(|e| format!("--threshold: {e}"))?),
+            "--max-entries" => a.max_entries = value()?.parse().map_err(|e| format!("--max-entries: {e}"))?,
+            "--help" | "-h" => return Err("usage: semgate-sidecar [--listen ADDR] [--data-dir DIR] [--config FILE] [--embedder local|hashing] [--model-dir DIR] [--threshold F] [--max-entries N]".into()),
+            other => return Err(format!("unknown flag {other} (see --help)")),
+        }
+    }
+    Ok(a)
+}
+
+fn embedder(args: &Args) -> Result<Arc<dyn Embedder>, String> {
+    match args.embedder.as_str() {
+        "hashing" => Ok(Arc::new(HashingEmbedder { dim: 384 })),
+        "local" => local_embedder(args),
+        other => Err(format!("unknown embedder {other}: local or hashing")),
+    }
+}
+
+#[cfg(feature = "local-model")]
+fn local_embedder(args: &Args) -> Result<Arc<dyn Embedder>, String> {
+    let dir = args.model_dir.clone().ok_or("--embedder local needs --model-dir (make model fetches it)")?;
+    let model = semgate_sidecar::embed::local::LocalBert::load(&dir).map_err(|e| e.to_string())?;
+    Ok(Arc::new(CachedEmbedder::new(model, 50_000)))
+}
+
+#[cfg(not(feature = "local-model"))]
+fn local_embedder(_: &Args) -> Result<Arc<dyn Embedder>, String> {
+    let _ = CachedEmbedder::<HashingEmbedder>::new;
+    Err("this build has no local model: build with `--features local-model`, or use --embedder hashing".into())
+}
+
+#[tokio::main]
+async fn main() {
+    if let Err(e) = run().await {
+        eprintln!("semgate-sidecar: {e}");
+        std::process::exit(2);
+    }
+}
+
+async fn run() -> Result<(), String> {
+    let args = parse_args()?;
+    let mut config = match &args.config {
+        Some(path) => {
+            let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+            serde_json::from_str::<ServerConfig>(&text).map_err(|e| format!("{}: {e}", path.display()))?
+        }
+        None => ServerConfig::default(),
+    };
+    if let Some(t) = args.threshold {
+        config.threshold = t;
+    }
+    let embedder = embedder(&args)?;
+    let journal = args.data_dir.join(format!("vectors-{}.journal", embedder.model_id()));
+    let index =
+        Arc::new(FlatIndex::open(&journal, embedder.dim(), args.max_entries, now_ms()).map_err(|e| e.to_string())?);
+    let state = AppState::new(config, embedder.clone(), index.clone());
+    let listener =
+        tokio::net::TcpListener::bind(&args.listen).await.map_err(|e| format!("bind {}: {e}", args.listen))?;
+    let addr = listener.local_addr().map_err(|e| e.to_string())?;
+    println!(
+        "semgate-sidecar listening on {addr} (model {}, {} entries, journal {})",
+        embedder.model_id(),
+        index.len(),
+        journal.display()
+    );
+    axum::serve(listener, router(state)).with_graceful_shutdown(shutdown()).await.map_err(|e| e.to_string())?;
+    index.flush().map_err(|e| e.to_string())?;
+    eprintln!("semgate-sidecar: index flushed, {} entries", index.len());
+    Ok(())
+}
+
+async fn shutdown() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        if let Ok(mut term) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            tokio::select! { _ = ctrl_c => {}, _ = term.recv() => {} }
+            return;
+        }
+    }
+    let _ = ctrl_c.await;
 }

@@ -1,0 +1,282 @@
+//! The sidecar's HTTP API (protocol in shared/DESIGN.md): `/v1/lookup` embeds the query,
+//! takes the nearest stored texts of the same scope above the threshold and returns the
+//! first one the guard accepts; `/v1/store` embeds and keeps an answer; `/v1/exact/{key}` is
+//! the exact tier replicas share; `/healthz` and `/metrics` (Prometheus text).
+
+use crate::embed::Embedder;
+use crate::guard::GuardConfig;
+use crate::index::{Record, VectorStore};
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    /// Cosine similarity a candidate needs before the guard looks at it.
+    pub threshold: f32,
+    /// Candidates examined per lookup (nearest first).
+    pub top_k: usize,
+    pub default_ttl_s: u64,
+    pub exact_max_entries: usize,
+    pub guard: GuardConfig,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            threshold: 0.85,
+            top_k: 5,
+            default_ttl_s: 3600,
+            exact_max_entries: 100_000,
+            guard: GuardConfig::default(),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LookupRequest {
+    pub scope: String,
+    pub text: String,
+    #[serde(default)]
+    pub threshold: Option<f32>,
+    /// `false` turns the guard off for this lookup (evaluation, or an operator's choice).
+    #[serde(default)]
+    pub guard: Option<bool>,
+}
+
+#[derive(Debug, Serialize, Deserialize, PartialEq)]
+pub struct LookupResponse {
+    pub hit: bool,
+    pub score: f32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub entry_id: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub response: Option<Value>,
+    /// Why the guard refused the candidates above the threshold, nearest first.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub guard_rejected: Vec<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StoreRequest {
+    pub scope: String,
+    /// The filter's exact-cache key (hex): also stored in the shared exact tier.
+    #[serde(default)]
+    pub key: Option<String>,
+    pub text: String,
+    /// `{status, headers: [[name, value]], body_b64, stream}`: opaque to the sidecar.
+    pub response: Value,
+    #[serde(default)]
+    pub ttl_s: Option<u64>,
+}
+
+#[derive(Default)]
+struct Counters {
+    lookups: AtomicU64,
+    hits: AtomicU64,
+    misses: AtomicU64,
+    stores: AtomicU64,
+    errors: AtomicU64,
+    embed_us: AtomicU64,
+    embeds: AtomicU64,
+    exact_hits: AtomicU64,
+    exact_misses: AtomicU64,
+    guard: Mutex<BTreeMap<&'static str, u64>>,
+}
+
+pub struct AppState {
+    pub config: ServerConfig,
+    pub embedder: Arc<dyn Embedder>,
+    pub index: Arc<dyn VectorStore>,
+    exact: Mutex<HashMap<String, (Value, u64)>>,
+    counters: Counters,
+    next_id: AtomicU64,
+}
+
+impl AppState {
+    pub fn new(config: ServerConfig, embedder: Arc<dyn Embedder>, index: Arc<dyn VectorStore>) -> Arc<Self> {
+        let seed = now_ms() << 16;
+        Arc::new(AppState {
+            config,
+            embedder,
+            index,
+            exact: Mutex::new(HashMap::new()),
+            counters: Counters::default(),
+            next_id: AtomicU64::new(seed),
+        })
+    }
+}
+
+pub fn now_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+}
+
+pub fn router(state: Arc<AppState>) -> Router {
+    Router::new()
+        .route("/v1/lookup", post(lookup))
+        .route("/v1/store", post(store))
+        .route("/v1/exact/{key}", get(exact_get))
+        .route("/healthz", get(healthz))
+        .route("/metrics", get(metrics))
+        .with_state(state)
+}
+
+struct ApiError(StatusCode, String);
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.0, Json(json!({"error": {"message": self.1, "type": "sidecar_error"}}))).into_response()
+    }
+}
+
+async fn embed_one(state: &Arc<AppState>, text: String) -> Result<Vec<f32>, ApiError> {
+    let st = state.clone();
+    let started = Instant::now();
+    // The model is CPU-bound: keep it off the async workers.
+    let result = tokio::task::spawn_blocking(move || st.embedder.embed(&[text.as_str()]))
+        .await
+        .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, format!("embedding task: {e}")))?;
+    state.counters.embed_us.fetch_add(started.elapsed().as_micros() as u64, Ordering::Relaxed);
+    state.counters.embeds.fetch_add(1, Ordering::Relaxed);
+    let mut vectors = result.map_err(|e| {
+        state.counters.errors.fetch_add(1, Ordering::Relaxed);
+        ApiError(StatusCode::SERVICE_UNAVAILABLE, e.to_string())
+    })?;
+    vectors.pop().ok_or_else(|| ApiError(StatusCode::INTERNAL_SERVER_ERROR, "no vector returned".into()))
+}
+
+async fn lookup(
+    State(state): State<Arc<AppState>>,
+    Json(req): Json<LookupRequest>,
+) -> Result<Json<LookupResponse>, ApiError> {
+    state.counters.lookups.fetch_add(1, Ordering::Relaxed);
+    let threshold = req.threshold.unwrap_or(state.config.threshold);
+    let use_guard = req.guard.unwrap_or(true);
+    let vector = embed_one(&state, req.text.clone()).await?;
+    let candidates = state
+        .index
+        .search(&req.scope, &vector, state.config.top_k, now_ms())
+        .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+    let best = candidates.first().map_or(0.0, |c| c.score);
+    let mut rejected = Vec::new();
+    for c in candidates.into_iter().take_while(|c| c.score >= threshold) {
+        if use_guard {
+            if let Err(why) = state.config.guard.verify(&req.text, &c.record.text) {
+                *state
+                    .counters
+                    .guard
+                    .lock()
+                    .map_err(|_| ApiError(StatusCode::INTERNAL_SERVER_ERROR, "lock".into()))?
+                    .entry(why.as_str())
+                    .or_default() += 1;
+                rejected.push(why.as_str().to_string());
+                continue;
+            }
+        }
+        let response = serde_json::from_slice(&c.record.response).ok();
+        state.counters.hits.fetch_add(1, Ordering::Relaxed);
+        return Ok(Json(LookupResponse {
+            hit: true,
+            score: c.score,
+            entry_id: Some(c.record.id),
+            response,
+            guard_rejected: rejected,
+        }));
+    }
+    state.counters.misses.fetch_add(1, Ordering::Relaxed);
+    Ok(Json(LookupResponse { hit: false, score: best, entry_id: None, response: None, guard_rejected: rejected }))
+}
+
+async fn store(State(state): State<Arc<AppState>>, Json(req): Json<StoreRequest>) -> Result<StatusCode, ApiError> {
+    let ttl_ms = req.ttl_s.unwrap_or(state.config.default_ttl_s).saturating_mul(1000);
+    let now = now_ms();
+    if let Some(key) = &req.key {
+        let mut exact = state.exact.lock().map_err(|_| ApiError(StatusCode::INTERNAL_SERVER_ERROR, "lock".into()))?;
+        if exact.len() >= state.config.exact_max_entries {
+            exact.retain(|_, (_, expires)| *expires > now);
+            if exact.len() >= state.config.exact_max_entries {
+                exact.clear();
+            }
+        }
+        exact.insert(key.clone(), (req.response.clone(), now + ttl_ms));
+    }
+    let vector = embed_one(&state, req.text.clone()).await?;
+    let record = Record {
+        id: state.next_id.fetch_add(1, Ordering::Relaxed),
+        namespace: req.scope,
+        text: req.text,
+        response: serde_json::to_vec(&req.response).unwrap_or_default(),
+        vector,
+        created_ms: now,
+        expires_ms: now + ttl_ms,
+    };
+    state.index.insert(record).map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+    state.counters.stores.fetch_add(1, Ordering::Relaxed);
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn exact_get(State(state): State<Arc<AppState>>, Path(key): Path<String>) -> Result<Json<Value>, ApiError> {
+    let exact = state.exact.lock().map_err(|_| ApiError(StatusCode::INTERNAL_SERVER_ERROR, "lock".into()))?;
+    match exact.get(&key).filter(|(_, expires)| *expires > now_ms()) {
+        Some((response, _)) => {
+            state.counters.exact_hits.fetch_add(1, Ordering::Relaxed);
+            Ok(Json(json!({"hit": true, "response": response})))
+        }
+        None => {
+            state.counters.exact_misses.fetch_add(1, Ordering::Relaxed);
+            Ok(Json(json!({"hit": false})))
+        }
+    }
+}
+
+async fn healthz(State(state): State<Arc<AppState>>) -> Json<Value> {
+    Json(
+        json!({"status": "ok", "model": state.embedder.model_id(), "dim": state.embedder.dim(), "entries": state.index.len()}),
+    )
+}
+
+async fn metrics(State(state): State<Arc<AppState>>) -> String {
+    let c = &state.counters;
+    let mut out = String::new();
+    let mut counter = |name: &str, help: &str, v: u64| {
+        out.push_str(&format!("# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}\n"));
+    };
+    counter("semgate_sidecar_lookups_total", "Semantic lookups.", c.lookups.load(Ordering::Relaxed));
+    counter("semgate_sidecar_hits_total", "Lookups answered with a stored entry.", c.hits.load(Ordering::Relaxed));
+    counter("semgate_sidecar_misses_total", "Lookups with no acceptable candidate.", c.misses.load(Ordering::Relaxed));
+    counter("semgate_sidecar_stores_total", "Entries stored.", c.stores.load(Ordering::Relaxed));
+    counter("semgate_sidecar_errors_total", "Embedding failures.", c.errors.load(Ordering::Relaxed));
+    counter("semgate_sidecar_exact_hits_total", "Shared exact-tier hits.", c.exact_hits.load(Ordering::Relaxed));
+    counter("semgate_sidecar_exact_misses_total", "Shared exact-tier misses.", c.exact_misses.load(Ordering::Relaxed));
+    counter("semgate_sidecar_embeddings_total", "Texts embedded.", c.embeds.load(Ordering::Relaxed));
+    out.push_str(&format!(
+        "# HELP semgate_sidecar_embed_seconds_total Time spent embedding.\n# TYPE semgate_sidecar_embed_seconds_total counter\nsemgate_sidecar_embed_seconds_total {}\n",
+        c.embed_us.load(Ordering::Relaxed) as f64 / 1e6
+    ));
+    out.push_str("# HELP semgate_sidecar_guard_rejections_total Candidates the guard refused.\n# TYPE semgate_sidecar_guard_rejections_total counter\n");
+    if let Ok(guard) = c.guard.lock() {
+        for (reason, n) in guard.iter() {
+            out.push_str(&format!("semgate_sidecar_guard_rejections_total{{reason=\"{reason}\"}} {n}\n"));
+        }
+    }
+    out.push_str(&format!(
+        "# HELP semgate_sidecar_entries Entries in the vector index.\n# TYPE semgate_sidecar_entries gauge\nsemgate_sidecar_entries {}\n",
+        state.index.len()
+    ));
+    out
+}
+
+#[cfg(test)]
+#[path = "tests/server_tests.rs"]
+mod tests;
