@@ -36,6 +36,9 @@ pub struct Config {
     pub models: Vec<ModelRoute>,
     #[serde(default)]
     pub cache: CacheConfig,
+    /// Layer 2: the semantic cache through the sidecar (off by default: exact-only).
+    #[serde(default)]
+    pub semantic: crate::core::semantic::SemanticConfig,
     /// Per route / path prefix / tenant overrides of the cache policy, applied in order.
     #[serde(default)]
     pub policies: Vec<Policy>,
@@ -287,6 +290,9 @@ impl Config {
             }
         }
         self.cache.validate("cache")?;
+        if let Some((field, message)) = self.semantic.problems() {
+            return Err(err(format!("semantic.{field}"), message));
+        }
         for (i, p) in self.policies.iter().enumerate() {
             if let Some(prefix) = &p.matcher.path_prefix {
                 if !prefix.starts_with('/') {
@@ -423,6 +429,9 @@ mod tests {
             (r#"{"policies":[{"match":{"path_prefix":"x"},"cache":{}}]}"#, "policies[0].match.path_prefix"),
             (r#"{"policies":[{"match":{},"cache":{"ttl_s":0}}]}"#, "policies[0].cache.ttl_s"),
             (r#"{"max_body_bytes":0}"#, "max_body_bytes"),
+            (r#"{"semantic":{"timeout_ms":0}}"#, "semantic.timeout_ms"),
+            (r#"{"semantic":{"threshold":1.5}}"#, "semantic.threshold"),
+            (r#"{"semantic":{"cluster":""}}"#, "semantic.cluster"),
         ];
         for (patch, path) in cases {
             let e = Config::parse(with(patch).as_bytes()).unwrap_err();

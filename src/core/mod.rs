@@ -7,5 +7,6 @@ pub mod errors;
 pub mod gateway;
 pub mod key;
 pub mod request;
+pub mod semantic;
 pub mod sse;
 pub mod store;

@@ -21,6 +21,8 @@ pub struct ChatRequest {
     pub n: u64,
     /// Canonical JSON of everything that can change the answer (see the module doc).
     pub canonical: Vec<u8>,
+    /// The same canonical form as a value, for the semantic layer's text and context.
+    pub value: Value,
 }
 
 /// Fields that do not change the answer: kept out of the cache key.
@@ -87,8 +89,9 @@ pub fn parse_chat_request(body: &[u8]) -> Result<ChatRequest, GatewayError> {
             return Err(GatewayError::invalid("`tools` must be an array", "tools"));
         }
     }
-    let canonical = canonicalize(obj).to_string().into_bytes();
-    Ok(ChatRequest { model, stream, temperature, n, canonical })
+    let value = canonicalize(obj);
+    let canonical = value.to_string().into_bytes();
+    Ok(ChatRequest { model, stream, temperature, n, canonical, value })
 }
 
 fn number_in(obj: &Map<String, Value>, field: &str, lo: f64, hi: f64) -> Result<Option<f64>, GatewayError> {

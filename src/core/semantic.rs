@@ -1,0 +1,212 @@
+//! The semantic layer's pure side: which text the sidecar embeds, the scope a semantic hit
+//! must share exactly (tenant, provider, model, and a hash of everything but that text:
+//! system prompt, earlier turns, image digests, parameters), and the sidecar's JSON bodies.
+
+use crate::core::entry::{BodyKind, CachedResponse};
+use crate::core::key::CacheKey;
+use crate::core::request::ChatRequest;
+use base64::Engine;
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+/// What the sidecar embeds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TextMode {
+    /// The last user message; everything before it must match exactly (the context hash).
+    LastUser,
+    /// Every message's text; only roles, images and parameters must match exactly.
+    Conversation,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SemanticConfig {
+    /// Off by default: the gateway is then an exact-only cache with no sidecar at all.
+    pub enabled: bool,
+    /// The Envoy cluster of the sidecar.
+    pub cluster: String,
+    /// How long a lookup may take before the request goes on to the provider (fail open).
+    pub timeout_ms: u64,
+    /// Cosine threshold sent with each lookup; unset uses the sidecar's default.
+    pub threshold: Option<f64>,
+    /// Ask the sidecar to verify candidates with its near-miss guard.
+    pub guard: bool,
+    pub text: TextMode,
+    /// Put the model into the scope (Bifrost's `cache_by_model`): one model's answers never
+    /// serve another. Provider scoping follows `cache.cache_by_provider`.
+    pub cache_by_model: bool,
+    /// TTL of semantic entries; unset uses the exact cache's (policy) TTL.
+    pub ttl_s: Option<u64>,
+}
+
+impl Default for SemanticConfig {
+    fn default() -> Self {
+        SemanticConfig {
+            enabled: false,
+            cluster: "semgate_sidecar".into(),
+            timeout_ms: 50,
+            threshold: None,
+            guard: true,
+            text: TextMode::LastUser,
+            cache_by_model: true,
+            ttl_s: None,
+        }
+    }
+}
+
+impl SemanticConfig {
+    /// Problems as (field, message); `at` is the field path prefix.
+    pub fn problems(&self) -> Option<(&'static str, &'static str)> {
+        if self.cluster.trim().is_empty() {
+            return Some(("cluster", "must name the sidecar's Envoy cluster"));
+        }
+        if self.timeout_ms == 0 || self.timeout_ms > 10_000 {
+            return Some(("timeout_ms", "must be between 1 and 10000"));
+        }
+        if let Some(t) = self.threshold {
+            if !(t > 0.0 && t <= 1.0) {
+                return Some(("threshold", "must be in (0, 1]"));
+            }
+        }
+        if self.ttl_s == Some(0) {
+            return Some(("ttl_s", "must be greater than 0"));
+        }
+        None
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct SemanticQuery {
+    pub scope: String,
+    pub text: String,
+}
+
+fn message_text(m: &Value) -> String {
+    match m.get("content") {
+        Some(Value::String(s)) => s.clone(),
+        Some(Value::Array(parts)) => parts
+            .iter()
+            .filter(|p| p.get("type").and_then(Value::as_str) == Some("text"))
+            .filter_map(|p| p.get("text").and_then(Value::as_str))
+            .collect::<Vec<_>>()
+            .join("\n"),
+        _ => String::new(),
+    }
+}
+
+/// Remove the text of a message, keeping its role and any non-text parts (image digests).
+fn strip_text(m: &mut Value) {
+    match m.get_mut("content") {
+        Some(Value::Array(parts)) => parts.retain(|p| p.get("type").and_then(Value::as_str) != Some("text")),
+        Some(c) => *c = Value::Null,
+        None => {}
+    }
+}
+
+/// The text to embed and the scope to search in; `None` when there is nothing to embed
+/// (e.g. the conversation does not end with a user message).
+pub fn semantic_query(
+    req: &ChatRequest,
+    tenant: &str,
+    provider: Option<&str>,
+    cfg: &SemanticConfig,
+) -> Option<SemanticQuery> {
+    let mut ctx = req.value.clone();
+    let messages = ctx.get_mut("messages")?.as_array_mut()?;
+    let text = match cfg.text {
+        TextMode::LastUser => {
+            let last = messages.last_mut()?;
+            if last.get("role").and_then(Value::as_str) != Some("user") {
+                return None;
+            }
+            let text = message_text(last);
+            strip_text(last);
+            text
+        }
+        TextMode::Conversation => {
+            let mut lines = Vec::new();
+            for m in messages.iter_mut() {
+                let role = m.get("role").and_then(Value::as_str).unwrap_or("").to_string();
+                lines.push(format!("{role}: {}", message_text(m)));
+                strip_text(m);
+            }
+            lines.join("\n")
+        }
+    };
+    if text.trim().is_empty() {
+        return None;
+    }
+    if !cfg.cache_by_model {
+        if let Some(obj) = ctx.as_object_mut() {
+            obj.remove("model");
+        }
+    }
+    let context = blake3::hash(ctx.to_string().as_bytes()).to_hex();
+    let scope = format!("{tenant}|{}|{}", provider.unwrap_or("*"), &context[..32]);
+    Some(SemanticQuery { scope, text })
+}
+
+pub fn lookup_body(q: &SemanticQuery, cfg: &SemanticConfig) -> Vec<u8> {
+    let mut body = json!({"scope": q.scope, "text": q.text, "guard": cfg.guard});
+    if let Some(t) = cfg.threshold {
+        body["threshold"] = json!(t);
+    }
+    body.to_string().into_bytes()
+}
+
+/// The sidecar's response object for a stored answer.
+fn response_json(r: &CachedResponse) -> Value {
+    json!({
+        "status": 200,
+        "headers": [["content-type", r.content_type]],
+        "body_b64": base64::engine::general_purpose::STANDARD.encode(r.body()),
+        "stream": r.kind == BodyKind::Sse,
+    })
+}
+
+pub fn store_body(q: &SemanticQuery, key: &CacheKey, r: &CachedResponse, ttl_s: u64) -> Vec<u8> {
+    let key_hex: String = key.0.iter().map(|b| format!("{b:02x}")).collect();
+    json!({"scope": q.scope, "key": key_hex, "text": q.text, "response": response_json(r), "ttl_s": ttl_s})
+        .to_string()
+        .into_bytes()
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct SemanticHit {
+    pub score: f64,
+    pub response: CachedResponse,
+}
+
+/// A lookup answer: `Ok(Some)` on a usable hit, `Ok(None)` on a miss, `Err` when the answer
+/// is not the protocol's (counted as a sidecar error; the request fails open).
+pub fn parse_lookup(body: &[u8], want_stream: bool) -> Result<Option<SemanticHit>, String> {
+    let v: Value = serde_json::from_slice(body).map_err(|e| format!("lookup answer is not JSON: {e}"))?;
+    if v.get("hit").and_then(Value::as_bool) != Some(true) {
+        return Ok(None);
+    }
+    let score = v.get("score").and_then(Value::as_f64).unwrap_or(0.0);
+    let r = v.get("response").ok_or("hit without a response")?;
+    let body_b64 = r.get("body_b64").and_then(Value::as_str).ok_or("response without body_b64")?;
+    let body = base64::engine::general_purpose::STANDARD.decode(body_b64).map_err(|e| format!("body_b64: {e}"))?;
+    let stream = r.get("stream").and_then(Value::as_bool).unwrap_or(false);
+    if stream != want_stream {
+        // The scope includes `stream`, so this only happens with a foreign writer: miss.
+        return Ok(None);
+    }
+    let content_type = r
+        .get("headers")
+        .and_then(Value::as_array)
+        .and_then(|hs| {
+            hs.iter().find(|h| h.get(0).and_then(Value::as_str).is_some_and(|n| n.eq_ignore_ascii_case("content-type")))
+        })
+        .and_then(|h| h.get(1).and_then(Value::as_str))
+        .unwrap_or(if stream { "text/event-stream" } else { "application/json" })
+        .to_string();
+    let kind = if stream { BodyKind::Sse } else { BodyKind::Json };
+    Ok(Some(SemanticHit { score, response: CachedResponse { kind, content_type, chunks: vec![body] } }))
+}
+
+#[cfg(test)]
+#[path = "tests/semantic_tests.rs"]
+mod tests;
