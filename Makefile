@@ -11,7 +11,7 @@ WASM := target/wasm32-wasip1/release/semgate.wasm
 FAKE := target/release/fake-provider
 WASI_RUNNER := node --no-warnings $(CURDIR)/tests/wasi-runner.mjs
 
-.PHONY: all build wasm-target fake-provider venv envoy demo run test unit wasm-test integration bench fmt clean
+.PHONY: all build wasm-target fake-provider sidecar venv envoy demo run test unit wasm-test integration bench fmt clean
 
 all: build
 
@@ -25,6 +25,10 @@ build: wasm-target
 
 fake-provider:
 	cargo build --release -p semgate-fake-provider
+
+## sidecar: the semantic cache's embedding/vector service
+sidecar:
+	cargo build --release -p semgate-sidecar
 
 $(VENV)/.installed: tests/requirements.txt
 	python3 -m venv $(VENV)
@@ -63,7 +67,7 @@ wasm-test: wasm-target
 	@command -v node >/dev/null || { echo "node is needed to run the Wasm tests (apt-get install nodejs)"; exit 1; }
 	CARGO_TARGET_WASM32_WASIP1_RUNNER="$(WASI_RUNNER)" cargo test --target wasm32-wasip1 -p semgate --lib
 
-integration: build fake-provider envoy
+integration: build fake-provider sidecar envoy
 	$(PY) -m pytest tests -q -p no:cacheprovider
 
 ## bench: throughput and latency against bare Envoy, the Wasm floor and a local-reply ceiling

@@ -18,6 +18,7 @@ import yaml
 ROOT = Path(__file__).resolve().parent.parent
 WASM = ROOT / "target/wasm32-wasip1/release/semgate.wasm"
 FAKE_PROVIDER = Path(os.environ.get("FAKE_PROVIDER", ROOT / "target/release/fake-provider"))
+SIDECAR = Path(os.environ.get("SEMGATE_SIDECAR", ROOT / "target/release/semgate-sidecar"))
 ENVOY = os.environ.get("ENVOY") or str(ROOT / ".venv/bin/envoy")
 PROVIDER_KEY = "sk-fake-provider"
 
@@ -77,6 +78,33 @@ class FakeProvider:
         self.proc.wait()
 
 
+class Sidecar:
+    """The semantic-cache sidecar (sidecar/), by default with the hashing test embedder."""
+
+    def __init__(self, data_dir, *extra_args, embedder="hashing"):
+        if not SIDECAR.exists():
+            raise FileNotFoundError(f"{SIDECAR} is missing: run `make sidecar`")
+        self.data_dir = data_dir
+        self.proc = subprocess.Popen(
+            [str(SIDECAR), "--listen", "127.0.0.1:0", "--data-dir", str(data_dir), "--embedder", embedder, *extra_args],
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        )
+        line = self.proc.stdout.readline()
+        if "listening on" not in line:
+            self.proc.kill()
+            raise RuntimeError(f"sidecar did not start: {line!r}")
+        self.port = int(line.split("listening on ", 1)[1].split()[0].rsplit(":", 1)[1])
+        self.url = f"http://127.0.0.1:{self.port}"
+
+    def metrics(self):
+        return requests.get(f"{self.url}/metrics", timeout=5).text
+
+    def stop(self):
+        """SIGTERM: the sidecar flushes its index journal before exiting."""
+        self.proc.terminate()
+        self.proc.wait(timeout=10)
+
+
 def filter_config(doc):
     """The semgate `configuration` JSON inside an Envoy config document."""
     wasm = _semgate_filter(doc)
@@ -93,12 +121,14 @@ def _semgate_filter(doc):
     raise KeyError("no semgate filter in the Envoy config")
 
 
-def render_envoy_config(provider_port, listen_port, admin_port, semgate_config=None, base=ROOT / "envoy/envoy.yaml"):
+def render_envoy_config(provider_port, listen_port, admin_port, semgate_config=None, base=ROOT / "envoy/envoy.yaml", sidecar_port=None):
     doc = yaml.safe_load(Path(base).read_text())
     doc = copy.deepcopy(doc)
     doc["static_resources"]["listeners"][0]["address"]["socket_address"]["port_value"] = listen_port
     doc["admin"]["address"]["socket_address"]["port_value"] = admin_port
     for cluster in doc["static_resources"]["clusters"]:
+        if cluster["name"] == "semgate_sidecar" and sidecar_port is not None:
+            cluster["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]["address"]["socket_address"]["port_value"] = sidecar_port
         if cluster["name"].startswith("provider_"):
             for ep in cluster["load_assignment"]["endpoints"]:
                 for lb in ep["lb_endpoints"]:

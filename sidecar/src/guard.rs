@@ -280,7 +280,7 @@ fn tokenize(text: &str) -> Vec<(String, bool)> {
         if cur.is_empty() {
             return;
         }
-        let word = cur.trim_matches(|c: char| c == '.' || c == '\'' || c == '/');
+        let word = cur.trim_matches(|c: char| c == '.' || c == '\'' || c == '/' || c == ',');
         if !word.is_empty() {
             let capital =
                 word.chars().next().is_some_and(char::is_uppercase) || word.chars().skip(1).any(char::is_uppercase);

@@ -16,12 +16,14 @@ const CAS_MISMATCH: u32 = 4;
 pub enum Headers {
     Request = 0,
     Response = 2,
+    CallResponse = 6,
 }
 
 #[derive(Clone, Copy)]
 pub enum Buffer {
     RequestBody = 0,
     ResponseBody = 1,
+    CallResponseBody = 4,
     PluginConfiguration = 7,
 }
 
@@ -52,6 +54,35 @@ extern "C" {
     ) -> u32;
     fn proxy_set_shared_data(key: *const u8, key_len: usize, val: *const u8, val_len: usize, cas: u32) -> u32;
     fn proxy_log(level: u32, msg: *const u8, msg_len: usize) -> u32;
+    fn proxy_continue_stream(stream_type: u32) -> u32;
+}
+
+/// Let a request held in the body phase go on (after a callout answered).
+pub fn resume_request() -> Result<(), HostError> {
+    // SAFETY: no pointers.
+    match unsafe { proxy_continue_stream(0) } {
+        OK => Ok(()),
+        s => Err(HostError(s)),
+    }
+}
+
+/// An HTTP callout to an Envoy cluster. Goes through the SDK so that its dispatcher routes
+/// the answer back to this context (`on_http_call_response`).
+pub fn http_call(cluster: &str, path: &str, body: &[u8], timeout_ms: u64) -> Result<u32, HostError> {
+    let headers = vec![
+        (":method", "POST"),
+        (":path", path),
+        (":authority", "semgate-sidecar"),
+        ("content-type", "application/json"),
+    ];
+    proxy_wasm::hostcalls::dispatch_http_call(
+        cluster,
+        headers,
+        Some(body),
+        vec![],
+        std::time::Duration::from_millis(timeout_ms),
+    )
+    .map_err(|s| HostError(s as u32))
 }
 
 #[derive(Clone, Copy)]

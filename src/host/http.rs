@@ -1,6 +1,7 @@
 //! One request through the gateway, as a small state machine (`Phase`): hold the headers,
-//! read the body, then answer locally (cache hit, rejection) or route upstream and tee the
-//! response into the exact cache when it completes.
+//! read the body, then answer locally (exact hit, rejection), ask the sidecar (semantic
+//! lookup, failing open), or route upstream and tee the response into the caches when it
+//! completes.
 
 use crate::core::entry::Entry;
 use crate::core::errors::GatewayError;
@@ -8,6 +9,7 @@ use crate::core::gateway::{
     admit, plan, Admitted, CachePlan, HeadDecision, NotStorable, Plan, RequestHead, ResponseTee,
 };
 use crate::core::key::CacheKey;
+use crate::core::semantic::{self, SemanticQuery};
 use crate::core::store::{CacheStore, Lookup, StoreError};
 use crate::host::abi::{self, Buffer, Headers, Level};
 use crate::host::root::Runtime;
@@ -23,6 +25,8 @@ enum Phase {
     PassThrough,
     /// Admitted; the headers are held until the whole body has arrived.
     ReadingBody(Admitted),
+    /// Exact miss; the sidecar is looking for a semantic hit while the request is held.
+    AwaitingLookup(Box<Pending>),
     /// Sent upstream; the response is marked and, if storable, copied.
     Forwarded(Box<Forwarded>),
     /// Answered by the filter (hit or rejection).
@@ -36,6 +40,14 @@ struct Forwarded {
     key: CacheKey,
     store: Option<(CacheKey, u64)>,
     tee: Option<ResponseTee>,
+    /// Also store the answer in the sidecar under this text and scope.
+    semantic: Option<SemanticQuery>,
+}
+
+struct Pending {
+    plan: Plan,
+    query: SemanticQuery,
+    token: u32,
 }
 
 pub struct GatewayHttp {
@@ -142,7 +154,71 @@ impl GatewayHttp {
                 Lookup::Miss => {}
             }
         }
-        self.forward(rt, plan)
+        let sem = &rt.config.semantic;
+        let query = match plan.cache.store_as() {
+            Some(_) if sem.enabled => {
+                let provider = rt.config.cache.cache_by_provider.then_some(plan.upstream.provider.as_str());
+                semantic::semantic_query(&plan.request, &admitted.tenant, provider, sem)
+            }
+            _ => None,
+        };
+        if let (Some(q), CachePlan::Lookup { .. }) = (&query, plan.cache) {
+            match abi::http_call(&sem.cluster, "/v1/lookup", &semantic::lookup_body(q, sem), sem.timeout_ms) {
+                Ok(token) => {
+                    self.phase = Phase::AwaitingLookup(Box::new(Pending { plan, query: q.clone(), token }));
+                    return Action::Pause;
+                }
+                Err(e) => {
+                    // Sidecar cluster missing or overloaded: fail open.
+                    rt.metrics.inc(rt.metrics.sidecar_errors);
+                    abi::log(Level::Warn, &format!("semgate: semantic lookup not sent (status {})", e.0));
+                }
+            }
+        }
+        self.forward(rt, plan, query)
+    }
+
+    /// The sidecar answered (or timed out): reply with a semantic hit, or let the request go on.
+    fn on_lookup_answer(&mut self, rt: &Runtime, token: u32, body_size: usize) {
+        let Phase::AwaitingLookup(p) = std::mem::replace(&mut self.phase, Phase::Answered) else { return };
+        if p.token != token {
+            self.phase = Phase::AwaitingLookup(p);
+            return;
+        }
+        let status = abi::get_headers(Headers::CallResponse).into_iter().find(|(k, _)| k == ":status").map(|(_, v)| v);
+        let answer = match status.as_deref() {
+            Some("200") => abi::get_buffer(Buffer::CallResponseBody, 0, body_size)
+                .map_err(|e| format!("status {}", e.0))
+                .and_then(|body| semantic::parse_lookup(&body, p.plan.request.stream)),
+            // A timeout or a reset reaches here with no headers at all.
+            other => Err(format!("sidecar answered {}", other.unwrap_or("nothing (timeout or connection failure)"))),
+        };
+        let Pending { plan, query, .. } = *p;
+        match answer {
+            Ok(Some(hit)) => {
+                let score = format!("{:.4}", hit.score);
+                let headers = [
+                    ("content-type", hit.response.content_type.as_str()),
+                    ("x-semgate-cache", "hit-semantic"),
+                    ("x-semgate-similarity", score.as_str()),
+                ];
+                if abi::send_local_response(200, &headers, &hit.response.body()).is_ok() {
+                    rt.metrics.inc(rt.metrics.hits_semantic);
+                    return;
+                }
+                rt.metrics.inc(rt.metrics.host_errors);
+            }
+            Ok(None) => rt.metrics.inc(rt.metrics.semantic_misses),
+            Err(e) => {
+                rt.metrics.inc(rt.metrics.sidecar_errors);
+                abi::log(Level::Warn, &format!("semgate: semantic lookup failed, failing open: {e}"));
+            }
+        }
+        if let Action::Continue = self.forward(rt, plan, Some(query)) {
+            if abi::resume_request().is_err() {
+                rt.metrics.inc(rt.metrics.host_errors);
+            }
+        }
     }
 
     /// Answer from the cache; false if the host refused (the request then goes upstream).
@@ -170,7 +246,7 @@ impl GatewayHttp {
     }
 
     /// Route upstream: the cluster for the model, the provider's path, authority and key.
-    fn forward(&mut self, rt: &Runtime, plan: Plan) -> Action {
+    fn forward(&mut self, rt: &Runtime, plan: Plan, semantic: Option<SemanticQuery>) -> Action {
         let up = &plan.upstream;
         let mut result = abi::set_header(Headers::Request, "x-semgate-cluster", &up.cluster)
             .and_then(|_| abi::set_header(Headers::Request, ":path", &up.path))
@@ -216,6 +292,7 @@ impl GatewayHttp {
             key,
             store: plan.cache.store_as(),
             tee: None,
+            semantic,
         }));
         Action::Continue
     }
@@ -285,7 +362,16 @@ impl GatewayHttp {
                 let now = now_ms();
                 let entry = Entry { key, created_ms: now, expires_ms: now + ttl_s * 1000, response };
                 let kv = EnvoySharedData;
-                let store = self.store(rt, &kv);
+                let store = CacheStore::new(&kv, rt.limits);
+                if let Some(q) = f.semantic.take() {
+                    let sem = &rt.config.semantic;
+                    let body = semantic::store_body(&q, &key, &entry.response, sem.ttl_s.unwrap_or(ttl_s));
+                    // Fire and forget: the answer, if any, is not waited for.
+                    match abi::http_call(&sem.cluster, "/v1/store", &body, 5_000) {
+                        Ok(_) => rt.metrics.inc(rt.metrics.semantic_stores),
+                        Err(_) => rt.metrics.inc(rt.metrics.sidecar_errors),
+                    }
+                }
                 match store.insert(&entry, now) {
                     Ok(stored) => {
                         rt.metrics.inc(rt.metrics.stores);
@@ -312,7 +398,13 @@ fn now_ms() -> u64 {
         .map_or(0, |d| d.as_millis() as u64)
 }
 
-impl Context for GatewayHttp {}
+impl Context for GatewayHttp {
+    fn on_http_call_response(&mut self, token_id: u32, _num_headers: usize, body_size: usize, _num_trailers: usize) {
+        if let Some(rt) = self.rt.clone() {
+            self.on_lookup_answer(&rt, token_id, body_size);
+        }
+    }
+}
 
 impl HttpContext for GatewayHttp {
     fn on_http_request_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {

@@ -20,6 +20,10 @@ pub struct Metrics {
     pub too_large: u32,
     pub bytes: u32,
     pub host_errors: u32,
+    pub hits_semantic: u32,
+    pub semantic_misses: u32,
+    pub sidecar_errors: u32,
+    pub semantic_stores: u32,
 }
 
 impl Metrics {
@@ -42,6 +46,10 @@ impl Metrics {
             bytes: hostcalls::define_metric(MetricType::Gauge, "semgate_cache_bytes")
                 .map_err(|s| format!("define_metric semgate_cache_bytes: {s:?}"))?,
             host_errors: c("semgate_host_errors_total")?,
+            hits_semantic: c("semgate_cache_hits_semantic_total")?,
+            semantic_misses: c("semgate_cache_semantic_misses_total")?,
+            sidecar_errors: c("semgate_sidecar_errors_total")?,
+            semantic_stores: c("semgate_cache_semantic_stores_total")?,
         })
     }
 

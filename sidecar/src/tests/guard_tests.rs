@@ -68,6 +68,11 @@ fn numbers_are_normalised() {
     assert_eq!(g.verify("It costs $50", "It costs 50 dollars"), Ok(()));
     assert_eq!(g.verify("Meet at 3pm", "Meet at 3 pm"), Ok(()));
     assert_eq!(g.verify("Meet at 3pm", "Meet at 4pm"), Err(Rejection::Number));
+    // A comma after a number ends the number ("item 42, please").
+    assert_eq!(
+        g.verify("What is the warranty on item b32ae248?", "What is the warranty on item b32ae248, please?"),
+        Ok(())
+    );
 }
 
 /// On the dev split: the guard must refuse nearly every labeled near-miss and keep most

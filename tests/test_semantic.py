@@ -1,0 +1,106 @@
+"""Layer 2 through a real Envoy 1.40 + semgate.wasm + the sidecar (sidecar/), here with the
+sidecar's hashing test embedder (bag of words) so no model is needed: what is tested is the
+filter's callouts, scoping, the guard, failing open and persistence, not embedding quality."""
+
+import uuid
+
+import pytest
+
+from conftest import gateway_test_config
+from harness import Envoy, Sidecar, free_port, render_envoy_config
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+    return tmp_path_factory.mktemp("sidecar")
+
+
+@pytest.fixture(scope="module")
+def stack(provider, data_dir):
+    sidecar = Sidecar(data_dir)
+    cfg = gateway_test_config()
+    cfg["semantic"] = {"enabled": True, "threshold": 0.8, "timeout_ms": 2000}
+    doc = render_envoy_config(provider.port, free_port(), free_port(), cfg, sidecar_port=sidecar.port)
+    envoy = Envoy(provider, doc=doc)
+    box = {"sidecar": sidecar, "envoy": envoy}
+    yield box
+    envoy.stop()
+    box["sidecar"].proc.kill()
+
+
+def chat(text, **extra):
+    return {"model": "gpt-4o-mini", "messages": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": text}], **extra}
+
+
+def test_a_rephrased_question_is_a_semantic_hit_without_the_provider(stack, provider):
+    envoy = stack["envoy"]
+    tag = uuid.uuid4().hex[:8]
+    first = envoy.chat(chat(f"How do I reset my password for account {tag}?"))
+    assert first.headers["x-semgate-cache"] == "miss"
+    started = provider.started()
+    r = envoy.chat(chat(f"How do I reset my password for account {tag}, please?"))
+    assert r.status_code == 200
+    assert r.headers["x-semgate-cache"] == "hit-semantic"
+    assert float(r.headers["x-semgate-similarity"]) >= 0.8
+    assert r.json()["choices"][0]["message"]["content"] == first.json()["choices"][0]["message"]["content"]
+    assert provider.started() == started
+    assert envoy.stat("semgate_cache_hits_semantic_total") >= 1
+
+
+def test_near_misses_go_to_the_provider(stack, provider):
+    envoy = stack["envoy"]
+    tag = uuid.uuid4().hex[:8]
+    assert envoy.chat(chat(f"Convert 100 USD to EUR for order {tag}")).headers["x-semgate-cache"] == "miss"
+    for near in [f"Convert 100 EUR to USD for order {tag}", f"Convert 200 USD to EUR for order {tag}", f"Convert 100 GBP to EUR for order {tag}"]:
+        started = provider.started()
+        r = envoy.chat(chat(near))
+        assert r.headers["x-semgate-cache"] == "miss", near
+        assert provider.started() == started + 1
+    assert "semgate_sidecar_guard_rejections_total" in stack["sidecar"].metrics()
+
+
+def test_scopes_never_leak(stack, provider):
+    envoy = stack["envoy"]
+    tag = uuid.uuid4().hex[:8]
+    assert envoy.chat(chat(f"What is the warranty on item {tag}?")).headers["x-semgate-cache"] == "miss"
+    rephrased = f"What is the warranty on item {tag}, please?"
+    # Another tenant, another model, another system prompt: never served tenant A's answer.
+    assert envoy.chat(chat(rephrased), key="sk-team-b").headers["x-semgate-cache"] == "miss"
+    assert envoy.chat({**chat(rephrased), "model": "gpt-4o"}).headers["x-semgate-cache"] == "miss"
+    other_system = {"model": "gpt-4o-mini", "messages": [{"role": "system", "content": "Answer in French."}, {"role": "user", "content": rephrased}]}
+    assert envoy.chat(other_system).headers["x-semgate-cache"] == "miss"
+    assert envoy.chat(chat(rephrased)).headers["x-semgate-cache"] == "hit-semantic"
+
+
+def test_streamed_answers_are_replayed_as_streams(stack, provider):
+    envoy = stack["envoy"]
+    tag = uuid.uuid4().hex[:8]
+    first = envoy.chat(chat(f"Stream the shipping times for parcel {tag}", stream=True))
+    raw = first.content
+    assert first.headers["x-semgate-cache"] == "miss"
+    r = envoy.chat(chat(f"Stream the shipping times for parcel {tag} please", stream=True))
+    assert r.headers["x-semgate-cache"] == "hit-semantic"
+    assert r.headers["content-type"].startswith("text/event-stream")
+    assert r.content == raw
+    # A JSON request never gets the streamed entry.
+    assert envoy.chat(chat(f"Stream the shipping times for parcel {tag} please")).headers["x-semgate-cache"] == "miss"
+
+
+def test_sidecar_down_fails_open_and_restart_keeps_entries(stack, provider, data_dir):
+    envoy = stack["envoy"]
+    tag = uuid.uuid4().hex[:8]
+    assert envoy.chat(chat(f"Where is my refund for ticket {tag}?")).headers["x-semgate-cache"] == "miss"
+    assert envoy.chat(chat(f"Where is my refund for ticket {tag}, please?")).headers["x-semgate-cache"] == "hit-semantic"
+    old = stack["sidecar"]
+    port = old.port
+    old.stop()  # SIGTERM: flushes the journal
+    errors = envoy.stat("semgate_sidecar_errors_total")
+    for i in range(3):
+        r = envoy.chat(chat(f"Sidecar is down {tag} {i}"))
+        assert r.status_code == 200 and r.headers["x-semgate-cache"] == "miss"
+    assert envoy.stat("semgate_sidecar_errors_total") >= errors + 3
+    # Restart on the same port and data folder: the stored entry still hits.
+    stack["sidecar"] = Sidecar(data_dir, "--listen", f"127.0.0.1:{port}")
+    assert stack["sidecar"].port == port
+    r = envoy.chat(chat(f"Where is my refund for ticket {tag}, please, now?"))
+    assert r.headers["x-semgate-cache"] == "hit-semantic"
