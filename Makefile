@@ -11,7 +11,7 @@ WASM := target/wasm32-wasip1/release/semgate.wasm
 FAKE := target/release/fake-provider
 WASI_RUNNER := node --no-warnings $(CURDIR)/tests/wasi-runner.mjs
 
-.PHONY: all build wasm-target fake-provider sidecar venv envoy demo run test unit wasm-test integration bench fmt clean
+.PHONY: all build wasm-target fake-provider sidecar eval venv envoy demo run test unit wasm-test integration bench fmt clean
 
 all: build
 
@@ -29,6 +29,10 @@ fake-provider:
 ## sidecar: the semantic cache's embedding/vector service
 sidecar:
 	cargo build --release -p semgate-sidecar
+
+## eval: threshold sweep on sidecar/eval/pairs.jsonl with and without the guard (EVAL_ARGS="--split dev")
+eval:
+	cargo run --release -q -p semgate-sidecar --bin semgate-eval -- $(EVAL_ARGS)
 
 $(VENV)/.installed: tests/requirements.txt
 	python3 -m venv $(VENV)
