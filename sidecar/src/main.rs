@@ -1,7 +1,7 @@
 //! semgate-sidecar: serves the semantic cache's API beside Envoy.
 //!
 //!   semgate-sidecar [--listen 127.0.0.1:18100] [--data-dir .run/sidecar] [--config FILE]
-//!                   [--embedder local|hashing] [--model-dir DIR] [--threshold 0.85]
+//!                   [--embedder local|hashing] [--model-dir DIR] [--threshold 0.70]
 //!
 //! `--embedder local` (the default when built with the `local-model` feature) runs MiniLM from
 //! `--model-dir`; prompts never leave the machine. `hashing` is a bag-of-words test double for

@@ -33,7 +33,10 @@ pub struct ServerConfig {
 impl Default for ServerConfig {
     fn default() -> Self {
         ServerConfig {
-            threshold: 0.85,
+            // 0.70 with the guard, chosen on the eval set's dev split (MiniLM: 67.9% of
+            // paraphrases served, no near-miss); on the held-out test split 71.7% served and
+            // 0.7% of near-misses (1 of 136). `make eval` reproduces both.
+            threshold: 0.70,
             top_k: 5,
             default_ttl_s: 3600,
             exact_max_entries: 100_000,
