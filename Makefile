@@ -92,9 +92,10 @@ integration: build fake-provider sidecar envoy
 	$(PY) -m pytest tests -q -p no:cacheprovider
 
 ## bench: throughput and latency against bare Envoy, the Wasm floor and a local-reply ceiling
-bench: build fake-provider envoy
+bench: build fake-provider envoy model
 	@command -v wrk >/dev/null || { apt-get install -y -qq wrk >/dev/null 2>&1 || { echo "install wrk"; exit 1; }; }
 	bash bench/run.sh
+	RAYON_NUM_THREADS=1 cargo run --release -q -p semgate-sidecar --features local-model --example sidecar_bench -- $(MODEL_DIR)
 
 fmt:
 	cargo fmt --all
