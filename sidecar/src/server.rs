@@ -143,6 +143,11 @@ impl IntoResponse for ApiError {
     }
 }
 
+/// A poisoned lock (a panic while holding it) is a 500, not a second panic.
+fn lock<T>(m: &Mutex<T>) -> Result<std::sync::MutexGuard<'_, T>, ApiError> {
+    m.lock().map_err(|_| ApiError(StatusCode::INTERNAL_SERVER_ERROR, "internal lock poisoned".into()))
+}
+
 async fn embed_one(state: &Arc<AppState>, text: String) -> Result<Vec<f32>, ApiError> {
     let st = state.clone();
     let started = Instant::now();
@@ -176,13 +181,7 @@ async fn lookup(
     for c in candidates.into_iter().take_while(|c| c.score >= threshold) {
         if use_guard {
             if let Err(why) = state.config.guard.verify(&req.text, &c.record.text) {
-                *state
-                    .counters
-                    .guard
-                    .lock()
-                    .map_err(|_| ApiError(StatusCode::INTERNAL_SERVER_ERROR, "lock".into()))?
-                    .entry(why.as_str())
-                    .or_default() += 1;
+                *lock(&state.counters.guard)?.entry(why.as_str()).or_default() += 1;
                 rejected.push(why.as_str().to_string());
                 continue;
             }
@@ -205,7 +204,7 @@ async fn store(State(state): State<Arc<AppState>>, Json(req): Json<StoreRequest>
     let ttl_ms = req.ttl_s.unwrap_or(state.config.default_ttl_s).saturating_mul(1000);
     let now = now_ms();
     if let Some(key) = &req.key {
-        let mut exact = state.exact.lock().map_err(|_| ApiError(StatusCode::INTERNAL_SERVER_ERROR, "lock".into()))?;
+        let mut exact = lock(&state.exact)?;
         if exact.len() >= state.config.exact_max_entries {
             exact.retain(|_, (_, expires)| *expires > now);
             if exact.len() >= state.config.exact_max_entries {
@@ -230,7 +229,7 @@ async fn store(State(state): State<Arc<AppState>>, Json(req): Json<StoreRequest>
 }
 
 async fn exact_get(State(state): State<Arc<AppState>>, Path(key): Path<String>) -> Result<Json<Value>, ApiError> {
-    let exact = state.exact.lock().map_err(|_| ApiError(StatusCode::INTERNAL_SERVER_ERROR, "lock".into()))?;
+    let exact = lock(&state.exact)?;
     match exact.get(&key).filter(|(_, expires)| *expires > now_ms()) {
         Some((response, _)) => {
             state.counters.exact_hits.fetch_add(1, Ordering::Relaxed);

@@ -33,9 +33,14 @@ impl CacheKey {
         u64::from_le_bytes(b)
     }
 
+    /// Hex form (the sidecar's exact-tier key).
+    pub fn hex(&self) -> String {
+        self.0.iter().map(|b| format!("{b:02x}")).collect()
+    }
+
     /// Short hex form for headers and logs (not secret: it identifies, it does not reveal).
     pub fn short(&self) -> String {
-        self.0[..8].iter().map(|b| format!("{b:02x}")).collect()
+        self.hex()[..16].to_string()
     }
 }
 

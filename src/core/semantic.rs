@@ -166,8 +166,7 @@ fn response_json(r: &CachedResponse) -> Value {
 }
 
 pub fn store_body(q: &SemanticQuery, key: &CacheKey, r: &CachedResponse, ttl_s: u64) -> Vec<u8> {
-    let key_hex: String = key.0.iter().map(|b| format!("{b:02x}")).collect();
-    json!({"scope": q.scope, "key": key_hex, "text": q.text, "response": response_json(r), "ttl_s": ttl_s})
+    json!({"scope": q.scope, "key": key.hex(), "text": q.text, "response": response_json(r), "ttl_s": ttl_s})
         .to_string()
         .into_bytes()
 }

@@ -3,7 +3,7 @@
 //! lookup, failing open), or route upstream and tee the response into the caches when it
 //! completes.
 
-use crate::core::entry::Entry;
+use crate::core::entry::{CachedResponse, Entry};
 use crate::core::errors::GatewayError;
 use crate::core::gateway::{
     admit, plan, Admitted, CachePlan, HeadDecision, NotStorable, Plan, RequestHead, ResponseTee,
@@ -58,10 +58,6 @@ pub struct GatewayHttp {
 impl GatewayHttp {
     pub fn new(rt: Option<Rc<Runtime>>) -> Self {
         GatewayHttp { rt, phase: Phase::Start }
-    }
-
-    fn store<'a>(&self, rt: &Runtime, kv: &'a EnvoySharedData) -> CacheStore<'a, EnvoySharedData> {
-        CacheStore::new(kv, rt.limits)
     }
 
     /// The one place an error becomes a client response.
@@ -144,7 +140,7 @@ impl GatewayHttp {
         if let CachePlan::Lookup { key, .. } = plan.cache {
             let kv = EnvoySharedData;
             let now = now_ms();
-            match self.store(rt, &kv).lookup(&key, now) {
+            match CacheStore::new(&kv, rt.limits).lookup(&key, now) {
                 Lookup::Hit(entry) => {
                     if self.reply_hit(rt, &entry, now) {
                         return Action::Pause;
@@ -197,16 +193,10 @@ impl GatewayHttp {
         match answer {
             Ok(Some(hit)) => {
                 let score = format!("{:.4}", hit.score);
-                let headers = [
-                    ("content-type", hit.response.content_type.as_str()),
-                    ("x-semgate-cache", "hit-semantic"),
-                    ("x-semgate-similarity", score.as_str()),
-                ];
-                if abi::send_local_response(200, &headers, &hit.response.body()).is_ok() {
-                    rt.metrics.inc(rt.metrics.hits_semantic);
+                let marks = [("x-semgate-cache", "hit-semantic"), ("x-semgate-similarity", score.as_str())];
+                if self.reply_cached(rt, &hit.response, &marks, rt.metrics.hits_semantic) {
                     return;
                 }
-                rt.metrics.inc(rt.metrics.host_errors);
             }
             Ok(None) => rt.metrics.inc(rt.metrics.semantic_misses),
             Err(e) => {
@@ -221,19 +211,28 @@ impl GatewayHttp {
         }
     }
 
-    /// Answer from the cache; false if the host refused (the request then goes upstream).
+    /// Answer an exact hit from the shared-data entry.
     fn reply_hit(&mut self, rt: &Runtime, entry: &Entry, now: u64) -> bool {
         let age = (now.saturating_sub(entry.created_ms) / 1000).to_string();
         let key = entry.key.short();
-        let headers = [
-            ("content-type", entry.response.content_type.as_str()),
-            ("x-semgate-cache", "hit-exact"),
-            ("x-semgate-key", key.as_str()),
-            ("age", age.as_str()),
-        ];
-        match abi::send_local_response(200, &headers, &entry.response.body()) {
+        let marks = [("x-semgate-cache", "hit-exact"), ("x-semgate-key", key.as_str()), ("age", age.as_str())];
+        self.reply_cached(rt, &entry.response, &marks, rt.metrics.hits_exact)
+    }
+
+    /// The one place a cached answer becomes a local reply (exact or semantic hit); false if
+    /// the host refused, and the request then goes upstream.
+    fn reply_cached(
+        &mut self,
+        rt: &Runtime,
+        response: &CachedResponse,
+        marks: &[(&str, &str)],
+        hit_metric: u32,
+    ) -> bool {
+        let mut headers = vec![("content-type", response.content_type.as_str())];
+        headers.extend_from_slice(marks);
+        match abi::send_local_response(200, &headers, &response.body()) {
             Ok(()) => {
-                rt.metrics.inc(rt.metrics.hits_exact);
+                rt.metrics.inc(hit_metric);
                 self.phase = Phase::Answered;
                 true
             }
