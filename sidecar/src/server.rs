@@ -4,6 +4,7 @@
 //! the exact tier replicas share; `/healthz` and `/metrics` (Prometheus text).
 
 use crate::embed::Embedder;
+use crate::exact::ExactTier;
 use crate::guard::GuardConfig;
 use crate::index::{Record, VectorStore};
 use axum::extract::{Path, State};
@@ -13,7 +14,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
@@ -27,6 +28,8 @@ pub struct ServerConfig {
     pub top_k: usize,
     pub default_ttl_s: u64,
     pub exact_max_entries: usize,
+    /// Bytes of the shared exact tier (keys + response JSON).
+    pub exact_max_bytes: usize,
     pub guard: GuardConfig,
 }
 
@@ -40,6 +43,7 @@ impl Default for ServerConfig {
             top_k: 5,
             default_ttl_s: 3600,
             exact_max_entries: 100_000,
+            exact_max_bytes: 256 << 20,
             guard: GuardConfig::default(),
         }
     }
@@ -49,6 +53,10 @@ impl Default for ServerConfig {
 #[serde(deny_unknown_fields)]
 pub struct LookupRequest {
     pub scope: String,
+    /// The filter's exact-cache key (hex): a live entry of the shared exact tier under it
+    /// answers before anything is embedded.
+    #[serde(default)]
+    pub key: Option<String>,
     pub text: String,
     #[serde(default)]
     pub threshold: Option<f32>,
@@ -60,7 +68,16 @@ pub struct LookupRequest {
 #[derive(Debug, Serialize, Deserialize, PartialEq)]
 pub struct LookupResponse {
     pub hit: bool,
+    /// `exact` (the shared exact tier, by key) or `semantic`; absent on a miss.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tier: Option<String>,
     pub score: f32,
+    /// When the answer was stored and until when it lives (ms since the epoch), so a filter
+    /// that copies a shared exact hit into its own cache keeps the original expiry.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub created_ms: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_ms: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub entry_id: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -102,7 +119,7 @@ pub struct AppState {
     pub config: ServerConfig,
     pub embedder: Arc<dyn Embedder>,
     pub index: Arc<dyn VectorStore>,
-    exact: Mutex<HashMap<String, (Value, u64)>>,
+    exact: Mutex<ExactTier>,
     counters: Counters,
     next_id: AtomicU64,
 }
@@ -110,11 +127,12 @@ pub struct AppState {
 impl AppState {
     pub fn new(config: ServerConfig, embedder: Arc<dyn Embedder>, index: Arc<dyn VectorStore>) -> Arc<Self> {
         let seed = now_ms() << 16;
+        let exact = Mutex::new(ExactTier::new(config.exact_max_entries, config.exact_max_bytes));
         Arc::new(AppState {
             config,
             embedder,
             index,
-            exact: Mutex::new(HashMap::new()),
+            exact,
             counters: Counters::default(),
             next_id: AtomicU64::new(seed),
         })
@@ -171,6 +189,23 @@ async fn lookup(
     state.counters.lookups.fetch_add(1, Ordering::Relaxed);
     let threshold = req.threshold.unwrap_or(state.config.threshold);
     let use_guard = req.guard.unwrap_or(true);
+    if let Some(key) = &req.key {
+        let exact = lock(&state.exact)?;
+        if let Some(e) = exact.get(key, now_ms()) {
+            state.counters.exact_hits.fetch_add(1, Ordering::Relaxed);
+            return Ok(Json(LookupResponse {
+                hit: true,
+                tier: Some("exact".into()),
+                score: 1.0,
+                created_ms: Some(e.created_ms),
+                expires_ms: Some(e.expires_ms),
+                entry_id: None,
+                response: Some(e.response.clone()),
+                guard_rejected: Vec::new(),
+            }));
+        }
+        state.counters.exact_misses.fetch_add(1, Ordering::Relaxed);
+    }
     let vector = embed_one(&state, req.text.clone()).await?;
     let candidates = state
         .index
@@ -190,28 +225,33 @@ async fn lookup(
         state.counters.hits.fetch_add(1, Ordering::Relaxed);
         return Ok(Json(LookupResponse {
             hit: true,
+            tier: Some("semantic".into()),
             score: c.score,
+            created_ms: Some(c.record.created_ms),
+            expires_ms: Some(c.record.expires_ms),
             entry_id: Some(c.record.id),
             response,
             guard_rejected: rejected,
         }));
     }
     state.counters.misses.fetch_add(1, Ordering::Relaxed);
-    Ok(Json(LookupResponse { hit: false, score: best, entry_id: None, response: None, guard_rejected: rejected }))
+    Ok(Json(LookupResponse {
+        hit: false,
+        tier: None,
+        score: best,
+        created_ms: None,
+        expires_ms: None,
+        entry_id: None,
+        response: None,
+        guard_rejected: rejected,
+    }))
 }
 
 async fn store(State(state): State<Arc<AppState>>, Json(req): Json<StoreRequest>) -> Result<StatusCode, ApiError> {
     let ttl_ms = req.ttl_s.unwrap_or(state.config.default_ttl_s).saturating_mul(1000);
     let now = now_ms();
     if let Some(key) = &req.key {
-        let mut exact = lock(&state.exact)?;
-        if exact.len() >= state.config.exact_max_entries {
-            exact.retain(|_, (_, expires)| *expires > now);
-            if exact.len() >= state.config.exact_max_entries {
-                exact.clear();
-            }
-        }
-        exact.insert(key.clone(), (req.response.clone(), now + ttl_ms));
+        lock(&state.exact)?.insert(key.clone(), req.response.clone(), now, ttl_ms);
     }
     let vector = embed_one(&state, req.text.clone()).await?;
     let record = Record {
@@ -230,10 +270,12 @@ async fn store(State(state): State<Arc<AppState>>, Json(req): Json<StoreRequest>
 
 async fn exact_get(State(state): State<Arc<AppState>>, Path(key): Path<String>) -> Result<Json<Value>, ApiError> {
     let exact = lock(&state.exact)?;
-    match exact.get(&key).filter(|(_, expires)| *expires > now_ms()) {
-        Some((response, _)) => {
+    match exact.get(&key, now_ms()) {
+        Some(e) => {
             state.counters.exact_hits.fetch_add(1, Ordering::Relaxed);
-            Ok(Json(json!({"hit": true, "response": response})))
+            Ok(Json(
+                json!({"hit": true, "response": e.response, "created_ms": e.created_ms, "expires_ms": e.expires_ms}),
+            ))
         }
         None => {
             state.counters.exact_misses.fetch_add(1, Ordering::Relaxed);
@@ -276,6 +318,13 @@ async fn metrics(State(state): State<Arc<AppState>>) -> String {
         "# HELP semgate_sidecar_entries Entries in the vector index.\n# TYPE semgate_sidecar_entries gauge\nsemgate_sidecar_entries {}\n",
         state.index.len()
     ));
+    if let Ok(exact) = state.exact.lock() {
+        out.push_str(&format!(
+            "# HELP semgate_sidecar_exact_entries Entries in the shared exact tier.\n# TYPE semgate_sidecar_exact_entries gauge\nsemgate_sidecar_exact_entries {}\n# HELP semgate_sidecar_exact_bytes Bytes in the shared exact tier.\n# TYPE semgate_sidecar_exact_bytes gauge\nsemgate_sidecar_exact_bytes {}\n",
+            exact.len(),
+            exact.bytes()
+        ));
+    }
     out
 }
 

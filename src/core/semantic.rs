@@ -38,6 +38,10 @@ pub struct SemanticConfig {
     pub cache_by_model: bool,
     /// TTL of semantic entries; unset uses the exact cache's (policy) TTL.
     pub ttl_s: Option<u64>,
+    /// Send the exact-cache key with each lookup, so the sidecar's shared exact tier answers
+    /// a request another Envoy replica already paid for (then copied into this replica's
+    /// cache). Off keeps every replica's exact layer to itself.
+    pub shared_exact: bool,
 }
 
 impl Default for SemanticConfig {
@@ -51,6 +55,7 @@ impl Default for SemanticConfig {
             text: TextMode::LastUser,
             cache_by_model: true,
             ttl_s: None,
+            shared_exact: true,
         }
     }
 }
@@ -147,8 +152,11 @@ pub fn semantic_query(
     Some(SemanticQuery { scope, text })
 }
 
-pub fn lookup_body(q: &SemanticQuery, cfg: &SemanticConfig) -> Vec<u8> {
+pub fn lookup_body(q: &SemanticQuery, key: &CacheKey, cfg: &SemanticConfig) -> Vec<u8> {
     let mut body = json!({"scope": q.scope, "text": q.text, "guard": cfg.guard});
+    if cfg.shared_exact {
+        body["key"] = json!(key.hex());
+    }
     if let Some(t) = cfg.threshold {
         body["threshold"] = json!(t);
     }
@@ -171,9 +179,20 @@ pub fn store_body(q: &SemanticQuery, key: &CacheKey, r: &CachedResponse, ttl_s: 
         .into_bytes()
 }
 
+/// Which of the sidecar's tiers answered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HitTier {
+    /// The shared exact tier, by this request's exact key.
+    Exact,
+    Semantic,
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct SemanticHit {
+    pub tier: HitTier,
     pub score: f64,
+    pub created_ms: Option<u64>,
+    pub expires_ms: Option<u64>,
     pub response: CachedResponse,
 }
 
@@ -185,6 +204,12 @@ pub fn parse_lookup(body: &[u8], want_stream: bool) -> Result<Option<SemanticHit
         return Ok(None);
     }
     let score = v.get("score").and_then(Value::as_f64).unwrap_or(0.0);
+    let tier = match v.get("tier").and_then(Value::as_str) {
+        Some("exact") => HitTier::Exact,
+        _ => HitTier::Semantic,
+    };
+    let created_ms = v.get("created_ms").and_then(Value::as_u64);
+    let expires_ms = v.get("expires_ms").and_then(Value::as_u64);
     let r = v.get("response").ok_or("hit without a response")?;
     let body_b64 = r.get("body_b64").and_then(Value::as_str).ok_or("response without body_b64")?;
     let body = base64::engine::general_purpose::STANDARD.decode(body_b64).map_err(|e| format!("body_b64: {e}"))?;
@@ -203,7 +228,8 @@ pub fn parse_lookup(body: &[u8], want_stream: bool) -> Result<Option<SemanticHit
         .unwrap_or(if stream { "text/event-stream" } else { "application/json" })
         .to_string();
     let kind = if stream { BodyKind::Sse } else { BodyKind::Json };
-    Ok(Some(SemanticHit { score, response: CachedResponse { kind, content_type, chunks: vec![body] } }))
+    let response = CachedResponse { kind, content_type, chunks: vec![body] };
+    Ok(Some(SemanticHit { tier, score, created_ms, expires_ms, response }))
 }
 
 #[cfg(test)]

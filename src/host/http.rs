@@ -9,7 +9,7 @@ use crate::core::gateway::{
     admit, plan, Admitted, CachePlan, HeadDecision, NotStorable, Plan, RequestHead, ResponseTee,
 };
 use crate::core::key::CacheKey;
-use crate::core::semantic::{self, SemanticQuery};
+use crate::core::semantic::{self, HitTier, SemanticHit, SemanticQuery};
 use crate::core::store::{CacheStore, Lookup, StoreError};
 use crate::host::abi::{self, Buffer, Headers, Level};
 use crate::host::root::Runtime;
@@ -158,8 +158,8 @@ impl GatewayHttp {
             }
             _ => None,
         };
-        if let (Some(q), CachePlan::Lookup { .. }) = (&query, plan.cache) {
-            match abi::http_call(&sem.cluster, "/v1/lookup", &semantic::lookup_body(q, sem), sem.timeout_ms) {
+        if let (Some(q), CachePlan::Lookup { key, .. }) = (&query, plan.cache) {
+            match abi::http_call(&sem.cluster, "/v1/lookup", &semantic::lookup_body(q, &key, sem), sem.timeout_ms) {
                 Ok(token) => {
                     self.phase = Phase::AwaitingLookup(Box::new(Pending { plan, query: q.clone(), token }));
                     return Action::Pause;
@@ -191,6 +191,11 @@ impl GatewayHttp {
         };
         let Pending { plan, query, .. } = *p;
         match answer {
+            Ok(Some(hit)) if hit.tier == HitTier::Exact => {
+                if self.reply_shared_exact(rt, &plan, hit) {
+                    return;
+                }
+            }
             Ok(Some(hit)) => {
                 let score = format!("{:.4}", hit.score);
                 let marks = [("x-semgate-cache", "hit-semantic"), ("x-semgate-similarity", score.as_str())];
@@ -217,6 +222,30 @@ impl GatewayHttp {
         let key = entry.key.short();
         let marks = [("x-semgate-cache", "hit-exact"), ("x-semgate-key", key.as_str()), ("age", age.as_str())];
         self.reply_cached(rt, &entry.response, &marks, rt.metrics.hits_exact)
+    }
+
+    /// Answer from the sidecar's shared exact tier (another replica stored it), and keep a
+    /// copy in this replica's cache until the original expiry, so the next hit is local.
+    fn reply_shared_exact(&mut self, rt: &Runtime, plan: &Plan, hit: SemanticHit) -> bool {
+        let CachePlan::Lookup { key, ttl_s } = plan.cache else { return false };
+        let now = now_ms();
+        let created_ms = hit.created_ms.unwrap_or(now).min(now);
+        let expires_ms = hit.expires_ms.unwrap_or(u64::MAX).min(now + ttl_s * 1000);
+        let age = (now - created_ms) / 1000;
+        let marks = [
+            ("x-semgate-cache", "hit-exact"),
+            ("x-semgate-tier", "shared"),
+            ("x-semgate-key", &key.short()),
+            ("age", &age.to_string()),
+        ];
+        if !self.reply_cached(rt, &hit.response, &marks, rt.metrics.hits_shared) {
+            return false;
+        }
+        if expires_ms > now {
+            let entry = Entry { key, created_ms, expires_ms, response: hit.response };
+            Self::store_local(rt, &entry, now);
+        }
+        true
     }
 
     /// The one place a cached answer becomes a local reply (exact or semantic hit); false if
@@ -296,6 +325,22 @@ impl GatewayHttp {
         Action::Continue
     }
 
+    /// Keep an entry in this replica's shared-data cache.
+    fn store_local(rt: &Runtime, entry: &Entry, now: u64) {
+        match CacheStore::new(&EnvoySharedData, rt.limits).insert(entry, now) {
+            Ok(stored) => {
+                rt.metrics.inc(rt.metrics.stores);
+                rt.metrics.add(rt.metrics.evictions, stored.evicted as u64);
+                rt.metrics.set(rt.metrics.bytes, stored.bytes_in_cache);
+            }
+            Err(StoreError::TooLarge(_)) => rt.metrics.inc(rt.metrics.too_large),
+            Err(e) => {
+                rt.metrics.inc(rt.metrics.store_failures);
+                abi::log(Level::Warn, &format!("semgate: cache store failed: {e}"));
+            }
+        }
+    }
+
     fn on_response_headers(&mut self, rt: &Runtime, end_of_stream: bool) {
         let Phase::Forwarded(f) = &mut self.phase else {
             return;
@@ -360,8 +405,6 @@ impl GatewayHttp {
             Ok(response) => {
                 let now = now_ms();
                 let entry = Entry { key, created_ms: now, expires_ms: now + ttl_s * 1000, response };
-                let kv = EnvoySharedData;
-                let store = CacheStore::new(&kv, rt.limits);
                 if let Some(q) = f.semantic.take() {
                     let sem = &rt.config.semantic;
                     let body = semantic::store_body(&q, &key, &entry.response, sem.ttl_s.unwrap_or(ttl_s));
@@ -371,18 +414,7 @@ impl GatewayHttp {
                         Err(_) => rt.metrics.inc(rt.metrics.sidecar_errors),
                     }
                 }
-                match store.insert(&entry, now) {
-                    Ok(stored) => {
-                        rt.metrics.inc(rt.metrics.stores);
-                        rt.metrics.add(rt.metrics.evictions, stored.evicted as u64);
-                        rt.metrics.set(rt.metrics.bytes, stored.bytes_in_cache);
-                    }
-                    Err(StoreError::TooLarge(_)) => rt.metrics.inc(rt.metrics.too_large),
-                    Err(e) => {
-                        rt.metrics.inc(rt.metrics.store_failures);
-                        abi::log(Level::Warn, &format!("semgate: cache store failed: {e}"));
-                    }
-                }
+                Self::store_local(rt, &entry, now);
             }
             Err(NotStorable::TooLarge) => rt.metrics.inc(rt.metrics.too_large),
             Err(_) => rt.metrics.inc(rt.metrics.not_stored),

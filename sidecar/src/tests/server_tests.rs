@@ -103,6 +103,18 @@ async fn exact_tier_is_shared_by_key() {
     assert_eq!(v["response"]["body_b64"], "H");
     let (_, v) = call(&app, "GET", "/v1/exact/other", Value::Null).await;
     assert_eq!(v["hit"], false);
+    // A lookup that carries the key is answered by the exact tier, whatever its text.
+    let (_, v) =
+        call(&app, "POST", "/v1/lookup", json!({"scope": "s", "key": "abc123", "text": "unrelated words"})).await;
+    assert_eq!((v["hit"].clone(), v["tier"].clone(), v["score"].clone()), (json!(true), json!("exact"), json!(1.0)));
+    assert_eq!(v["response"]["body_b64"], "H");
+    assert!(v["expires_ms"].as_u64().unwrap() > v["created_ms"].as_u64().unwrap());
+    // Another key falls through to the semantic layer.
+    let (_, v) = call(&app, "POST", "/v1/lookup", json!({"scope": "s", "key": "nope", "text": "hello"})).await;
+    assert_eq!((v["hit"].clone(), v["tier"].clone()), (json!(true), json!("semantic")));
+    let (_, m) = call(&app, "GET", "/metrics", Value::Null).await;
+    let m = m.as_str().unwrap().to_string();
+    assert!(m.contains("semgate_sidecar_exact_hits_total 2") && m.contains("semgate_sidecar_exact_entries 1"), "{m}");
 }
 
 #[tokio::test]

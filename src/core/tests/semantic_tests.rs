@@ -90,6 +90,7 @@ fn store_and_lookup_bodies_round_trip() {
     assert_eq!(stored["key"].as_str().unwrap().len(), 64);
     let answer = json!({"hit": true, "score": 0.93, "entry_id": 5, "response": stored["response"]}).to_string();
     let hit = parse_lookup(answer.as_bytes(), true).unwrap().unwrap();
+    assert_eq!(hit.tier, HitTier::Semantic);
     assert_eq!(hit.response.body(), resp.body());
     assert_eq!(hit.response.kind, BodyKind::Sse);
     assert!((hit.score - 0.93).abs() < 1e-9);
@@ -98,10 +99,19 @@ fn store_and_lookup_bodies_round_trip() {
     assert_eq!(parse_lookup(br#"{"hit":false,"score":0.2}"#, false).unwrap(), None);
     assert!(parse_lookup(b"<html>", false).is_err());
     assert!(parse_lookup(br#"{"hit":true}"#, false).is_err());
+    let key = CacheKey([7; 32]);
     let lookup: Value = serde_json::from_slice(&lookup_body(
         &query,
-        &SemanticConfig { threshold: Some(0.9), ..SemanticConfig::default() },
+        &key,
+        &SemanticConfig { threshold: Some(0.9), shared_exact: false, ..SemanticConfig::default() },
     ))
     .unwrap();
     assert_eq!(lookup, json!({"scope": "s", "text": "hello", "guard": true, "threshold": 0.9}));
+    // With the shared exact tier (the default) the key goes along, and an exact answer says so.
+    let lookup: Value = serde_json::from_slice(&lookup_body(&query, &key, &SemanticConfig::default())).unwrap();
+    assert_eq!(lookup["key"], json!(key.hex()));
+    let answer = json!({"hit": true, "tier": "exact", "score": 1.0, "created_ms": 5, "expires_ms": 9,
+        "response": stored["response"]});
+    let hit = parse_lookup(answer.to_string().as_bytes(), true).unwrap().unwrap();
+    assert_eq!((hit.tier, hit.created_ms, hit.expires_ms), (HitTier::Exact, Some(5), Some(9)));
 }
