@@ -6,4 +6,5 @@ pub mod embed;
 pub mod exact;
 pub mod guard;
 pub mod index;
+pub mod quant;
 pub mod server;
