@@ -7,7 +7,7 @@ import uuid
 import pytest
 
 from conftest import gateway_test_config
-from harness import Envoy, Sidecar, free_port, render_envoy_config
+from harness import Envoy, Sidecar, free_port, render_envoy_config, wait_until
 
 
 @pytest.fixture(scope="module")
@@ -45,6 +45,12 @@ def test_a_rephrased_question_is_a_semantic_hit_without_the_provider(stack, prov
     assert r.json()["choices"][0]["message"]["content"] == first.json()["choices"][0]["message"]["content"]
     assert provider.started() == started
     assert envoy.stat("semgate_cache_hits_semantic_total") >= 1
+    # Lookup latency is a histogram in Envoy's stats (exported at its next stats flush).
+    def lookups_recorded():
+        count = [l for l in envoy.prometheus().splitlines() if l.startswith("semgate_sidecar_lookup_ms_count")]
+        return count and int(count[0].split()[-1]) >= 2
+
+    wait_until(lookups_recorded, "two lookups in the semgate_sidecar_lookup_ms histogram")
 
 
 def test_near_misses_go_to_the_provider(stack, provider):

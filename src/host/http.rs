@@ -48,6 +48,8 @@ struct Pending {
     plan: Plan,
     query: SemanticQuery,
     token: u32,
+    /// When the lookup was sent, for `semgate_sidecar_lookup_ms`.
+    sent_ms: u64,
 }
 
 pub struct GatewayHttp {
@@ -161,7 +163,8 @@ impl GatewayHttp {
         if let (Some(q), CachePlan::Lookup { key, .. }) = (&query, plan.cache) {
             match abi::http_call(&sem.cluster, "/v1/lookup", &semantic::lookup_body(q, &key, sem), sem.timeout_ms) {
                 Ok(token) => {
-                    self.phase = Phase::AwaitingLookup(Box::new(Pending { plan, query: q.clone(), token }));
+                    let pending = Pending { plan, query: q.clone(), token, sent_ms: now_ms() };
+                    self.phase = Phase::AwaitingLookup(Box::new(pending));
                     return Action::Pause;
                 }
                 Err(e) => {
@@ -189,7 +192,8 @@ impl GatewayHttp {
             // A timeout or a reset reaches here with no headers at all.
             other => Err(format!("sidecar answered {}", other.unwrap_or("nothing (timeout or connection failure)"))),
         };
-        let Pending { plan, query, .. } = *p;
+        let Pending { plan, query, sent_ms, .. } = *p;
+        rt.metrics.set(rt.metrics.lookup_ms, now_ms().saturating_sub(sent_ms));
         match answer {
             Ok(Some(hit)) if hit.tier == HitTier::Exact => {
                 if self.reply_shared_exact(rt, &plan, hit) {

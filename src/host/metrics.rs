@@ -25,6 +25,8 @@ pub struct Metrics {
     pub semantic_misses: u32,
     pub sidecar_errors: u32,
     pub semantic_stores: u32,
+    /// Histogram: time from sending a sidecar lookup to its answer (or timeout), in ms.
+    pub lookup_ms: u32,
 }
 
 impl Metrics {
@@ -52,6 +54,8 @@ impl Metrics {
             semantic_misses: c("semgate_cache_semantic_misses_total")?,
             sidecar_errors: c("semgate_sidecar_errors_total")?,
             semantic_stores: c("semgate_cache_semantic_stores_total")?,
+            lookup_ms: hostcalls::define_metric(MetricType::Histogram, "semgate_sidecar_lookup_ms")
+                .map_err(|s| format!("define_metric semgate_sidecar_lookup_ms: {s:?}"))?,
         })
     }
 
@@ -65,6 +69,7 @@ impl Metrics {
         }
     }
 
+    /// Set a gauge, or record one value of a histogram.
     pub fn set(&self, id: u32, value: u64) {
         let _ = hostcalls::record_metric(id, value);
     }
