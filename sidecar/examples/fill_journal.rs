@@ -1,0 +1,47 @@
+//! Bench helper (`bench/semantic.py`): append synthetic entries to a sidecar journal so a
+//! restarted sidecar holds N entries in one scope without embedding N texts first.
+//! usage: fill_journal JOURNAL NAMESPACE TOTAL DIM
+//! Vectors are deterministic pseudo-random unit vectors; the responses are small JSON.
+
+use semgate_sidecar::index::{FlatIndex, Record, VectorStore};
+
+fn random_unit(seed: u64, dim: usize) -> Vec<f32> {
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    let v: Vec<f32> = (0..dim)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x % 2000) as f32 / 1000.0 - 1.0
+        })
+        .collect();
+    let n = v.iter().map(|a| a * a).sum::<f32>().sqrt();
+    v.into_iter().map(|a| a / n).collect()
+}
+
+fn main() -> Result<(), String> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let [journal, namespace, total, dim] = args.as_slice() else {
+        return Err("usage: fill_journal JOURNAL NAMESPACE TOTAL DIM".into());
+    };
+    let total: usize = total.parse().map_err(|e| format!("TOTAL: {e}"))?;
+    let dim: usize = dim.parse().map_err(|e| format!("DIM: {e}"))?;
+    let now = semgate_sidecar::server::now_ms();
+    let index = FlatIndex::open(std::path::Path::new(journal), dim, total + 1, now).map_err(|e| e.to_string())?;
+    let response = br#"{"status":200,"headers":[["content-type","application/json"]],"body_b64":"e30=","stream":false}"#;
+    for i in index.len()..total {
+        let record = Record {
+            id: (1 << 40) + i as u64,
+            namespace: namespace.clone(),
+            text: format!("synthetic stored question number {i}"),
+            response: response.to_vec(),
+            vector: random_unit(i as u64 + 1, dim),
+            created_ms: now,
+            expires_ms: now + 86_400_000,
+        };
+        index.insert(record).map_err(|e| e.to_string())?;
+    }
+    index.flush().map_err(|e| e.to_string())?;
+    println!("{journal}: {} entries", index.len());
+    Ok(())
+}
