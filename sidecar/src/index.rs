@@ -10,6 +10,8 @@ use std::io::{BufReader, BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, RwLock};
 
+pub mod chroma;
+
 /// One stored answer and the text it answered.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Record {
@@ -35,6 +37,9 @@ pub enum IndexError {
     Dimension { got: usize, want: usize },
     #[error("journal: {0}")]
     Io(#[from] std::io::Error),
+    /// An external store (Chroma) failed or answered something unexpected.
+    #[error("vector backend: {0}")]
+    Backend(String),
 }
 
 pub trait VectorStore: Send + Sync {
