@@ -2,7 +2,7 @@
 //! TTL, a cap on entries with oldest-first eviction, and a binary journal on disk so a
 //! restarted sidecar serves what it stored. Exact search is what the design calls for below
 //! ~20k entries per namespace (a 384-d dot product is ~100 ns); an ANN index slots in behind
-//! the same trait for larger namespaces.
+//! the same trait for larger namespaces. `chroma` keeps the vectors in a Chroma server instead.
 
 use std::collections::HashMap;
 use std::fs::{File, OpenOptions};

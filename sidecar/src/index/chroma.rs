@@ -24,7 +24,8 @@ use std::time::Duration;
 
 const TENANT_DB: &str = "tenants/default_tenant/databases/default_database";
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
-/// End to end per call: a lookup waits on this, and the filter's own callout timeout is ~2 s.
+/// End to end per call. The filter gives up on a lookup sooner (`semantic.timeout_ms`) and
+/// fails open; this bounds how long a blocking thread can wait on Chroma.
 const CALL_TIMEOUT: Duration = Duration::from_secs(5);
 const SWEEP_EVERY_MS: u64 = 60_000;
 /// Query answers carry up to top-k cached responses; ureq's default body limit is 10 MB.
