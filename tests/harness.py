@@ -6,8 +6,10 @@ changed, so the tests exercise the config users run."""
 import copy
 import json
 import os
+import shutil
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -20,6 +22,8 @@ WASM = ROOT / "target/wasm32-wasip1/release/semgate.wasm"
 FAKE_PROVIDER = Path(os.environ.get("FAKE_PROVIDER", ROOT / "target/release/fake-provider"))
 SIDECAR = Path(os.environ.get("SEMGATE_SIDECAR", ROOT / "target/release/semgate-sidecar"))
 ENVOY = os.environ.get("ENVOY") or str(ROOT / ".venv/bin/envoy")
+# `chroma run` comes with the chromadb package (tests/requirements.txt), beside this Python.
+CHROMA = os.environ.get("CHROMA") or str(Path(sys.executable).parent / "chroma")
 PROVIDER_KEY = "sk-fake-provider"
 
 
@@ -99,10 +103,71 @@ class Sidecar:
     def metrics(self):
         return requests.get(f"{self.url}/metrics", timeout=5).text
 
+    def counter(self, name):
+        """One unlabelled counter from /metrics."""
+        for line in self.metrics().splitlines():
+            if line.startswith(f"{name} "):
+                return float(line.split()[1])
+        raise KeyError(name)
+
+    def post(self, path, body):
+        return requests.post(f"{self.url}{path}", json=body, timeout=10)
+
     def stop(self):
         """SIGTERM: the sidecar flushes its index journal before exiting."""
         self.proc.terminate()
         self.proc.wait(timeout=10)
+
+
+class Chroma:
+    """A real Chroma server (`chroma run`) on a free loopback port, persisting to `path`."""
+
+    API = "/api/v2/tenants/default_tenant/databases/default_database/collections"
+
+    def __init__(self, path):
+        if shutil.which(CHROMA) is None:
+            raise FileNotFoundError(f"{CHROMA} is missing: pip install -r tests/requirements.txt (chromadb)")
+        self.path = path
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log_file = tempfile.NamedTemporaryFile("w+", suffix=".log", delete=False)
+        self.proc = subprocess.Popen(
+            [CHROMA, "run", "--path", str(path), "--host", "127.0.0.1", "--port", str(self.port)],
+            stdout=self.log_file, stderr=subprocess.STDOUT, env={**os.environ, "ANONYMIZED_TELEMETRY": "False"},
+        )
+        try:
+            wait_until(self._ready, "Chroma's heartbeat", timeout=60)
+        except BaseException:
+            self.stop()
+            raise
+
+    def _ready(self):
+        if self.proc.poll() is not None:
+            raise RuntimeError(f"chroma exited with {self.proc.returncode}:\n{self.log()}")
+        return requests.get(f"{self.url}/api/v2/heartbeat", timeout=1).status_code == 200
+
+    def log(self):
+        return Path(self.log_file.name).read_text(errors="replace")
+
+    def records(self, collection, where):
+        """Chroma's own view of a collection's records that match `where`."""
+        c = requests.get(f"{self.url}{self.API}/{collection}", timeout=5)
+        c.raise_for_status()
+        r = requests.post(f"{self.url}{self.API}/{c.json()['id']}/get", json={"where": where, "include": ["documents", "metadatas"]}, timeout=5)
+        r.raise_for_status()
+        return r.json()
+
+    def stop(self):
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        try:
+            os.unlink(self.log_file.name)
+        except OSError:
+            pass
 
 
 def filter_config(doc):

@@ -6,8 +6,8 @@
 //! int8 codes in one contiguous block (`quant`), then ranks a shortlist by the exact f32 dot
 //! product. That scan takes a few ms at 100k entries in one scope on one core, within the
 //! lookup target at the default cap of 200k entries. It needs no graph to build or rebuild,
-//! so a restart replays the journal in seconds, and an insert or an eviction is O(1). Past
-//! that scale, or for several sidecars sharing one index, use an external store (Chroma)
+//! so a restart replays the journal in seconds, and an insert is O(1). Past that scale, or
+//! for several sidecars sharing one index, use the external store (`chroma`, a Chroma server)
 //! behind the same trait.
 
 use std::collections::HashMap;
@@ -17,6 +17,8 @@ use std::path::{Path, PathBuf};
 use std::sync::{Mutex, RwLock};
 
 use crate::quant::CodeMatrix;
+
+pub mod chroma;
 
 /// One stored answer and the text it answered.
 #[derive(Debug, Clone, PartialEq)]
@@ -43,6 +45,9 @@ pub enum IndexError {
     Dimension { got: usize, want: usize },
     #[error("journal: {0}")]
     Io(#[from] std::io::Error),
+    /// An external store (Chroma) failed or answered something unexpected.
+    #[error("vector backend: {0}")]
+    Backend(String),
 }
 
 pub trait VectorStore: Send + Sync {

@@ -2,13 +2,18 @@
 //!
 //!   semgate-sidecar [--listen 127.0.0.1:18100] [--data-dir .run/sidecar] [--config FILE]
 //!                   [--embedder local|hashing] [--model-dir DIR] [--threshold 0.70]
+//!                   [--vectors embedded|chroma] [--chroma-url http://127.0.0.1:8000]
+//!                   [--chroma-collection semgate]
 //!
 //! `--embedder local` (the default when built with the `local-model` feature) runs MiniLM from
 //! `--model-dir`; prompts never leave the machine. `hashing` is a bag-of-words test double for
-//! tests and demos without the model. On SIGTERM/SIGINT it stops accepting, then flushes the
-//! index journal.
+//! tests and demos without the model. `--vectors embedded` (the default) keeps vectors in
+//! the sidecar with a journal in `--data-dir`; `--vectors chroma` keeps them, with the prompt
+//! texts and cached answers, in a Chroma collection (see `index::chroma`). On SIGTERM/SIGINT
+//! it stops accepting, then flushes the index journal.
 
 use semgate_sidecar::embed::{CachedEmbedder, Embedder, HashingEmbedder};
+use semgate_sidecar::index::chroma::ChromaStore;
 use semgate_sidecar::index::{FlatIndex, VectorStore};
 use semgate_sidecar::server::{now_ms, router, AppState, ServerConfig};
 use std::path::PathBuf;
@@ -22,7 +27,18 @@ struct Args {
     model_dir: Option<PathBuf>,
     threshold: Option<f32>,
     max_entries: usize,
+    vectors: String,
+    chroma_url: String,
+    chroma_collection: String,
 }
+
+const USAGE: &str = "usage: semgate-sidecar [--listen ADDR] [--data-dir DIR] [--config FILE] \
+[--embedder local|hashing] [--model-dir DIR] [--threshold F] [--max-entries N] [--vectors embedded|chroma] \
+[--chroma-url URL] [--chroma-collection NAME]
+
+  --vectors embedded   vectors in the sidecar, journaled under --data-dir (default; --max-entries caps it)
+  --vectors chroma     vectors, prompt texts and cached answers in a Chroma collection (chromadb 1.x):
+                       --chroma-url (default http://127.0.0.1:8000), --chroma-collection (default semgate)";
 
 fn parse_args() -> Result<Args, String> {
     let mut a = Args {
@@ -33,6 +49,9 @@ fn parse_args() -> Result<Args, String> {
         model_dir: None,
         threshold: None,
         max_entries: 200_000,
+        vectors: "embedded".into(),
+        chroma_url: "http://127.0.0.1:8000".into(),
+        chroma_collection: "semgate".into(),
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -45,7 +64,10 @@ fn parse_args() -> Result<Args, String> {
             "--model-dir" => a.model_dir = Some(value()?.into()),
             "--threshold" => a.threshold = Some(value()?.parse().map_err(|e| format!("--threshold: {e}"))?),
             "--max-entries" => a.max_entries = value()?.parse().map_err(|e| format!("--max-entries: {e}"))?,
-            "--help" | "-h" => return Err("usage: semgate-sidecar [--listen ADDR] [--data-dir DIR] [--config FILE] [--embedder local|hashing] [--model-dir DIR] [--threshold F] [--max-entries N]".into()),
+            "--vectors" => a.vectors = value()?,
+            "--chroma-url" => a.chroma_url = value()?,
+            "--chroma-collection" => a.chroma_collection = value()?,
+            "--help" | "-h" => return Err(USAGE.into()),
             other => return Err(format!("unknown flag {other} (see --help)")),
         }
     }
@@ -73,6 +95,25 @@ fn local_embedder(_: &Args) -> Result<Arc<dyn Embedder>, String> {
     Err("this build has no local model: build with `--features local-model`, or use --embedder hashing".into())
 }
 
+/// The vector store the flags choose, and where it keeps its data (for the startup line).
+fn vector_store(args: &Args, embedder: &dyn Embedder) -> Result<(Arc<dyn VectorStore>, String), String> {
+    match args.vectors.as_str() {
+        "embedded" => {
+            let journal = args.data_dir.join(format!("vectors-{}.journal", embedder.model_id()));
+            let index = FlatIndex::open(&journal, embedder.dim(), args.max_entries, now_ms())
+                .map_err(|e| format!("{}: {e}", journal.display()))?;
+            Ok((Arc::new(index), format!("journal {}", journal.display())))
+        }
+        "chroma" => {
+            let (url, collection) = (&args.chroma_url, &args.chroma_collection);
+            let store = ChromaStore::connect(url, collection, embedder.model_id(), embedder.dim(), now_ms())
+                .map_err(|e| format!("--vectors chroma: {e}"))?;
+            Ok((Arc::new(store), format!("Chroma {url} collection {collection}")))
+        }
+        other => Err(format!("unknown --vectors {other}: embedded or chroma")),
+    }
+}
+
 #[tokio::main]
 async fn main() {
     if let Err(e) = run().await {
@@ -94,19 +135,13 @@ async fn run() -> Result<(), String> {
         config.threshold = t;
     }
     let embedder = embedder(&args)?;
-    let journal = args.data_dir.join(format!("vectors-{}.journal", embedder.model_id()));
-    let index =
-        Arc::new(FlatIndex::open(&journal, embedder.dim(), args.max_entries, now_ms()).map_err(|e| e.to_string())?);
+    // Blocking setup calls (Chroma) are fine here: nothing is served yet.
+    let (index, where_) = vector_store(&args, embedder.as_ref())?;
     let state = AppState::new(config, embedder.clone(), index.clone());
     let listener =
         tokio::net::TcpListener::bind(&args.listen).await.map_err(|e| format!("bind {}: {e}", args.listen))?;
     let addr = listener.local_addr().map_err(|e| e.to_string())?;
-    println!(
-        "semgate-sidecar listening on {addr} (model {}, {} entries, journal {})",
-        embedder.model_id(),
-        index.len(),
-        journal.display()
-    );
+    println!("semgate-sidecar listening on {addr} (model {}, {} entries, {where_})", embedder.model_id(), index.len());
     axum::serve(listener, router(state)).with_graceful_shutdown(shutdown()).await.map_err(|e| e.to_string())?;
     index.flush().map_err(|e| e.to_string())?;
     eprintln!("semgate-sidecar: index flushed, {} entries", index.len());

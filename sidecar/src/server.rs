@@ -166,13 +166,25 @@ fn lock<T>(m: &Mutex<T>) -> Result<std::sync::MutexGuard<'_, T>, ApiError> {
     m.lock().map_err(|_| ApiError(StatusCode::INTERNAL_SERVER_ERROR, "internal lock poisoned".into()))
 }
 
+/// Runs a blocking call (the model, or a vector store that is a network call away, such as
+/// Chroma) on the blocking pool, so it never stalls the async workers.
+async fn off_workers<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Result<T, ApiError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, format!("blocking task: {e}")))
+}
+
+/// The index's size; 0 if the task failed (it only feeds /healthz and /metrics).
+async fn index_len(state: &Arc<AppState>) -> usize {
+    let index = state.index.clone();
+    off_workers(move || index.len()).await.unwrap_or(0)
+}
+
 async fn embed_one(state: &Arc<AppState>, text: String) -> Result<Vec<f32>, ApiError> {
     let st = state.clone();
     let started = Instant::now();
     // The model is CPU-bound: keep it off the async workers.
-    let result = tokio::task::spawn_blocking(move || st.embedder.embed(&[text.as_str()]))
-        .await
-        .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, format!("embedding task: {e}")))?;
+    let result = off_workers(move || st.embedder.embed(&[text.as_str()])).await?;
     state.counters.embed_us.fetch_add(started.elapsed().as_micros() as u64, Ordering::Relaxed);
     state.counters.embeds.fetch_add(1, Ordering::Relaxed);
     let mut vectors = result.map_err(|e| {
@@ -207,9 +219,9 @@ async fn lookup(
         state.counters.exact_misses.fetch_add(1, Ordering::Relaxed);
     }
     let vector = embed_one(&state, req.text.clone()).await?;
-    let candidates = state
-        .index
-        .search(&req.scope, &vector, state.config.top_k, now_ms())
+    let (index, scope, k) = (state.index.clone(), req.scope.clone(), state.config.top_k);
+    let candidates = off_workers(move || index.search(&scope, &vector, k, now_ms()))
+        .await?
         .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
     let best = candidates.first().map_or(0.0, |c| c.score);
     let mut rejected = Vec::new();
@@ -263,7 +275,10 @@ async fn store(State(state): State<Arc<AppState>>, Json(req): Json<StoreRequest>
         created_ms: now,
         expires_ms: now + ttl_ms,
     };
-    state.index.insert(record).map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+    let index = state.index.clone();
+    off_workers(move || index.insert(record))
+        .await?
+        .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
     state.counters.stores.fetch_add(1, Ordering::Relaxed);
     Ok(StatusCode::NO_CONTENT)
 }
@@ -285,12 +300,12 @@ async fn exact_get(State(state): State<Arc<AppState>>, Path(key): Path<String>) 
 }
 
 async fn healthz(State(state): State<Arc<AppState>>) -> Json<Value> {
-    Json(
-        json!({"status": "ok", "model": state.embedder.model_id(), "dim": state.embedder.dim(), "entries": state.index.len()}),
-    )
+    let entries = index_len(&state).await;
+    Json(json!({"status": "ok", "model": state.embedder.model_id(), "dim": state.embedder.dim(), "entries": entries}))
 }
 
 async fn metrics(State(state): State<Arc<AppState>>) -> String {
+    let entries = index_len(&state).await;
     let c = &state.counters;
     let mut out = String::new();
     let mut counter = |name: &str, help: &str, v: u64| {
@@ -315,8 +330,7 @@ async fn metrics(State(state): State<Arc<AppState>>) -> String {
         }
     }
     out.push_str(&format!(
-        "# HELP semgate_sidecar_entries Entries in the vector index.\n# TYPE semgate_sidecar_entries gauge\nsemgate_sidecar_entries {}\n",
-        state.index.len()
+        "# HELP semgate_sidecar_entries Entries in the vector index.\n# TYPE semgate_sidecar_entries gauge\nsemgate_sidecar_entries {entries}\n"
     ));
     if let Ok(exact) = state.exact.lock() {
         out.push_str(&format!(
