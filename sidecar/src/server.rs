@@ -151,7 +151,8 @@ fn lock<T>(m: &Mutex<T>) -> Result<std::sync::MutexGuard<'_, T>, ApiError> {
 async fn embed_one(state: &Arc<AppState>, text: String) -> Result<Vec<f32>, ApiError> {
     let st = state.clone();
     let started = Instant::now();
-    // The model is CPU-bound: keep it off the async workers.
+    // The local model is CPU-bound and the OpenAI-compatible client blocks on HTTP: keep both
+    // off the async workers.
     let result = tokio::task::spawn_blocking(move || st.embedder.embed(&[text.as_str()]))
         .await
         .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, format!("embedding task: {e}")))?;
