@@ -128,7 +128,10 @@ impl OpenAiEmbedder {
             model_id: String::new(),
         };
         if embedder.dim == 0 {
-            let probe = embedder.request(&[PROBE_TEXT])?;
+            let probe = embedder.request(&[PROBE_TEXT]).map_err(|e| match e {
+                EmbedError::Remote(m) => EmbedError::Remote(format!("{m} (while learning the dimension at startup)")),
+                other => other,
+            })?;
             embedder.dim = probe.first().map_or(0, Vec::len);
         }
         embedder.model_id = model_id(&config.model, embedder.dim);
