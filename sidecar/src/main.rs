@@ -12,7 +12,7 @@
 //! command line. `hashing` is a bag-of-words test double for tests and demos without the model.
 //! On SIGTERM/SIGINT it stops accepting, then flushes the index journal.
 
-use semgate_sidecar::embed::openai::{OpenAiConfig, OpenAiEmbedder};
+use semgate_sidecar::embed::openai::{key_from_env, OpenAiConfig, OpenAiEmbedder};
 use semgate_sidecar::embed::{CachedEmbedder, Embedder, HashingEmbedder};
 use semgate_sidecar::index::{FlatIndex, VectorStore};
 use semgate_sidecar::server::{now_ms, router, AppState, ServerConfig};
@@ -112,13 +112,9 @@ fn openai_embedder(args: &Args) -> Result<Arc<dyn Embedder>, String> {
     let url = args.embed_url.clone().ok_or("--embedder openai needs --embed-url (e.g. https://api.openai.com/v1)")?;
     let model =
         args.embed_model.clone().ok_or("--embedder openai needs --embed-model (e.g. text-embedding-3-small)")?;
-    // The key's value is never printed: only the variable's name is.
     let api_key = match &args.embed_key_env {
         None => None,
-        Some(var) => match std::env::var(var) {
-            Ok(key) if !key.trim().is_empty() => Some(key.trim().to_string()),
-            _ => return Err(format!("--embed-key-env {var}: the environment variable {var} is unset or empty")),
-        },
+        Some(var) => Some(key_from_env(var).map_err(|e| format!("--embed-key-env: {e}"))?),
     };
     let config = OpenAiConfig {
         api_key,

@@ -206,6 +206,15 @@ impl Embedder for OpenAiEmbedder {
     }
 }
 
+/// The API key from the environment variable `var`: a key on a command line would show in
+/// `ps`. Errors name the variable, never a value.
+pub fn key_from_env(var: &str) -> Result<String, EmbedError> {
+    match std::env::var(var) {
+        Ok(key) if !key.trim().is_empty() => Ok(key.trim().to_string()),
+        _ => Err(EmbedError::Remote(format!("the environment variable {var} (the API key) is unset or empty"))),
+    }
+}
+
 /// `openai-<model>-<dim>` with anything but `[A-Za-z0-9._-]` replaced by `_`: names the journal
 /// file, so two models (or two dimensions of one model) never share a vector space.
 pub fn model_id(model: &str, dim: usize) -> String {

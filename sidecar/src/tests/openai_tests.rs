@@ -251,3 +251,12 @@ fn model_ids_are_file_name_safe_and_name_the_dimension() {
     assert_eq!(model_id("nomic-embed-text:latest", 768), "openai-nomic-embed-text_latest-768");
     assert_eq!(model_id("../x y", 8), "openai-.._x_y-8");
 }
+
+#[test]
+fn a_missing_key_variable_is_named_in_the_error() {
+    let err = key_from_env("SEMGATE_TEST_UNSET_KEY_VARIABLE").unwrap_err().to_string();
+    assert!(
+        err.ends_with("the environment variable SEMGATE_TEST_UNSET_KEY_VARIABLE (the API key) is unset or empty"),
+        "{err}"
+    );
+}
