@@ -85,13 +85,14 @@ class FakeProvider:
 class Sidecar:
     """The semantic-cache sidecar (sidecar/), by default with the hashing test embedder."""
 
-    def __init__(self, data_dir, *extra_args, embedder="hashing"):
+    def __init__(self, data_dir, *extra_args, embedder="hashing", env=None):
+        """`env`: extra environment variables (e.g. the one `--embed-key-env` names)."""
         if not SIDECAR.exists():
             raise FileNotFoundError(f"{SIDECAR} is missing: run `make sidecar`")
         self.data_dir = data_dir
         self.proc = subprocess.Popen(
             [str(SIDECAR), "--listen", "127.0.0.1:0", "--data-dir", str(data_dir), "--embedder", embedder, *extra_args],
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env={**os.environ, **(env or {})},
         )
         line = self.proc.stdout.readline()
         if "listening on" not in line:
@@ -103,15 +104,18 @@ class Sidecar:
     def metrics(self):
         return requests.get(f"{self.url}/metrics", timeout=5).text
 
-    def counter(self, name):
-        """One unlabelled counter from /metrics."""
+    def metric(self, name):
+        """One unlabelled counter or gauge from /metrics."""
         for line in self.metrics().splitlines():
             if line.startswith(f"{name} "):
                 return float(line.split()[1])
-        raise KeyError(name)
+        raise KeyError(f"no metric {name}")
+
+    def health(self):
+        return requests.get(f"{self.url}/healthz", timeout=5).json()
 
     def post(self, path, body):
-        return requests.post(f"{self.url}{path}", json=body, timeout=10)
+        return requests.post(f"{self.url}{path}", json=body, timeout=30)
 
     def stop(self):
         """SIGTERM: the sidecar flushes its index journal before exiting."""

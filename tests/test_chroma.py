@@ -64,10 +64,10 @@ def chroma_ids(stack, namespace):
 def miss_then_stored(stack, text):
     """A first request through Envoy (a miss), once the filter's fire-and-forget store of its
     answer has reached the sidecar."""
-    stores = stack["sidecar"].counter("semgate_sidecar_stores_total")
+    stores = stack["sidecar"].metric("semgate_sidecar_stores_total")
     first = stack["envoy"].chat(chat(text))
     assert first.status_code == 200 and first.headers["x-semgate-cache"] == "miss"
-    wait_until(lambda: stack["sidecar"].counter("semgate_sidecar_stores_total") > stores, "the sidecar store")
+    wait_until(lambda: stack["sidecar"].metric("semgate_sidecar_stores_total") > stores, "the sidecar store")
     return first
 
 

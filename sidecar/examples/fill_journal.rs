@@ -28,7 +28,8 @@ fn main() -> Result<(), String> {
     let dim: usize = dim.parse().map_err(|e| format!("DIM: {e}"))?;
     let now = semgate_sidecar::server::now_ms();
     let index = FlatIndex::open(std::path::Path::new(journal), dim, total + 1, now).map_err(|e| e.to_string())?;
-    let response = br#"{"status":200,"headers":[["content-type","application/json"]],"body_b64":"e30=","stream":false}"#;
+    let response =
+        br#"{"status":200,"headers":[["content-type","application/json"]],"body_b64":"e30=","stream":false}"#;
     for i in index.len()..total {
         let record = Record {
             id: (1 << 40) + i as u64,

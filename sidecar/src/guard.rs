@@ -455,7 +455,7 @@ impl GuardConfig {
                     facts.units.insert(u.to_string());
                 }
             }
-            if self.negations.iter().any(|n| *n == lower) || lower.ends_with("n't") {
+            if self.negations.contains(&lower) || lower.ends_with("n't") {
                 facts.negated = true;
             }
             if let Some(size) = self.size_of(&lower) {
@@ -464,7 +464,7 @@ impl GuardConfig {
                     facts.sizes.insert(size);
                 }
             }
-            let known = self.known_entities.iter().any(|e| *e == lower);
+            let known = self.known_entities.contains(&lower);
             // "US dollars", "British pound": a capital before a unit qualifies the unit.
             let qualifies_unit = self.unit_of(&next).is_some();
             let pronoun = lower.starts_with("i'");

@@ -1,23 +1,50 @@
 //! semgate-sidecar: serves the semantic cache's API beside Envoy.
 //!
 //!   semgate-sidecar [--listen 127.0.0.1:18100] [--data-dir .run/sidecar] [--config FILE]
-//!                   [--embedder local|hashing] [--model-dir DIR] [--threshold 0.70]
+//!                   [--embedder local|openai|hashing] [--model-dir DIR] [--threshold 0.70]
+//!                   [--embed-url URL --embed-model NAME [--embed-key-env VAR] [--embed-dim N]
+//!                    [--embed-timeout-ms 10000] [--embed-batch 64]]
 //!                   [--vectors embedded|chroma] [--chroma-url http://127.0.0.1:8000]
 //!                   [--chroma-collection semgate]
 //!
 //! `--embedder local` (the default when built with the `local-model` feature) runs MiniLM from
-//! `--model-dir`; prompts never leave the machine. `hashing` is a bag-of-words test double for
-//! tests and demos without the model. `--vectors embedded` (the default) keeps vectors in
-//! the sidecar with a journal in `--data-dir`; `--vectors chroma` keeps them, with the prompt
-//! texts and cached answers, in a Chroma collection (see `index::chroma`). On SIGTERM/SIGINT
-//! it stops accepting, then flushes the index journal.
+//! `--model-dir`; prompts never leave the machine. `openai` calls any OpenAI-compatible
+//! `POST <embed-url>/embeddings` (OpenAI, TEI, vLLM, Ollama): the prompt text is sent there.
+//! Its key is read from the environment variable named by `--embed-key-env`, so it is in no
+//! command line. `hashing` is a bag-of-words test double for tests and demos without the model.
+//! `--vectors embedded` (the default) keeps vectors in the sidecar with a journal in
+//! `--data-dir`; `--vectors chroma` keeps them, with the prompt texts and cached answers, in a
+//! Chroma collection (see `index::chroma`). On SIGTERM/SIGINT it stops accepting, then
+//! flushes the index journal.
 
+use semgate_sidecar::embed::openai::{key_from_env, OpenAiConfig, OpenAiEmbedder};
 use semgate_sidecar::embed::{CachedEmbedder, Embedder, HashingEmbedder};
 use semgate_sidecar::index::chroma::ChromaStore;
 use semgate_sidecar::index::{FlatIndex, VectorStore};
 use semgate_sidecar::server::{now_ms, router, AppState, ServerConfig};
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
+
+/// The text -> vector cache in front of a real embedder: the bytes 50k MiniLM vectors take
+/// (~77 MB), so a wider model keeps fewer entries, not more memory.
+const EMBED_CACHE_BYTES: usize = 50_000 * 384 * 4;
+
+const USAGE: &str =
+    "usage: semgate-sidecar [--listen ADDR] [--data-dir DIR] [--config FILE] [--threshold F] [--max-entries N]
+       [--embedder local|openai|hashing]
+  local:   [--model-dir DIR]  MiniLM on this machine (build with --features local-model)
+  openai:  --embed-url URL --embed-model NAME [--embed-key-env VAR] [--embed-dim N]
+           [--embed-timeout-ms MS] [--embed-batch N]
+           any OpenAI-compatible POST <URL>/embeddings, e.g. https://api.openai.com/v1 or
+           http://127.0.0.1:8080/v1; the prompt text leaves the machine. The key is read from the
+           environment variable VAR. --embed-dim is sent as `dimensions`; without it the
+           dimension is learnt from one probe request at startup.
+  hashing: a bag-of-words test double
+       [--vectors embedded|chroma]
+  embedded: vectors in the sidecar, journaled under --data-dir (default; --max-entries caps it)
+  chroma:   vectors, prompt texts and cached answers in a Chroma collection (chromadb 1.x):
+            [--chroma-url URL] (default http://127.0.0.1:8000) [--chroma-collection NAME] (default semgate)";
 
 struct Args {
     listen: String,
@@ -30,15 +57,13 @@ struct Args {
     vectors: String,
     chroma_url: String,
     chroma_collection: String,
+    embed_url: Option<String>,
+    embed_model: Option<String>,
+    embed_key_env: Option<String>,
+    embed_dim: Option<usize>,
+    embed_timeout_ms: u64,
+    embed_batch: usize,
 }
-
-const USAGE: &str = "usage: semgate-sidecar [--listen ADDR] [--data-dir DIR] [--config FILE] \
-[--embedder local|hashing] [--model-dir DIR] [--threshold F] [--max-entries N] [--vectors embedded|chroma] \
-[--chroma-url URL] [--chroma-collection NAME]
-
-  --vectors embedded   vectors in the sidecar, journaled under --data-dir (default; --max-entries caps it)
-  --vectors chroma     vectors, prompt texts and cached answers in a Chroma collection (chromadb 1.x):
-                       --chroma-url (default http://127.0.0.1:8000), --chroma-collection (default semgate)";
 
 fn parse_args() -> Result<Args, String> {
     let mut a = Args {
@@ -52,6 +77,12 @@ fn parse_args() -> Result<Args, String> {
         vectors: "embedded".into(),
         chroma_url: "http://127.0.0.1:8000".into(),
         chroma_collection: "semgate".into(),
+        embed_url: None,
+        embed_model: None,
+        embed_key_env: None,
+        embed_dim: None,
+        embed_timeout_ms: 10_000,
+        embed_batch: 64,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -67,6 +98,14 @@ fn parse_args() -> Result<Args, String> {
             "--vectors" => a.vectors = value()?,
             "--chroma-url" => a.chroma_url = value()?,
             "--chroma-collection" => a.chroma_collection = value()?,
+            "--embed-url" => a.embed_url = Some(value()?),
+            "--embed-model" => a.embed_model = Some(value()?),
+            "--embed-key-env" => a.embed_key_env = Some(value()?),
+            "--embed-dim" => a.embed_dim = Some(value()?.parse().map_err(|e| format!("--embed-dim: {e}"))?),
+            "--embed-timeout-ms" => {
+                a.embed_timeout_ms = value()?.parse().map_err(|e| format!("--embed-timeout-ms: {e}"))?
+            }
+            "--embed-batch" => a.embed_batch = value()?.parse().map_err(|e| format!("--embed-batch: {e}"))?,
             "--help" | "-h" => return Err(USAGE.into()),
             other => return Err(format!("unknown flag {other} (see --help)")),
         }
@@ -78,21 +117,45 @@ fn embedder(args: &Args) -> Result<Arc<dyn Embedder>, String> {
     match args.embedder.as_str() {
         "hashing" => Ok(Arc::new(HashingEmbedder { dim: 384 })),
         "local" => local_embedder(args),
-        other => Err(format!("unknown embedder {other}: local or hashing")),
+        "openai" => openai_embedder(args),
+        other => Err(format!("unknown embedder {other}: local, openai or hashing")),
     }
+}
+
+fn cached<E: Embedder + 'static>(inner: E) -> Arc<dyn Embedder> {
+    let capacity = EMBED_CACHE_BYTES / (inner.dim().max(1) * 4);
+    Arc::new(CachedEmbedder::new(inner, capacity))
+}
+
+fn openai_embedder(args: &Args) -> Result<Arc<dyn Embedder>, String> {
+    let url = args.embed_url.clone().ok_or("--embedder openai needs --embed-url (e.g. https://api.openai.com/v1)")?;
+    let model =
+        args.embed_model.clone().ok_or("--embedder openai needs --embed-model (e.g. text-embedding-3-small)")?;
+    let api_key = match &args.embed_key_env {
+        None => None,
+        Some(var) => Some(key_from_env(var).map_err(|e| format!("--embed-key-env: {e}"))?),
+    };
+    let config = OpenAiConfig {
+        api_key,
+        dimensions: args.embed_dim,
+        timeout: Duration::from_millis(args.embed_timeout_ms),
+        max_batch: args.embed_batch,
+        ..OpenAiConfig::new(url, model)
+    };
+    Ok(cached(OpenAiEmbedder::new(config).map_err(|e| e.to_string())?))
 }
 
 #[cfg(feature = "local-model")]
 fn local_embedder(args: &Args) -> Result<Arc<dyn Embedder>, String> {
     let dir = args.model_dir.clone().ok_or("--embedder local needs --model-dir (make model fetches it)")?;
     let model = semgate_sidecar::embed::local::LocalBert::load(&dir).map_err(|e| e.to_string())?;
-    Ok(Arc::new(CachedEmbedder::new(model, 50_000)))
+    Ok(cached(model))
 }
 
 #[cfg(not(feature = "local-model"))]
 fn local_embedder(_: &Args) -> Result<Arc<dyn Embedder>, String> {
-    let _ = CachedEmbedder::<HashingEmbedder>::new;
-    Err("this build has no local model: build with `--features local-model`, or use --embedder hashing".into())
+    Err("this build has no local model: build with `--features local-model`, or use --embedder openai or hashing"
+        .into())
 }
 
 /// The vector store the flags choose, and where it keeps its data (for the startup line).

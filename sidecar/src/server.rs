@@ -183,7 +183,8 @@ async fn index_len(state: &Arc<AppState>) -> usize {
 async fn embed_one(state: &Arc<AppState>, text: String) -> Result<Vec<f32>, ApiError> {
     let st = state.clone();
     let started = Instant::now();
-    // The model is CPU-bound: keep it off the async workers.
+    // The local model is CPU-bound and the OpenAI-compatible client blocks on HTTP: keep both
+    // off the async workers.
     let result = off_workers(move || st.embedder.embed(&[text.as_str()])).await?;
     state.counters.embed_us.fetch_add(started.elapsed().as_micros() as u64, Ordering::Relaxed);
     state.counters.embeds.fetch_add(1, Ordering::Relaxed);

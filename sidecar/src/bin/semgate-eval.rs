@@ -2,8 +2,13 @@
 //! for each threshold, with and without the guard, how many true paraphrases would be served
 //! (recall), how many near-misses would be served (false-hit rate), and precision.
 //!
-//!   semgate-eval [--pairs FILE] [--split dev|test|all] [--embedder hashing|local] [--model-dir DIR]
+//!   semgate-eval [--pairs FILE] [--split dev|test|all] [--embedder hashing|local|openai] [--model-dir DIR]
+//!                [--embed-url URL --embed-model NAME [--embed-key-env VAR] [--embed-dim N]]
+//!
+//! With `--embedder openai` the pairs' texts are sent to that endpoint (any OpenAI-compatible
+//! `/v1/embeddings`), so a threshold can be chosen for a remote model too.
 
+use semgate_sidecar::embed::openai::{key_from_env, OpenAiConfig, OpenAiEmbedder};
 use semgate_sidecar::embed::{Embedder, HashingEmbedder};
 use semgate_sidecar::guard::GuardConfig;
 use semgate_sidecar::index::dot;
@@ -26,6 +31,7 @@ fn main() {
 fn run() -> Result<(), String> {
     let mut pairs_path = concat!(env!("CARGO_MANIFEST_DIR"), "/eval/pairs.jsonl").to_string();
     let (mut split, mut embedder_name, mut model_dir) = ("all".to_string(), "hashing".to_string(), None::<String>);
+    let mut remote = Remote::default();
     let mut args = std::env::args().skip(1);
     while let Some(flag) = args.next() {
         let value = args.next().ok_or_else(|| format!("{flag} needs a value"))?;
@@ -34,10 +40,14 @@ fn run() -> Result<(), String> {
             "--split" => split = value,
             "--embedder" => embedder_name = value,
             "--model-dir" => model_dir = Some(value),
+            "--embed-url" => remote.url = Some(value),
+            "--embed-model" => remote.model = Some(value),
+            "--embed-key-env" => remote.key_env = Some(value),
+            "--embed-dim" => remote.dim = Some(value.parse().map_err(|e| format!("--embed-dim: {e}"))?),
             other => return Err(format!("unknown flag {other}")),
         }
     }
-    let embedder = embedder(&embedder_name, model_dir.as_deref())?;
+    let embedder = embedder(&embedder_name, model_dir.as_deref(), remote)?;
     let text = std::fs::read_to_string(&pairs_path).map_err(|e| format!("{pairs_path}: {e}"))?;
     let mut pairs = Vec::new();
     for line in text.lines().filter(|l| !l.trim().is_empty()) {
@@ -85,10 +95,26 @@ fn run() -> Result<(), String> {
     Ok(())
 }
 
-fn embedder(name: &str, model_dir: Option<&str>) -> Result<Arc<dyn Embedder>, String> {
+/// The `--embed-*` flags of `--embedder openai`.
+#[derive(Default)]
+struct Remote {
+    url: Option<String>,
+    model: Option<String>,
+    key_env: Option<String>,
+    dim: Option<usize>,
+}
+
+fn embedder(name: &str, model_dir: Option<&str>, remote: Remote) -> Result<Arc<dyn Embedder>, String> {
     match name {
         "hashing" => Ok(Arc::new(HashingEmbedder { dim: 384 })),
         "local" => local(model_dir),
+        "openai" => {
+            let url = remote.url.ok_or("--embedder openai needs --embed-url")?;
+            let model = remote.model.ok_or("--embedder openai needs --embed-model")?;
+            let api_key = remote.key_env.as_deref().map(key_from_env).transpose().map_err(|e| e.to_string())?;
+            let config = OpenAiConfig { api_key, dimensions: remote.dim, ..OpenAiConfig::new(url, model) };
+            Ok(Arc::new(OpenAiEmbedder::new(config).map_err(|e| e.to_string())?))
+        }
         other => Err(format!("unknown embedder {other}")),
     }
 }

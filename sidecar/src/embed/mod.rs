@@ -8,6 +8,7 @@ use std::sync::Mutex;
 
 #[cfg(feature = "local-model")]
 pub mod local;
+pub mod openai;
 
 #[derive(Debug, thiserror::Error)]
 pub enum EmbedError {

@@ -1,5 +1,5 @@
-//! Request routing: admin endpoints (uncounted), the OpenAI chat endpoint and
-//! the echo fallback, plus the per-request `x-fake-*` controls.
+//! Request routing: admin endpoints (uncounted), the OpenAI chat and embeddings
+//! endpoints and the echo fallback, plus the per-request `x-fake-*` controls.
 
 use std::fmt;
 use std::sync::Arc;
@@ -14,6 +14,7 @@ use tokio::sync::{mpsc, watch};
 
 use crate::answer::{self, Usage};
 use crate::body::{Msg, TrackedBody};
+use crate::embeddings;
 use crate::openai::{self, StreamRenderer};
 use crate::state::{wait_hold, App, ControlSettings, Controls, Injection, Stats, Tracker};
 
@@ -274,8 +275,12 @@ async fn provider(app: Arc<App>, req: Request<Incoming>) -> HandlerResult {
     let (parts, body) = req.into_parts();
     app.stats.record_last(parts.headers.get(header::AUTHORIZATION), path_and_query(&parts));
     let is_chat = parts.method == Method::POST && parts.uri.path() == "/v1/chat/completions";
+    let is_embeddings = parts.method == Method::POST && parts.uri.path() == "/v1/embeddings";
     if is_chat {
         Stats::inc(&app.stats.chat_requests);
+    }
+    if is_embeddings {
+        Stats::inc(&app.stats.embedding_requests);
     }
 
     let body = match read_body(body).await {
@@ -307,9 +312,26 @@ async fn provider(app: Arc<App>, req: Request<Incoming>) -> HandlerResult {
 
     if is_chat {
         chat(&app, tracker, &ctl, &body).await
+    } else if is_embeddings {
+        embed(&app, tracker, &ctl, &body).await
     } else {
         echo(&app, tracker, &ctl, &parts, &body).await
     }
+}
+
+/// `POST /v1/embeddings`: the same checks and injections as a non-streaming chat request.
+async fn embed(app: &App, tracker: Tracker, ctl: &RequestControls, body: &[u8]) -> HandlerResult {
+    let req = match embeddings::parse_embeddings(body) {
+        Ok(r) => r,
+        Err(e) => return Ok(error_answer(app, tracker, 400, &e.message, e.param, e.code)),
+    };
+    let mut plan = Plan::new(app, ctl, app.controls.decide());
+    plan.before_response(false).await?;
+    if let Some(status) = plan.status {
+        return Ok(answer(app, tracker, status, openai::injected_error_json(status), plan.mid_stream()));
+    }
+    app.stats.embedding_inputs.fetch_add(req.inputs.len() as u64, std::sync::atomic::Ordering::Relaxed);
+    Ok(answer(app, tracker, 200, embeddings::embeddings_json(&req), plan.mid_stream()))
 }
 
 async fn chat(app: &App, tracker: Tracker, ctl: &RequestControls, body: &[u8]) -> HandlerResult {

@@ -5,6 +5,7 @@ mod answer;
 mod app;
 mod body;
 mod config;
+mod embeddings;
 mod openai;
 mod state;
 

@@ -128,7 +128,7 @@ pub fn parse_chat(body: &[u8]) -> Result<Chat<'_>, BadRequest> {
     })
 }
 
-fn missing(param: &'static str) -> BadRequest {
+pub fn missing(param: &'static str) -> BadRequest {
     BadRequest {
         message: format!("Missing required parameter: '{param}'."),
         param: Some(param),

@@ -62,6 +62,9 @@ pub struct Stats {
     pub connections: AtomicU64,
     pub chat_requests: AtomicU64,
     pub stream_requests: AtomicU64,
+    pub embedding_requests: AtomicU64,
+    /// Texts embedded in 200 answers.
+    pub embedding_inputs: AtomicU64,
     pub unauthorized: AtomicU64,
     by_status: Box<[AtomicU64]>,
     last: Mutex<Last>,
@@ -82,6 +85,8 @@ impl Default for Stats {
             connections: AtomicU64::new(0),
             chat_requests: AtomicU64::new(0),
             stream_requests: AtomicU64::new(0),
+            embedding_requests: AtomicU64::new(0),
+            embedding_inputs: AtomicU64::new(0),
             unauthorized: AtomicU64::new(0),
             by_status: (0..STATUS_SLOTS).map(|_| AtomicU64::new(0)).collect(),
             last: Mutex::new(Last::default()),
@@ -128,6 +133,8 @@ impl Stats {
             &self.connections,
             &self.chat_requests,
             &self.stream_requests,
+            &self.embedding_requests,
+            &self.embedding_inputs,
             &self.unauthorized,
         ] {
             c.store(0, Relaxed);
@@ -157,6 +164,8 @@ impl Stats {
             "by_status": by_status,
             "chat_requests": self.chat_requests.load(Relaxed),
             "stream_requests": self.stream_requests.load(Relaxed),
+            "embedding_requests": self.embedding_requests.load(Relaxed),
+            "embedding_inputs": self.embedding_inputs.load(Relaxed),
             "last_authorization": last.authorization,
             "last_path": last.path,
             "unauthorized": self.unauthorized.load(Relaxed),
@@ -202,13 +211,13 @@ impl Drop for Tracker {
 
 // ---------------------------------------------------------------- controls
 
-/// Global error injection set by `POST /control`; applies to chat requests.
+/// Global error injection set by `POST /control`; applies to chat and embeddings requests.
 pub struct Controls {
     fail_status: AtomicU64,
     fail_fraction: AtomicU64, // f64 bits
     drop_fraction: AtomicU64, // f64 bits
     latency_ms: AtomicU64,
-    /// Counts chat requests since the last `/control` or `/reset`; drives the
+    /// Counts chat and embeddings requests since the last `/control` or `/reset`; drives the
     /// deterministic fraction decisions.
     seq: AtomicU64,
 }
@@ -237,7 +246,7 @@ pub struct ControlSettings {
     pub latency_ms: Option<u64>,
 }
 
-/// What the global controls decided for one chat request.
+/// What the global controls decided for one chat or embeddings request.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct Injection {
     pub fail_status: Option<u16>,
@@ -307,7 +316,7 @@ impl Controls {
         }
     }
 
-    /// Decides injection for the next chat request.
+    /// Decides injection for the next chat or embeddings request.
     pub fn decide(&self) -> Injection {
         let fail_f = f64::from_bits(self.fail_fraction.load(Relaxed));
         let drop_f = f64::from_bits(self.drop_fraction.load(Relaxed));

@@ -570,3 +570,72 @@ fn echo_other_paths() {
     assert_eq!(stat(&stats, "chat_requests"), 0);
     assert_eq!(stats["last_path"], "/other/echo");
 }
+
+fn embed_request(input: Value) -> String {
+    json!({ "model": "text-embedding-3-small", "input": input }).to_string()
+}
+
+fn embedding(v: &Value, i: usize) -> Vec<f64> {
+    v["data"][i]["embedding"].as_array().expect("embedding").iter().map(|x| x.as_f64().expect("number")).collect()
+}
+
+#[test]
+fn embeddings_shape_usage_and_determinism() {
+    let s = Server::start(&[]);
+    let r = s.post("/v1/embeddings", &embed_request(json!(["How do I reset my password?", "Shipping to Norway"])));
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.head.header("content-type"), Some("application/json"));
+    let v = r.json();
+    assert_eq!(v["object"], "list");
+    assert_eq!(v["model"], "text-embedding-3-small");
+    // 27 + 18 bytes of input -> ceil(45 / 4) = 12.
+    assert_eq!(v["usage"], json!({ "prompt_tokens": 12, "total_tokens": 12 }));
+    assert_eq!(v["data"][0]["object"], "embedding");
+    assert_eq!((v["data"][0]["index"].as_u64(), v["data"][1]["index"].as_u64()), (Some(0), Some(1)));
+    let (a, b) = (embedding(&v, 0), embedding(&v, 1));
+    assert_eq!(a.len(), 64, "the default dimension");
+    assert!((a.iter().map(|x| x * x).sum::<f64>() - 1.0).abs() < 1e-5, "unit length, as OpenAI's");
+
+    // The same text, alone and as a plain string, gets the same vector; `dimensions` sets the size.
+    let again = s.post("/v1/embeddings", &embed_request(json!("How do I reset my password?"))).json();
+    assert_eq!(embedding(&again, 0), a);
+    let body = json!({ "model": "m", "input": "Shipping to Norway", "dimensions": 256 }).to_string();
+    assert_eq!(embedding(&s.post("/v1/embeddings", &body).json(), 0).len(), 256);
+    assert_ne!(a, b);
+
+    let stats = s.stats();
+    assert_eq!(stat(&stats, "embedding_requests"), 3);
+    assert_eq!(stat(&stats, "embedding_inputs"), 4);
+    assert_eq!(stat(&stats, "chat_requests"), 0);
+    assert_eq!(stat(&stats, "completed"), 3);
+    assert_eq!(stats["last_path"], "/v1/embeddings");
+}
+
+#[test]
+fn embeddings_errors_key_and_injection() {
+    let s = Server::start(&["--require-key", "sekret"]);
+    let body = embed_request(json!("hello"));
+    let r = s.request("POST", "/v1/embeddings", &[], &body);
+    assert_eq!(r.status(), 401);
+    assert_eq!(r.json()["error"]["code"], "invalid_api_key");
+    let auth = ("Authorization", "Bearer sekret");
+    assert_eq!(s.request("POST", "/v1/embeddings", &[auth], &body).status(), 200);
+
+    let r = s.request("POST", "/v1/embeddings", &[auth, ("x-fake-status", "503")], &body);
+    assert_eq!(r.status(), 503);
+    assert_eq!(r.json()["error"]["type"], "server_error");
+
+    let r = s.request("POST", "/v1/embeddings", &[auth], r#"{"model":"m","input":"x","dimensions":0}"#);
+    assert_eq!(r.status(), 400);
+    assert_eq!(r.json()["error"]["param"], "dimensions");
+
+    // /control fails embeddings requests too.
+    assert_eq!(s.post("/control", r#"{"fail_status":500,"fail_fraction":1}"#).status(), 200);
+    assert_eq!(s.request("POST", "/v1/embeddings", &[auth], &body).status(), 500);
+
+    let stats = s.stats();
+    assert_eq!(stat(&stats, "embedding_requests"), 5);
+    assert_eq!(stat(&stats, "embedding_inputs"), 1, "only the one 200 answer embedded anything");
+    assert_eq!(stat(&stats, "unauthorized"), 1);
+    assert_eq!((by_status(&stats, "503"), by_status(&stats, "500"), by_status(&stats, "400")), (1, 1, 1));
+}
