@@ -92,8 +92,7 @@ pub fn admit(config: &Config, head: &RequestHead) -> HeadDecision {
         .map(str::trim)
         .and_then(|k| config.auth.keys.iter().find(|c| c.key == k))
         .map(|c| c.tenant.clone());
-    let header_tenant =
-        config.auth.tenant_header.as_ref().and_then(|_| head.tenant).map(str::trim).filter(|t| !t.is_empty());
+    let header_tenant = config.auth.tenant_header.as_ref().and(head.tenant).map(str::trim).filter(|t| !t.is_empty());
     let tenant = match (header_tenant, key_tenant) {
         (Some(t), _) => t.to_string(),
         (None, Some(t)) => t,
@@ -141,9 +140,9 @@ pub fn effective_policy(config: &Config, admitted: &Admitted) -> EffectivePolicy
     };
     for policy in &config.policies {
         let m = &policy.matcher;
-        let matches = m.route.as_ref().map_or(true, |r| admitted.route_name.as_deref() == Some(r.as_str()))
-            && m.path_prefix.as_ref().map_or(true, |pre| admitted.path.starts_with(pre.as_str()))
-            && m.tenant.as_ref().map_or(true, |t| *t == admitted.tenant);
+        let matches = m.route.as_ref().is_none_or(|r| admitted.route_name.as_deref() == Some(r.as_str()))
+            && m.path_prefix.as_ref().is_none_or(|pre| admitted.path.starts_with(pre.as_str()))
+            && m.tenant.as_ref().is_none_or(|t| *t == admitted.tenant);
         if matches {
             p.enabled = policy.cache.enabled.unwrap_or(p.enabled);
             p.ttl_s = policy.cache.ttl_s.unwrap_or(p.ttl_s);
