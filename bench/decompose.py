@@ -23,14 +23,18 @@ ENVOY = os.environ.get("ENVOY", str(ROOT / ".venv/bin/envoy"))
 SECONDS = int(sys.argv[1]) if len(sys.argv) > 1 else 5
 TICK = os.sysconf("SC_CLK_TCK")
 
+# (table, name, Envoy scenario, no-op filter mode, path, wrk body mode)
 VARIANTS = [
-    ("bare Envoy", "bare", None, "/v1/chat/completions"),
-    ("no-op Wasm filter", "noop", "noop", "/v1/chat/completions"),
-    ("+ hold headers, buffer body", "noop", "pause", "/v1/chat/completions"),
-    ("+ copy body into the VM", "noop", "read", "/v1/chat/completions"),
-    ("+ header rewrites (req 4, resp 2)", "noop", "rewrite", "/v1/chat/completions"),
-    ("semgate, cache off for the route", "semgate", None, "/suggest/v1/chat/completions"),
-    ("semgate, cache miss + store", "semgate", None, "/v1/chat/completions"),
+    ("miss", "bare Envoy", "bare", None, "/v1/chat/completions", "unique"),
+    ("miss", "no-op Wasm filter", "noop", "noop", "/v1/chat/completions", "unique"),
+    ("miss", "+ hold headers, buffer body", "noop", "pause", "/v1/chat/completions", "unique"),
+    ("miss", "+ copy body into the VM", "noop", "read", "/v1/chat/completions", "unique"),
+    ("miss", "+ header rewrites (req 4, resp 2)", "noop", "rewrite", "/v1/chat/completions", "unique"),
+    ("miss", "semgate, cache off for the route", "semgate", None, "/suggest/v1/chat/completions", "unique"),
+    ("miss", "semgate, cache miss + store", "semgate", None, "/v1/chat/completions", "unique"),
+    ("hit", "Envoy buffer + direct_response", "direct", None, "/v1/chat/completions", "same"),
+    ("hit", "no-op Wasm filter: hold, copy body, local reply", "noop", "reply", "/v1/chat/completions", "same"),
+    ("hit", "semgate, exact hit", "semgate", None, "/v1/chat/completions", "same"),
 ]
 
 
@@ -52,7 +56,7 @@ def main():
     port = int(provider.stdout.readline().strip().rsplit(":", 1)[1])
     rows = []
     try:
-        for name, scenario, mode, path in VARIANTS:
+        for table, name, scenario, mode, path, body_mode in VARIANTS:
             lp, ap = free_port(), free_port()
             doc = envoy_config.render(scenario, lp, ap, port)
             if mode is not None:
@@ -68,24 +72,28 @@ def main():
                         break
                     time.sleep(0.05)
                 wrk = ["wrk", "-t1", "-c16", "--timeout", "5s", "-s", str(ROOT / "bench/chat.lua"), f"http://127.0.0.1:{lp}{path}",
-                       "--", "unique", f"dec{lp}", str(ROOT / "bench/chat-body.json"), path]
+                       "--", body_mode, f"dec{lp}", str(ROOT / "bench/chat-body.json"), path]
                 subprocess.run(wrk[:3] + ["-d2s"] + wrk[3:], capture_output=True)  # warm-up
                 c0 = cpu_seconds(envoy.pid)
                 out = subprocess.run(wrk[:3] + [f"-d{SECONDS}s"] + wrk[3:], capture_output=True, text=True).stdout
                 c1 = cpu_seconds(envoy.pid)
                 reqs = int(re.search(r"(\d+) requests in", out).group(1))
                 non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
-                rows.append((name, reqs / SECONDS, (c1 - c0) / reqs * 1e6, int(non2xx.group(1)) if non2xx else 0))
+                rows.append((table, name, reqs / SECONDS, (c1 - c0) / reqs * 1e6, int(non2xx.group(1)) if non2xx else 0))
             finally:
                 envoy.terminate()
                 envoy.wait()
                 os.unlink(f.name)
     finally:
         provider.kill()
-    base = rows[0][2]
-    print(f"| variant | req/s | Envoy CPU/req (us) | vs bare (us) | non-2xx |\n|---|---:|---:|---:|---:|")
-    for name, rps, cpu, bad in rows:
-        print(f"| {name} | {rps:,.0f} | {cpu:.1f} | {cpu - base:+.1f} | {bad} |")
+    for table, title in (("miss", "misses: unique bodies, the provider answers"),
+                         ("hit", "local replies: the same body every time")):
+        group = [r for r in rows if r[0] == table]
+        base_rps, base_cpu = group[0][2], group[0][3]
+        print(f"\n{title}; each row against the first\n")
+        print("| variant | req/s | ratio | Envoy CPU/req (us) | added (us) | non-2xx |\n|---|---:|---:|---:|---:|---:|")
+        for _, name, rps, cpu, bad in group:
+            print(f"| {name} | {rps:,.0f} | {rps / base_rps:.2f}x | {cpu:.1f} | {cpu - base_cpu:+.1f} | {bad} |")
 
 
 if __name__ == "__main__":

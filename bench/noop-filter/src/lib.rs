@@ -3,6 +3,8 @@
 //! one piece of semgate's host-side work at a time, so `bench/decompose.py` can attribute
 //! semgate's cost: `noop` < `pause` (hold headers, buffer the body) < `read` (+ copy the body
 //! into the VM) < `rewrite` (+ the request/response header changes semgate makes on a miss).
+//! `reply` holds, reads the body, then answers locally with a static body and the headers a
+//! semgate hit carries: the least any Wasm filter can do to answer a cache hit.
 
 #[cfg(target_arch = "wasm32")]
 mod filter {
@@ -16,7 +18,11 @@ mod filter {
         Pause,
         Read,
         Rewrite,
+        Reply,
     }
+
+    /// ~300 B, like bench/envoy_config.py's direct_response body.
+    const REPLY: &[u8] = br#"{"id":"chatcmpl-direct","object":"chat.completion","created":1700000000,"model":"gpt-4o-mini","choices":[{"index":0,"message":{"role":"assistant","content":"A cached answer of about the size a short chat completion has."},"finish_reason":"stop"}],"usage":{"prompt_tokens":20,"completion_tokens":12,"total_tokens":32}}"#;
 
     struct NoopRoot {
         mode: Mode,
@@ -37,6 +43,7 @@ mod filter {
                 b"pause" => Mode::Pause,
                 b"read" => Mode::Read,
                 b"rewrite" => Mode::Rewrite,
+                b"reply" => Mode::Reply,
                 _ => Mode::Noop,
             };
             true
@@ -68,6 +75,16 @@ mod filter {
             if self.mode >= Mode::Read {
                 let _ = hostcalls::get_buffer(BufferType::HttpRequestBody, 0, size);
             }
+            if self.mode == Mode::Reply {
+                let headers = vec![
+                    ("content-type", "application/json"),
+                    ("x-semgate-cache", "hit-exact"),
+                    ("x-semgate-key", "0123456789abcdef"),
+                    ("age", "1"),
+                ];
+                let _ = hostcalls::send_http_response(200, headers, Some(REPLY));
+                return Action::Pause;
+            }
             if self.mode >= Mode::Rewrite {
                 let _ = hostcalls::get_map(MapType::HttpRequestHeaders);
                 let _ =
@@ -84,7 +101,7 @@ mod filter {
         }
 
         fn on_http_response_headers(&mut self, _: usize, _: bool) -> Action {
-            if self.mode >= Mode::Rewrite {
+            if self.mode == Mode::Rewrite {
                 let _ = hostcalls::get_map(MapType::HttpResponseHeaders);
                 let _ = hostcalls::set_map_value(MapType::HttpResponseHeaders, "x-semgate-cache", Some("miss"));
                 let _ = hostcalls::set_map_value(MapType::HttpResponseHeaders, "x-semgate-provider", Some("openai"));
