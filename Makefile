@@ -96,6 +96,8 @@ bench: build fake-provider envoy model
 	@command -v wrk >/dev/null || { apt-get install -y -qq wrk >/dev/null 2>&1 || { echo "install wrk"; exit 1; }; }
 	bash bench/run.sh
 	RAYON_NUM_THREADS=1 cargo run --release -q -p semgate-sidecar --features local-model --example sidecar_bench -- $(MODEL_DIR)
+	cargo build --release -q -p semgate-sidecar --features local-model --bin semgate-sidecar --example fill_journal
+	$(PY) bench/semantic.py $(MODEL_DIR)
 
 fmt:
 	cargo fmt --all
