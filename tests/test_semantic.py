@@ -20,6 +20,11 @@ def stack(provider, data_dir):
     sidecar = Sidecar(data_dir)
     cfg = gateway_test_config()
     cfg["semantic"] = {"enabled": True, "threshold": 0.8, "timeout_ms": 2000}
+    cfg["auth"]["keys"].append({"key": "sk-strict", "tenant": "strict"})
+    cfg["policies"] += [
+        {"match": {"tenant": "strict"}, "cache": {"semantic_threshold": 0.999}},
+        {"match": {"model": "gpt-4.1-nano"}, "cache": {"semantic": False}},
+    ]
     doc = render_envoy_config(provider.port, free_port(), free_port(), cfg, sidecar_port=sidecar.port)
     envoy = Envoy(provider, doc=doc)
     box = {"sidecar": sidecar, "envoy": envoy}
@@ -110,3 +115,22 @@ def test_sidecar_down_fails_open_and_restart_keeps_entries(stack, provider, data
     assert stack["sidecar"].port == port
     r = envoy.chat(chat(f"Where is my refund for ticket {tag}, please, now?"))
     assert r.headers["x-semgate-cache"] == "hit-semantic"
+
+
+def test_threshold_and_layer_per_policy(stack, provider):
+    envoy, sidecar = stack["envoy"], stack["sidecar"]
+    tag = uuid.uuid4().hex[:8]
+    # A tenant whose policy demands 0.999: a rephrasing that hits at 0.8 goes to the provider.
+    assert envoy.chat(chat(f"How long does delivery take for box {tag}?"), key="sk-strict").headers["x-semgate-cache"] == "miss"
+    r = envoy.chat(chat(f"How long does delivery take for box {tag}, please?"), key="sk-strict")
+    assert r.headers["x-semgate-cache"] == "miss"
+    assert envoy.chat(chat(f"How long does delivery take for box {tag}, please?")).headers["x-semgate-cache"] == "miss"
+    assert envoy.chat(chat(f"How long does delivery take for box {tag}?")).headers["x-semgate-cache"] == "hit-semantic"
+    # A model whose policy turns the layer off never calls the sidecar, and keeps exact hits.
+    nano = {**chat(f"Name a colour for item {tag}"), "model": "gpt-4.1-nano"}
+    lookups = sidecar.metric("semgate_sidecar_lookups_total")
+    assert envoy.chat(nano).headers["x-semgate-cache"] == "miss"
+    assert envoy.chat(nano).headers["x-semgate-cache"] == "hit-exact"
+    rephrased = {**nano, "messages": chat(f"Name a colour for item {tag}, please")["messages"]}
+    assert envoy.chat(rephrased).headers["x-semgate-cache"] == "miss"
+    assert sidecar.metric("semgate_sidecar_lookups_total") == lookups

@@ -148,6 +148,9 @@ pub struct PolicyMatch {
     pub path_prefix: Option<String>,
     #[serde(default)]
     pub tenant: Option<String>,
+    /// The request's `model`, exactly (known once the body is read).
+    #[serde(default)]
+    pub model: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -159,6 +162,16 @@ pub struct CacheOverride {
     pub ttl_s: Option<u64>,
     #[serde(default)]
     pub max_temperature: Option<f64>,
+    /// The semantic layer for these requests: off keeps them exact-only (`semantic.enabled`
+    /// must be on for `true` to mean anything).
+    #[serde(default)]
+    pub semantic: Option<bool>,
+    /// Cosine threshold sent with these requests' lookups (else `semantic.threshold`).
+    #[serde(default)]
+    pub semantic_threshold: Option<f64>,
+    /// TTL of these requests' semantic entries (else `semantic.ttl_s`, else the cache TTL).
+    #[serde(default)]
+    pub semantic_ttl_s: Option<u64>,
 }
 
 impl Default for CacheConfig {
@@ -308,6 +321,14 @@ impl Config {
             if let Some(t) = p.cache.max_temperature {
                 check_temperature(&format!("policies[{i}].cache.max_temperature"), t)?;
             }
+            if let Some(t) = p.cache.semantic_threshold {
+                if !(t > 0.0 && t <= 1.0) {
+                    return Err(err(format!("policies[{i}].cache.semantic_threshold"), "must be in (0, 1]"));
+                }
+            }
+            if let Some(0) = p.cache.semantic_ttl_s {
+                return Err(err(format!("policies[{i}].cache.semantic_ttl_s"), "must be greater than 0"));
+            }
         }
         Ok(())
     }
@@ -428,6 +449,8 @@ mod tests {
             (r#"{"auth":{"tenant_header":"X-Tenant"}}"#, "auth.tenant_header"),
             (r#"{"policies":[{"match":{"path_prefix":"x"},"cache":{}}]}"#, "policies[0].match.path_prefix"),
             (r#"{"policies":[{"match":{},"cache":{"ttl_s":0}}]}"#, "policies[0].cache.ttl_s"),
+            (r#"{"policies":[{"match":{},"cache":{"semantic_threshold":0}}]}"#, "policies[0].cache.semantic_threshold"),
+            (r#"{"policies":[{"match":{},"cache":{"semantic_ttl_s":0}}]}"#, "policies[0].cache.semantic_ttl_s"),
             (r#"{"max_body_bytes":0}"#, "max_body_bytes"),
             (r#"{"semantic":{"timeout_ms":0}}"#, "semantic.timeout_ms"),
             (r#"{"semantic":{"threshold":1.5}}"#, "semantic.threshold"),

@@ -129,24 +129,47 @@ pub struct EffectivePolicy {
     pub enabled: bool,
     pub ttl_s: u64,
     pub max_temperature: f64,
+    pub semantic: SemanticPolicy,
 }
 
-/// Defaults from `cache`, then every matching entry of `policies` in order (later wins).
-pub fn effective_policy(config: &Config, admitted: &Admitted) -> EffectivePolicy {
+/// The semantic layer's settings for one request.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct SemanticPolicy {
+    pub enabled: bool,
+    /// Sent with the lookup; `None` leaves it to the sidecar's default.
+    pub threshold: Option<f64>,
+    /// TTL of the semantic entry; `None` means the exact entry's TTL.
+    pub ttl_s: Option<u64>,
+}
+
+/// Defaults from `cache` and `semantic`, then every matching entry of `policies` in order
+/// (later wins). `model` is the request's model.
+pub fn effective_policy(config: &Config, admitted: &Admitted, model: &str) -> EffectivePolicy {
     let mut p = EffectivePolicy {
         enabled: config.cache.enabled,
         ttl_s: config.cache.ttl_s,
         max_temperature: config.cache.max_temperature,
+        semantic: SemanticPolicy {
+            enabled: config.semantic.enabled,
+            threshold: config.semantic.threshold,
+            ttl_s: config.semantic.ttl_s,
+        },
     };
     for policy in &config.policies {
         let m = &policy.matcher;
         let matches = m.route.as_ref().is_none_or(|r| admitted.route_name.as_deref() == Some(r.as_str()))
             && m.path_prefix.as_ref().is_none_or(|pre| admitted.path.starts_with(pre.as_str()))
-            && m.tenant.as_ref().is_none_or(|t| *t == admitted.tenant);
+            && m.tenant.as_ref().is_none_or(|t| *t == admitted.tenant)
+            && m.model.as_ref().is_none_or(|name| name == model);
         if matches {
-            p.enabled = policy.cache.enabled.unwrap_or(p.enabled);
-            p.ttl_s = policy.cache.ttl_s.unwrap_or(p.ttl_s);
-            p.max_temperature = policy.cache.max_temperature.unwrap_or(p.max_temperature);
+            let c = &policy.cache;
+            p.enabled = c.enabled.unwrap_or(p.enabled);
+            p.ttl_s = c.ttl_s.unwrap_or(p.ttl_s);
+            p.max_temperature = c.max_temperature.unwrap_or(p.max_temperature);
+            // A route can turn the layer off, never on without a sidecar configured.
+            p.semantic.enabled = config.semantic.enabled && c.semantic.unwrap_or(p.semantic.enabled);
+            p.semantic.threshold = c.semantic_threshold.or(p.semantic.threshold);
+            p.semantic.ttl_s = c.semantic_ttl_s.or(p.semantic.ttl_s);
         }
     }
     p
@@ -212,6 +235,7 @@ pub struct Plan {
     pub request: ChatRequest,
     pub upstream: Upstream,
     pub cache: CachePlan,
+    pub semantic: SemanticPolicy,
 }
 
 /// The body-phase decision: validate, route by model, and plan the cache.
@@ -223,7 +247,7 @@ pub fn plan(config: &Config, keys: &ProviderKeys, admitted: &Admitted, body: &[u
     let (provider, pc) =
         config.route_model(&request.model).ok_or_else(|| GatewayError::UnknownModel(request.model.clone()))?;
     let upstream = upstream_for(provider, pc, keys);
-    let policy = effective_policy(config, admitted);
+    let policy = effective_policy(config, admitted, &request.model);
     let scope = Scope {
         tenant: admitted.tenant.clone(),
         provider: config.cache.cache_by_provider.then(|| provider.to_string()),
@@ -242,7 +266,7 @@ pub fn plan(config: &Config, keys: &ProviderKeys, admitted: &Admitted, body: &[u
     } else {
         CachePlan::Lookup { key, ttl_s: policy.ttl_s }
     };
-    Ok(Plan { request, upstream, cache })
+    Ok(Plan { request, upstream, cache, semantic: policy.semantic })
 }
 
 fn upstream_for(provider: &str, pc: &ProviderConfig, keys: &ProviderKeys) -> Upstream {

@@ -152,12 +152,13 @@ pub fn semantic_query(
     Some(SemanticQuery { scope, text })
 }
 
-pub fn lookup_body(q: &SemanticQuery, key: &CacheKey, cfg: &SemanticConfig) -> Vec<u8> {
+/// `threshold`: the request's (policy) threshold; `None` leaves it to the sidecar.
+pub fn lookup_body(q: &SemanticQuery, key: &CacheKey, cfg: &SemanticConfig, threshold: Option<f64>) -> Vec<u8> {
     let mut body = json!({"scope": q.scope, "text": q.text, "guard": cfg.guard});
     if cfg.shared_exact {
         body["key"] = json!(key.hex());
     }
-    if let Some(t) = cfg.threshold {
+    if let Some(t) = threshold {
         body["threshold"] = json!(t);
     }
     body.to_string().into_bytes()

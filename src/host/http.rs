@@ -42,6 +42,8 @@ struct Forwarded {
     tee: Option<ResponseTee>,
     /// Also store the answer in the sidecar under this text and scope.
     semantic: Option<SemanticQuery>,
+    /// The semantic entry's TTL, when not the exact entry's.
+    semantic_ttl_s: Option<u64>,
 }
 
 struct Pending {
@@ -154,14 +156,15 @@ impl GatewayHttp {
         }
         let sem = &rt.config.semantic;
         let query = match plan.cache.store_as() {
-            Some(_) if sem.enabled => {
+            Some(_) if plan.semantic.enabled => {
                 let provider = rt.config.cache.cache_by_provider.then_some(plan.upstream.provider.as_str());
                 semantic::semantic_query(&plan.request, &admitted.tenant, provider, sem)
             }
             _ => None,
         };
         if let (Some(q), CachePlan::Lookup { key, .. }) = (&query, plan.cache) {
-            match abi::http_call(&sem.cluster, "/v1/lookup", &semantic::lookup_body(q, &key, sem), sem.timeout_ms) {
+            let body = semantic::lookup_body(q, &key, sem, plan.semantic.threshold);
+            match abi::http_call(&sem.cluster, "/v1/lookup", &body, sem.timeout_ms) {
                 Ok(token) => {
                     let pending = Pending { plan, query: q.clone(), token, sent_ms: now_ms() };
                     self.phase = Phase::AwaitingLookup(Box::new(pending));
@@ -325,6 +328,7 @@ impl GatewayHttp {
             store: plan.cache.store_as(),
             tee: None,
             semantic,
+            semantic_ttl_s: plan.semantic.ttl_s,
         }));
         Action::Continue
     }
@@ -411,7 +415,7 @@ impl GatewayHttp {
                 let entry = Entry { key, created_ms: now, expires_ms: now + ttl_s * 1000, response };
                 if let Some(q) = f.semantic.take() {
                     let sem = &rt.config.semantic;
-                    let body = semantic::store_body(&q, &key, &entry.response, sem.ttl_s.unwrap_or(ttl_s));
+                    let body = semantic::store_body(&q, &key, &entry.response, f.semantic_ttl_s.unwrap_or(ttl_s));
                     // Fire and forget: the answer, if any, is not waited for.
                     match abi::http_call(&sem.cluster, "/v1/store", &body, 5_000) {
                         Ok(_) => rt.metrics.inc(rt.metrics.semantic_stores),

@@ -181,3 +181,27 @@ fn tee_stores_sse_only_when_done() {
     t.push(b"data: {\"error\":{\"message\":\"overloaded\"}}\n\ndata: [DONE]\n\n");
     assert_eq!(t.finish().unwrap_err(), NotStorable::Invalid);
 }
+
+#[test]
+fn semantic_settings_per_route_and_per_model() {
+    let c = config(
+        r#","semantic":{"enabled":true,"threshold":0.8,"ttl_s":600},
+        "policies":[
+          {"match":{"model":"gpt-4o"},"cache":{"semantic_threshold":0.9,"semantic_ttl_s":60}},
+          {"match":{"path_prefix":"/support/"},"cache":{"semantic":false}}
+        ]"#,
+    );
+    let auth = Some("Bearer sk-demo");
+    let plain = plan(&c, &keys(), &admitted(&c, &head("/v1/chat/completions", auth)), BODY).unwrap();
+    assert_eq!(plain.semantic, SemanticPolicy { enabled: true, threshold: Some(0.9), ttl_s: Some(60) });
+    let mini = br#"{"model":"gpt-4o-mini","messages":[{"role":"user","content":"hi"}]}"#;
+    let other_model = plan(&c, &keys(), &admitted(&c, &head("/v1/chat/completions", auth)), mini).unwrap();
+    assert_eq!(other_model.semantic, SemanticPolicy { enabled: true, threshold: Some(0.8), ttl_s: Some(600) });
+    let support = plan(&c, &keys(), &admitted(&c, &head("/support/v1/chat/completions", auth)), mini).unwrap();
+    assert!(!support.semantic.enabled);
+    assert!(matches!(support.cache, CachePlan::Lookup { .. }), "the exact layer stays on");
+    // A policy cannot turn the layer on when the sidecar is not configured.
+    let off = config(r#","policies":[{"match":{},"cache":{"semantic":true}}]"#);
+    let p = plan(&off, &keys(), &admitted(&off, &head("/v1/chat/completions", auth)), BODY).unwrap();
+    assert!(!p.semantic.enabled);
+}

@@ -103,12 +103,13 @@ fn store_and_lookup_bodies_round_trip() {
     let lookup: Value = serde_json::from_slice(&lookup_body(
         &query,
         &key,
-        &SemanticConfig { threshold: Some(0.9), shared_exact: false, ..SemanticConfig::default() },
+        &SemanticConfig { shared_exact: false, ..SemanticConfig::default() },
+        Some(0.9),
     ))
     .unwrap();
     assert_eq!(lookup, json!({"scope": "s", "text": "hello", "guard": true, "threshold": 0.9}));
     // With the shared exact tier (the default) the key goes along, and an exact answer says so.
-    let lookup: Value = serde_json::from_slice(&lookup_body(&query, &key, &SemanticConfig::default())).unwrap();
+    let lookup: Value = serde_json::from_slice(&lookup_body(&query, &key, &SemanticConfig::default(), None)).unwrap();
     assert_eq!(lookup["key"], json!(key.hex()));
     let answer = json!({"hit": true, "tier": "exact", "score": 1.0, "created_ms": 5, "expires_ms": 9,
         "response": stored["response"]});
