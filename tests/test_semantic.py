@@ -2,12 +2,13 @@
 sidecar's hashing test embedder (bag of words) so no model is needed: what is tested is the
 filter's callouts, scoping, the guard, failing open and persistence, not embedding quality."""
 
+import json
 import uuid
 
 import pytest
 
 from conftest import gateway_test_config
-from harness import Envoy, Sidecar, free_port, render_envoy_config, wait_until
+from harness import ROOT, Envoy, Sidecar, free_port, render_envoy_config, wait_until
 
 
 @pytest.fixture(scope="module")
@@ -134,3 +135,34 @@ def test_threshold_and_layer_per_policy(stack, provider):
     rephrased = {**nano, "messages": chat(f"Name a colour for item {tag}, please")["messages"]}
     assert envoy.chat(rephrased).headers["x-semgate-cache"] == "miss"
     assert sidecar.metric("semgate_sidecar_lookups_total") == lookups
+
+
+def test_near_miss_pairs_of_the_eval_set_never_hit(stack, provider):
+    """Every near-miss pair of the eval set's dev split, each in its own scope (a system
+    prompt naming the pair): the first text is answered and stored, the second must reach the
+    provider. The hashing embedder scores many pairs above the threshold (same words), so it
+    is the guard that refuses them."""
+    envoy, sidecar = stack["envoy"], stack["sidecar"]
+    rows = [json.loads(line) for line in (ROOT / "sidecar/eval/pairs.jsonl").read_text().splitlines() if line.strip()]
+    near = [r for r in rows if r["label"] == "miss" and r["split"] == "dev"]
+    assert len(near) >= 100
+    run = uuid.uuid4().hex[:8]
+    rejected_before = guard_rejections(sidecar)
+    for r in near:
+        system = {"role": "system", "content": f"Eval pair {r['id']} run {run}."}
+        stores = sidecar.metric("semgate_sidecar_stores_total")
+        first = envoy.chat({"model": "gpt-4o-mini", "messages": [system, {"role": "user", "content": r["a"]}]})
+        assert first.headers["x-semgate-cache"] == "miss", r["id"]
+        wait_until(lambda: sidecar.metric("semgate_sidecar_stores_total") > stores, f"the store of {r['id']}")
+        started = provider.started()
+        second = envoy.chat({"model": "gpt-4o-mini", "messages": [system, {"role": "user", "content": r["b"]}]})
+        assert second.headers["x-semgate-cache"] == "miss", (r["id"], r["a"], r["b"])
+        assert provider.started() == started + 1
+    rejected = guard_rejections(sidecar) - rejected_before
+    print(f"{len(near)} near-miss pairs, {rejected:.0f} refused by the guard")
+    assert rejected >= len(near) // 2, "most pairs must reach the guard, or the test proves little"
+
+
+def guard_rejections(sidecar):
+    return sum(float(line.split()[-1]) for line in sidecar.metrics().splitlines()
+               if line.startswith("semgate_sidecar_guard_rejections_total{"))
