@@ -2,7 +2,7 @@
 //! for each threshold, with and without the guard, how many true paraphrases would be served
 //! (recall), how many near-misses would be served (false-hit rate), and precision.
 //!
-//!   semgate-eval [--pairs FILE] [--split dev|test|all] [--embedder hashing|local|openai] [--model-dir DIR]
+//!   semgate-eval [--pairs FILE] [--split dev|test|all] [--embedder hashing|local|wordllama|openai] [--model-dir DIR]
 //!                [--embed-url URL --embed-model NAME [--embed-key-env VAR] [--embed-dim N]]
 //!
 //! With `--embedder openai` the pairs' texts are sent to that endpoint (any OpenAI-compatible
@@ -108,6 +108,7 @@ fn embedder(name: &str, model_dir: Option<&str>, remote: Remote) -> Result<Arc<d
     match name {
         "hashing" => Ok(Arc::new(HashingEmbedder { dim: 384 })),
         "local" => local(model_dir),
+        "wordllama" => wordllama(model_dir),
         "openai" => {
             let url = remote.url.ok_or("--embedder openai needs --embed-url")?;
             let model = remote.model.ok_or("--embedder openai needs --embed-model")?;
@@ -125,7 +126,19 @@ fn local(model_dir: Option<&str>) -> Result<Arc<dyn Embedder>, String> {
     Ok(Arc::new(semgate_sidecar::embed::local::LocalBert::load(std::path::Path::new(dir)).map_err(|e| e.to_string())?))
 }
 
+#[cfg(feature = "local-model")]
+fn wordllama(model_dir: Option<&str>) -> Result<Arc<dyn Embedder>, String> {
+    let dir = model_dir.ok_or("--embedder wordllama needs --model-dir")?;
+    let model = semgate_sidecar::embed::wordllama::WordLlama::load(std::path::Path::new(dir));
+    Ok(Arc::new(model.map_err(|e| e.to_string())?))
+}
+
 #[cfg(not(feature = "local-model"))]
 fn local(_: Option<&str>) -> Result<Arc<dyn Embedder>, String> {
     Err("built without the local model: build with --features local-model".into())
+}
+
+#[cfg(not(feature = "local-model"))]
+fn wordllama(dir: Option<&str>) -> Result<Arc<dyn Embedder>, String> {
+    local(dir)
 }
