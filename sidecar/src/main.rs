@@ -160,7 +160,9 @@ fn local_embedder(args: &Args) -> Result<Arc<dyn Embedder>, String> {
 fn wordllama_embedder(args: &Args) -> Result<Arc<dyn Embedder>, String> {
     let dir = args.model_dir.clone().ok_or("--embedder wordllama needs --model-dir (make model fetches it)")?;
     let model = semgate_sidecar::embed::wordllama::WordLlama::load(&dir).map_err(|e| e.to_string())?;
-    Ok(cached(model))
+    // No text -> vector cache: embedding a prompt here (a few microseconds) costs about what a
+    // cache lookup does, and the cache would hold up to ~77 MB.
+    Ok(Arc::new(model))
 }
 
 #[cfg(not(feature = "local-model"))]
