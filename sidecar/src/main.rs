@@ -36,7 +36,7 @@ const USAGE: &str =
        [--embedder local|wordllama|openai|hashing]
   local:     --model-dir DIR  MiniLM on this machine (build with --features local-model)
   wordllama: --model-dir DIR  WordLlama l2_supercat on this machine (same feature): far faster
-             than MiniLM, finds fewer paraphrases; its threshold differs (see the README)
+             than MiniLM, finds fewer paraphrases (see the README)
   openai:  --embed-url URL --embed-model NAME [--embed-key-env VAR] [--embed-dim N]
            [--embed-timeout-ms MS] [--embed-batch N]
            any OpenAI-compatible POST <URL>/embeddings, e.g. https://api.openai.com/v1 or
