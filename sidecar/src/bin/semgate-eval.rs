@@ -2,8 +2,18 @@
 //! for each threshold, with and without the guard, how many true paraphrases would be served
 //! (recall), how many near-misses would be served (false-hit rate), and precision.
 //!
-//!   semgate-eval [--pairs FILE] [--split dev|test|all] [--embedder hashing|local|openai] [--model-dir DIR]
+//! The last column covers what the labeled pairs do not: two different requests of the same
+//! domain ("How do I parse JSON in Python?" against "How do I reverse a list in Python?"). It
+//! is the share of the split's same-domain text pairs that no label links (not one labeled
+//! pair, not paraphrases of one another through the labels) that would be served. The guard
+//! was written for near-misses, so at a low threshold it lets many of these through; this is
+//! what keeps the threshold up. Some of these pairs are paraphrases that no label links (among
+//! the highest-scoring ones, often), so the column over-counts wrong answers;
+//! `--show-unrelated N` prints the N highest-scoring ones the guard accepts, to look at.
+//!
+//!   semgate-eval [--pairs FILE] [--split dev|test|all] [--embedder hashing|local|wordllama|openai] [--model-dir DIR]
 //!                [--embed-url URL --embed-model NAME [--embed-key-env VAR] [--embed-dim N]]
+//!                [--show-unrelated N]
 //!
 //! With `--embedder openai` the pairs' texts are sent to that endpoint (any OpenAI-compatible
 //! `/v1/embeddings`), so a threshold can be chosen for a remote model too.
@@ -19,6 +29,7 @@ struct Pair {
     b: String,
     hit: bool,
     split: String,
+    domain: String,
 }
 
 fn main() {
@@ -32,6 +43,7 @@ fn run() -> Result<(), String> {
     let mut pairs_path = concat!(env!("CARGO_MANIFEST_DIR"), "/eval/pairs.jsonl").to_string();
     let (mut split, mut embedder_name, mut model_dir) = ("all".to_string(), "hashing".to_string(), None::<String>);
     let mut remote = Remote::default();
+    let mut show_unrelated = 0usize;
     let mut args = std::env::args().skip(1);
     while let Some(flag) = args.next() {
         let value = args.next().ok_or_else(|| format!("{flag} needs a value"))?;
@@ -44,6 +56,7 @@ fn run() -> Result<(), String> {
             "--embed-model" => remote.model = Some(value),
             "--embed-key-env" => remote.key_env = Some(value),
             "--embed-dim" => remote.dim = Some(value.parse().map_err(|e| format!("--embed-dim: {e}"))?),
+            "--show-unrelated" => show_unrelated = value.parse().map_err(|e| format!("--show-unrelated: {e}"))?,
             other => return Err(format!("unknown flag {other}")),
         }
     }
@@ -53,7 +66,8 @@ fn run() -> Result<(), String> {
     for line in text.lines().filter(|l| !l.trim().is_empty()) {
         let v: serde_json::Value = serde_json::from_str(line).map_err(|e| format!("{pairs_path}: {e}"))?;
         let get = |k: &str| v.get(k).and_then(|x| x.as_str()).unwrap_or("").to_string();
-        let p = Pair { a: get("a"), b: get("b"), hit: get("label") == "hit", split: get("split") };
+        let p =
+            Pair { a: get("a"), b: get("b"), hit: get("label") == "hit", split: get("split"), domain: get("domain") };
         if split == "all" || p.split == split {
             pairs.push(p);
         }
@@ -72,27 +86,98 @@ fn run() -> Result<(), String> {
         .map(|(i, p)| (dot(&vectors[2 * i], &vectors[2 * i + 1]), p.hit, guard.verify(&p.a, &p.b).is_ok()))
         .collect();
     let (hits, misses) = (scored.iter().filter(|s| s.1).count(), scored.iter().filter(|s| !s.1).count());
+    let unrelated = unrelated_pairs(&pairs, &vectors, &guard);
     println!(
-        "model {} | split {split} | {} pairs ({hits} paraphrases, {misses} near-misses) | {per_text_ms:.2} ms per text",
+        "model {} | split {split} | {} pairs ({hits} paraphrases, {misses} near-misses) | {} unrelated \
+         same-domain pairs | {per_text_ms:.3} ms per text",
         embedder.model_id(),
-        pairs.len()
+        pairs.len(),
+        unrelated.len()
     );
-    println!("| threshold | guard | recall | false-hit rate | precision |\n|---:|---|---:|---:|---:|");
-    for t in (50..=98).step_by(4).map(|x| x as f32 / 100.0) {
+    println!(
+        "| threshold | guard | recall | false-hit rate | precision | unrelated served |\n|---:|---|---:|---:|---:|---:|"
+    );
+    for t in (30..=98).step_by(2).map(|x| x as f32 / 100.0) {
         for use_guard in [false, true] {
             let served =
                 |want_hit: bool| scored.iter().filter(|s| s.1 == want_hit && s.0 >= t && (!use_guard || s.2)).count();
             let (tp, fp) = (served(true), served(false));
             let precision = if tp + fp == 0 { 1.0 } else { tp as f64 / (tp + fp) as f64 };
+            let wrong = unrelated.iter().filter(|u| u.0 >= t && (!use_guard || u.1)).count();
             println!(
-                "| {t:.2} | {} | {:.3} | {:.3} | {precision:.3} |",
+                "| {t:.2} | {} | {:.3} | {:.3} | {precision:.3} | {:.4} ({wrong}) |",
                 if use_guard { "on" } else { "off" },
                 tp as f64 / hits.max(1) as f64,
-                fp as f64 / misses.max(1) as f64
+                fp as f64 / misses.max(1) as f64,
+                wrong as f64 / unrelated.len().max(1) as f64
             );
         }
     }
+    if show_unrelated > 0 {
+        let mut accepted: Vec<&(f32, bool, &str, &str)> = unrelated.iter().filter(|u| u.1).collect();
+        accepted.sort_by(|x, y| y.0.total_cmp(&x.0));
+        println!("\nthe {show_unrelated} unrelated pairs the guard accepts with the highest cosine:");
+        for (score, _, x, y) in accepted.into_iter().take(show_unrelated) {
+            println!("{score:.3}  {x:?}  {y:?}");
+        }
+    }
     Ok(())
+}
+
+/// (cosine, guard accepts, text, text) for every pair of distinct texts of one domain that the labels do
+/// not link: not a labeled pair, and not in one group of texts joined by paraphrase labels.
+/// `vectors` holds `a` then `b` of each pair, in order.
+fn unrelated_pairs<'a>(
+    pairs: &'a [Pair],
+    vectors: &[Vec<f32>],
+    guard: &GuardConfig,
+) -> Vec<(f32, bool, &'a str, &'a str)> {
+    use std::collections::{HashMap, HashSet};
+    // texts -> node; paraphrase labels join nodes (union-find)
+    let mut node: HashMap<&str, usize> = HashMap::new();
+    let mut first: Vec<(usize, &str)> = Vec::new(); // per node: one vector index, its text
+    for (i, p) in pairs.iter().enumerate() {
+        for (k, t) in [p.a.as_str(), p.b.as_str()].into_iter().enumerate() {
+            node.entry(t).or_insert_with(|| {
+                first.push((2 * i + k, t));
+                first.len() - 1
+            });
+        }
+    }
+    let mut parent: Vec<usize> = (0..first.len()).collect();
+    fn root(parent: &mut [usize], mut x: usize) -> usize {
+        while parent[x] != x {
+            parent[x] = parent[parent[x]];
+            x = parent[x];
+        }
+        x
+    }
+    let mut labeled: HashSet<(usize, usize)> = HashSet::new();
+    for p in pairs {
+        let (a, b) = (node[p.a.as_str()], node[p.b.as_str()]);
+        labeled.insert((a.min(b), a.max(b)));
+        if p.hit {
+            let (ra, rb) = (root(&mut parent, a), root(&mut parent, b));
+            parent[ra] = rb;
+        }
+    }
+    let mut domain_of = vec![""; first.len()];
+    for p in pairs {
+        domain_of[node[p.a.as_str()]] = &p.domain;
+        domain_of[node[p.b.as_str()]] = &p.domain;
+    }
+    let mut out = Vec::new();
+    for x in 0..first.len() {
+        for y in x + 1..first.len() {
+            if domain_of[x] != domain_of[y] || labeled.contains(&(x, y)) || root(&mut parent, x) == root(&mut parent, y)
+            {
+                continue;
+            }
+            let ((vx, tx), (vy, ty)) = (first[x], first[y]);
+            out.push((dot(&vectors[vx], &vectors[vy]), guard.verify(tx, ty).is_ok(), tx, ty));
+        }
+    }
+    out
 }
 
 /// The `--embed-*` flags of `--embedder openai`.
@@ -108,6 +193,7 @@ fn embedder(name: &str, model_dir: Option<&str>, remote: Remote) -> Result<Arc<d
     match name {
         "hashing" => Ok(Arc::new(HashingEmbedder { dim: 384 })),
         "local" => local(model_dir),
+        "wordllama" => wordllama(model_dir),
         "openai" => {
             let url = remote.url.ok_or("--embedder openai needs --embed-url")?;
             let model = remote.model.ok_or("--embedder openai needs --embed-model")?;
@@ -125,7 +211,84 @@ fn local(model_dir: Option<&str>) -> Result<Arc<dyn Embedder>, String> {
     Ok(Arc::new(semgate_sidecar::embed::local::LocalBert::load(std::path::Path::new(dir)).map_err(|e| e.to_string())?))
 }
 
+#[cfg(feature = "local-model")]
+fn wordllama(model_dir: Option<&str>) -> Result<Arc<dyn Embedder>, String> {
+    let dir = model_dir.ok_or("--embedder wordllama needs --model-dir")?;
+    let model = semgate_sidecar::embed::wordllama::WordLlama::load(std::path::Path::new(dir));
+    Ok(Arc::new(model.map_err(|e| e.to_string())?))
+}
+
 #[cfg(not(feature = "local-model"))]
 fn local(_: Option<&str>) -> Result<Arc<dyn Embedder>, String> {
     Err("built without the local model: build with --features local-model".into())
+}
+
+#[cfg(not(feature = "local-model"))]
+fn wordllama(dir: Option<&str>) -> Result<Arc<dyn Embedder>, String> {
+    local(dir)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pair(a: &str, b: &str, hit: bool, domain: &str) -> Pair {
+        Pair { a: a.into(), b: b.into(), hit, split: "dev".into(), domain: domain.into() }
+    }
+
+    /// Unrelated pairs: same domain, not a labeled pair, not joined by paraphrase labels
+    /// (transitively), each pair of texts once however often the texts recur.
+    #[test]
+    fn unrelated_pairs_skip_what_the_labels_link() {
+        let pairs = [
+            pair("alpha one", "beta two", true, "x"),
+            pair("beta two", "gamma three", true, "x"), // alpha ~ beta ~ gamma
+            pair("alpha one", "delta four", false, "x"), // a labeled near-miss
+            pair("epsilon five", "zeta six", false, "x"),
+            pair("eta seven", "theta eight", true, "y"), // the only texts of domain y
+        ];
+        // text i of the pairs gets a vector whose cosine with text j is known: unit basis vectors,
+        // except that "delta four" points where "beta two" does
+        let basis = |k: usize| (0..8).map(|d| if d == k { 1.0 } else { 0.0 }).collect::<Vec<f32>>();
+        let texts: Vec<&str> = pairs.iter().flat_map(|p| [p.a.as_str(), p.b.as_str()]).collect();
+        let vectors: Vec<Vec<f32>> = texts
+            .iter()
+            .map(|t| match *t {
+                "alpha one" => basis(0),
+                "beta two" | "delta four" => basis(1),
+                "gamma three" => basis(2),
+                "epsilon five" => basis(3),
+                "zeta six" => basis(4),
+                _ => basis(5),
+            })
+            .collect();
+        let got = unrelated_pairs(&pairs, &vectors, &GuardConfig::default());
+        let mut names: Vec<(String, String)> = got
+            .iter()
+            .map(|u| {
+                let (x, y) = (u.2.split(' ').next().unwrap(), u.3.split(' ').next().unwrap());
+                (x.min(y).to_string(), x.max(y).to_string())
+            })
+            .collect();
+        names.sort();
+        let want = [
+            ("alpha", "epsilon"),
+            ("alpha", "zeta"),
+            ("beta", "delta"),
+            ("beta", "epsilon"),
+            ("beta", "zeta"),
+            ("delta", "gamma"),
+            ("delta", "epsilon"),
+            ("delta", "zeta"),
+            ("epsilon", "gamma"),
+            ("gamma", "zeta"),
+        ];
+        let mut want: Vec<(String, String)> = want.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect();
+        want.sort();
+        assert_eq!(names, want);
+        for u in &got {
+            let same = (u.2 == "beta two" && u.3 == "delta four") || (u.2 == "delta four" && u.3 == "beta two");
+            assert_eq!(u.0, if same { 1.0 } else { 0.0 }, "{} / {}", u.2, u.3);
+        }
+    }
 }

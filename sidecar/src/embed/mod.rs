@@ -1,6 +1,6 @@
-//! Embeddings behind one trait: the local MiniLM model (feature `local-model`), any
-//! OpenAI-compatible `/v1/embeddings` endpoint, and a hashing test double. Vectors are
-//! L2-normalised, so a dot product is the cosine.
+//! Embeddings behind one trait: the local models (feature `local-model`: MiniLM in `local`,
+//! WordLlama in `wordllama`), any OpenAI-compatible `/v1/embeddings` endpoint, and a hashing
+//! test double. Vectors are L2-normalised, so a dot product is the cosine.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -9,6 +9,8 @@ use std::sync::Mutex;
 #[cfg(feature = "local-model")]
 pub mod local;
 pub mod openai;
+#[cfg(feature = "local-model")]
+pub mod wordllama;
 
 #[derive(Debug, thiserror::Error)]
 pub enum EmbedError {
