@@ -4,20 +4,7 @@
 //! Vectors are deterministic pseudo-random unit vectors; the responses are small JSON.
 
 use semgate_sidecar::index::{FlatIndex, Record, VectorStore};
-
-fn random_unit(seed: u64, dim: usize) -> Vec<f32> {
-    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    let v: Vec<f32> = (0..dim)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            (x % 2000) as f32 / 1000.0 - 1.0
-        })
-        .collect();
-    let n = v.iter().map(|a| a * a).sum::<f32>().sqrt();
-    v.into_iter().map(|a| a / n).collect()
-}
+use semgate_sidecar::synthetic::unit_vector;
 
 fn main() -> Result<(), String> {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -36,7 +23,7 @@ fn main() -> Result<(), String> {
             namespace: namespace.clone(),
             text: format!("synthetic stored question number {i}"),
             response: response.to_vec(),
-            vector: random_unit(i as u64 + 1, dim),
+            vector: unit_vector(i as u64 + 1, dim),
             created_ms: now,
             expires_ms: now + 86_400_000,
         };

@@ -8,6 +8,7 @@ use semgate_sidecar::embed::local::LocalBert;
 use semgate_sidecar::embed::Embedder;
 use semgate_sidecar::guard::GuardConfig;
 use semgate_sidecar::index::{FlatIndex, Record, VectorStore};
+use semgate_sidecar::synthetic::unit_vector;
 use std::time::Instant;
 
 fn pct(v: &mut [f64], p: f64) -> f64 {
@@ -22,21 +23,6 @@ fn rss_mb() -> f64 {
             s.lines().find(|l| l.starts_with("VmRSS:")).and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
         })
         .map_or(0.0, |kb| kb / 1024.0)
-}
-
-/// A cheap deterministic pseudo-random unit vector (xorshift).
-fn random_unit(seed: u64, dim: usize) -> Vec<f32> {
-    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    let v: Vec<f32> = (0..dim)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            (x % 2000) as f32 / 1000.0 - 1.0
-        })
-        .collect();
-    let n = v.iter().map(|a| a * a).sum::<f32>().sqrt();
-    v.into_iter().map(|a| a / n).collect()
 }
 
 fn main() {
@@ -71,7 +57,7 @@ fn main() {
                     namespace: "tenant|*|ctx".into(),
                     text: format!("stored question {i}"),
                     response: vec![b'x'; 512],
-                    vector: random_unit(i as u64, model.dim()),
+                    vector: unit_vector(i as u64, model.dim()),
                     created_ms: 0,
                     expires_ms: u64::MAX,
                 })

@@ -8,3 +8,4 @@ pub mod guard;
 pub mod index;
 pub mod quant;
 pub mod server;
+pub mod synthetic;

@@ -87,27 +87,15 @@ fn the_shortlisted_scan_finds_the_exact_nearest_among_many() {
     // 5,000 pseudo-random vectors in one scope: the int8 scan plus exact rescoring must rank
     // exactly as a full f32 scan does, and report exact scores.
     let dim = 64;
-    let mut x = 0x2545_F491_4F6C_DD1Du64;
-    let mut next = || {
-        let v: Vec<f32> = (0..dim)
-            .map(|_| {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                (x % 2000) as f32 / 1000.0 - 1.0
-            })
-            .collect();
-        unit(&v)
-    };
     let idx = FlatIndex::in_memory(dim, 10_000);
     let mut all = Vec::new();
     for id in 0..5_000u64 {
-        let v = next();
+        let v = crate::synthetic::unit_vector(id, dim);
         all.push((id, v.clone()));
         idx.insert(Record { vector: v, ..rec(id, "s", &[1.0; 64], 0, 1000) }).unwrap();
     }
-    for _ in 0..20 {
-        let q = next();
+    for seed in 100_000..100_020 {
+        let q = crate::synthetic::unit_vector(seed, dim);
         let mut want: Vec<(f32, u64)> = all.iter().map(|(id, v)| (dot(&q, v), *id)).collect();
         want.sort_by(|a, b| b.0.total_cmp(&a.0));
         let got = idx.search("s", &q, 5, 1).unwrap();

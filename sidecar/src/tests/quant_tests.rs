@@ -3,20 +3,7 @@
 use super::*;
 use crate::index::dot;
 
-/// Deterministic pseudo-random unit vector (xorshift).
-fn unit(seed: u64, dim: usize) -> Vec<f32> {
-    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    let v: Vec<f32> = (0..dim)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            (x % 2000) as f32 / 1000.0 - 1.0
-        })
-        .collect();
-    let n = dot(&v, &v).sqrt();
-    v.into_iter().map(|a| a / n).collect()
-}
+use crate::synthetic::unit_vector as unit;
 
 #[test]
 fn code_scores_approximate_the_cosine() {
