@@ -3,20 +3,21 @@
 //! it every test here fails: a missing model must not look like a passing run.
 #![cfg(feature = "local-model")]
 
+mod common;
+use common::{dot, max_abs_diff, QUICKSTART};
+
 use semgate_sidecar::embed::local::{LocalBert, Pooling};
 use semgate_sidecar::embed::{CachedEmbedder, Embedder};
 use std::path::PathBuf;
 use std::sync::OnceLock;
 
 fn model_dir() -> PathBuf {
-    match std::env::var_os("SEMGATE_MODEL_DIR") {
-        Some(dir) if !dir.is_empty() => PathBuf::from(dir),
-        _ => panic!(
-            "SEMGATE_MODEL_DIR is not set: point it at the all-MiniLM-L6-v2 directory \
+    common::dir_from_env(
+        "SEMGATE_MODEL_DIR",
+        "point it at the all-MiniLM-L6-v2 directory \
              (`make model`, or `sidecar/fetch-model.sh .cache/models`, then \
-             SEMGATE_MODEL_DIR=.cache/models/all-MiniLM-L6-v2)"
-        ),
-    }
+             SEMGATE_MODEL_DIR=.cache/models/all-MiniLM-L6-v2)",
+    )
 }
 
 fn model() -> &'static LocalBert {
@@ -26,17 +27,6 @@ fn model() -> &'static LocalBert {
         LocalBert::load(&dir).unwrap_or_else(|e| panic!("SEMGATE_MODEL_DIR={}: {e}", dir.display()))
     })
 }
-
-fn dot(a: &[f32], b: &[f32]) -> f32 {
-    a.iter().zip(b).map(|(x, y)| x * y).sum()
-}
-
-fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
-    assert_eq!(a.len(), b.len());
-    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
-}
-
-const QUICKSTART: [&str; 3] = ["The weather is lovely today.", "It's so sunny outside!", "He drove to the stadium."];
 
 #[test]
 fn loads_minilm_as_sentence_transformers_configures_it() {

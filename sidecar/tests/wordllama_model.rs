@@ -4,20 +4,21 @@
 //! must not look like a passing run.
 #![cfg(feature = "local-model")]
 
+mod common;
+use common::{dot, max_abs_diff, QUICKSTART};
+
 use semgate_sidecar::embed::wordllama::{WordLlama, MODEL_ID};
 use semgate_sidecar::embed::{CachedEmbedder, Embedder};
 use std::path::PathBuf;
 use std::sync::OnceLock;
 
 fn model_dir() -> PathBuf {
-    match std::env::var_os("SEMGATE_WORDLLAMA_DIR") {
-        Some(dir) if !dir.is_empty() => PathBuf::from(dir),
-        _ => panic!(
-            "SEMGATE_WORDLLAMA_DIR is not set: point it at the WordLlama directory \
+    common::dir_from_env(
+        "SEMGATE_WORDLLAMA_DIR",
+        "point it at the WordLlama directory \
              (`make model`, or `sidecar/fetch-model.sh .cache/models`, then \
-             SEMGATE_WORDLLAMA_DIR=$PWD/.cache/models/wordllama-l2-supercat: the tests run in sidecar/)"
-        ),
-    }
+             SEMGATE_WORDLLAMA_DIR=$PWD/.cache/models/wordllama-l2-supercat: the tests run in sidecar/)",
+    )
 }
 
 fn model() -> &'static WordLlama {
@@ -27,17 +28,6 @@ fn model() -> &'static WordLlama {
         WordLlama::load(&dir).unwrap_or_else(|e| panic!("SEMGATE_WORDLLAMA_DIR={}: {e}", dir.display()))
     })
 }
-
-fn dot(a: &[f32], b: &[f32]) -> f32 {
-    a.iter().zip(b).map(|(x, y)| x * y).sum()
-}
-
-fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
-    assert_eq!(a.len(), b.len());
-    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
-}
-
-const QUICKSTART: [&str; 3] = ["The weather is lovely today.", "It's so sunny outside!", "He drove to the stadium."];
 
 /// Token ids as the package's tokenizer gives them (`wl.tokenize(text)[0].ids`): the Llama 2
 /// vocabulary, no `<s>`, byte fallback for what the vocabulary lacks.
