@@ -51,6 +51,13 @@ impl ExactTier {
         }
         self.bytes += bytes;
         self.order.push_back((key.clone(), now_ms));
+        // A key stored again leaves its old position behind; drop those before they
+        // outnumber the live ones, so the bookkeeping stays as bounded as the tier.
+        if self.order.len() > 2 * self.map.len() + 64 {
+            let map = &self.map;
+            self.order.retain(|(k, created)| k != &key && map.get(k).is_some_and(|e| e.created_ms == *created));
+            self.order.push_back((key.clone(), now_ms));
+        }
         self.map.insert(key, ExactEntry { response, created_ms: now_ms, expires_ms: now_ms + ttl_ms, bytes });
         true
     }

@@ -28,3 +28,21 @@ fn the_byte_bound_holds_and_a_key_stored_again_is_counted_once() {
     assert!(!t.insert("big".into(), json!("x".repeat(64)), 4, 1_000), "over the bound alone: not kept");
     assert!(t.get("k3", 4).is_some());
 }
+
+#[test]
+fn storing_one_key_again_and_again_keeps_the_bookkeeping_bounded() {
+    let mut t = ExactTier::new(100, 1 << 20);
+    for now in 0..10_000 {
+        assert!(t.insert("same".into(), json!("A"), now, 1_000));
+    }
+    assert_eq!(t.len(), 1);
+    assert!(t.order.len() <= 2 * t.len() + 65, "{} positions for one key", t.order.len());
+    // The one live position survived the compaction: it is still the one evicted first.
+    assert!(t.insert("other".into(), json!("B"), 10_000, 1_000));
+    let mut small = ExactTier::new(1, 1 << 20);
+    for now in 0..200 {
+        small.insert("k".into(), json!("A"), now, 1_000);
+    }
+    assert!(small.insert("k2".into(), json!("B"), 200, 1_000));
+    assert!(small.get("k", 200).is_none() && small.get("k2", 200).is_some());
+}
