@@ -114,6 +114,15 @@ class Sidecar:
     def health(self):
         return requests.get(f"{self.url}/healthz", timeout=5).json()
 
+    def after_store(self, request):
+        """Run `request` (a callable sending one request through Envoy), then wait until the
+        sidecar has stored one more answer: the filter stores fire-and-forget after the
+        response, so a test that needs the entry must not race it."""
+        before = self.metric("semgate_sidecar_stores_total")
+        response = request()
+        wait_until(lambda: self.metric("semgate_sidecar_stores_total") > before, "the sidecar to store the answer")
+        return response
+
     def post(self, path, body):
         return requests.post(f"{self.url}{path}", json=body, timeout=30)
 
@@ -123,8 +132,50 @@ class Sidecar:
         self.proc.wait(timeout=10)
 
 
-class Chroma:
+class LoggedServer:
+    """A server child process whose output goes to a temp log file: started, waited for and
+    stopped the same way for every kind (Chroma, Envoy)."""
+
+    name = "server"
+    temp_files = ()
+
+    def _spawn(self, argv, **popen):
+        self.log_file = tempfile.NamedTemporaryFile("w+", suffix=".log", delete=False)
+        self.proc = subprocess.Popen(argv, stdout=self.log_file, stderr=subprocess.STDOUT, **popen)
+
+    def _wait_ready(self, what):
+        """Poll `_ready` until it is true; on failure the process is stopped, not leaked."""
+        try:
+            wait_until(self._ready, what, timeout=60)
+        except BaseException:
+            self.stop()
+            raise
+
+    def _check_alive(self):
+        if self.proc.poll() is not None:
+            raise RuntimeError(f"{self.name} exited with {self.proc.returncode}:\n{self.log()}")
+
+    def log(self):
+        return Path(self.log_file.name).read_text(errors="replace")
+
+    def stop(self):
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        for f in (*self.temp_files, self.log_file.name):
+            try:
+                os.unlink(f)
+            except OSError:
+                pass
+
+
+class Chroma(LoggedServer):
     """A real Chroma server (`chroma run`) on a free loopback port, persisting to `path`."""
+
+    name = "chroma"
 
     API = "/api/v2/tenants/default_tenant/databases/default_database/collections"
 
@@ -134,24 +185,13 @@ class Chroma:
         self.path = path
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        self.log_file = tempfile.NamedTemporaryFile("w+", suffix=".log", delete=False)
-        self.proc = subprocess.Popen(
-            [CHROMA, "run", "--path", str(path), "--host", "127.0.0.1", "--port", str(self.port)],
-            stdout=self.log_file, stderr=subprocess.STDOUT, env={**os.environ, "ANONYMIZED_TELEMETRY": "False"},
-        )
-        try:
-            wait_until(self._ready, "Chroma's heartbeat", timeout=60)
-        except BaseException:
-            self.stop()
-            raise
+        self._spawn([CHROMA, "run", "--path", str(path), "--host", "127.0.0.1", "--port", str(self.port)],
+                    env={**os.environ, "ANONYMIZED_TELEMETRY": "False"})
+        self._wait_ready("Chroma's heartbeat")
 
     def _ready(self):
-        if self.proc.poll() is not None:
-            raise RuntimeError(f"chroma exited with {self.proc.returncode}:\n{self.log()}")
+        self._check_alive()
         return requests.get(f"{self.url}/api/v2/heartbeat", timeout=1).status_code == 200
-
-    def log(self):
-        return Path(self.log_file.name).read_text(errors="replace")
 
     def records(self, collection, where):
         """Chroma's own view of a collection's records that match `where`."""
@@ -160,18 +200,6 @@ class Chroma:
         r = requests.post(f"{self.url}{self.API}/{c.json()['id']}/get", json={"where": where, "include": ["documents", "metadatas"]}, timeout=5)
         r.raise_for_status()
         return r.json()
-
-    def stop(self):
-        self.proc.terminate()
-        try:
-            self.proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-        try:
-            os.unlink(self.log_file.name)
-        except OSError:
-            pass
 
 
 def filter_config(doc):
@@ -209,8 +237,10 @@ def render_envoy_config(provider_port, listen_port, admin_port, semgate_config=N
     return doc
 
 
-class Envoy:
+class Envoy(LoggedServer):
     """Envoy 1.40 with semgate, fronting a FakeProvider."""
+
+    name = "Envoy"
 
     def __init__(self, provider, semgate_config=None, doc=None, wait=True):
         if not WASM.exists():
@@ -222,32 +252,21 @@ class Envoy:
         self.config_file = tempfile.NamedTemporaryFile("w", suffix=".json", delete=False)
         json.dump(doc, self.config_file)
         self.config_file.close()
-        self.log_file = tempfile.NamedTemporaryFile("w+", suffix=".log", delete=False)
-        self.proc = subprocess.Popen(
-            [ENVOY, "-c", self.config_file.name, "--disable-hot-restart", "--concurrency", "2",
-             "--log-level", "warn", "--component-log-level", "wasm:info"],
-            stdout=self.log_file, stderr=subprocess.STDOUT, cwd=ROOT,
-        )
+        self.temp_files = (self.config_file.name,)
+        self._spawn([ENVOY, "-c", self.config_file.name, "--disable-hot-restart", "--concurrency", "2",
+                     "--log-level", "warn", "--component-log-level", "wasm:info"], cwd=ROOT)
         self.url = f"http://127.0.0.1:{self.port}"
         self.admin = f"http://127.0.0.1:{self.admin_port}"
         if wait:
-            try:
-                wait_until(self._ready, "Envoy to become ready", timeout=60)
-            except BaseException:
-                self.stop()
-                raise
+            self._wait_ready("Envoy to become ready")
 
     def _ready(self):
-        if self.proc.poll() is not None:
-            raise RuntimeError(f"Envoy exited with {self.proc.returncode}:\n{self.log()}")
+        self._check_alive()
         r = requests.get(f"{self.admin}/ready", timeout=1)
         if r.status_code != 200:
             return False
         with socket.create_connection(("127.0.0.1", self.port), timeout=1):
             return True
-
-    def log(self):
-        return Path(self.log_file.name).read_text(errors="replace")
 
     def stat(self, name):
         """One counter or gauge from Envoy's /stats; semgate's own metrics are stored as
@@ -272,18 +291,6 @@ class Envoy:
         data = body if isinstance(body, (bytes, str)) else json.dumps(body)
         return requests.post(self.url + path, data=data, headers=h, timeout=kw.pop("timeout", 30), **kw)
 
-    def stop(self):
-        self.proc.terminate()
-        try:
-            self.proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-        for f in (self.config_file.name, self.log_file.name):
-            try:
-                os.unlink(f)
-            except OSError:
-                pass
 
 
 def sse_events(raw: bytes):
