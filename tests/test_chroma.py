@@ -8,7 +8,7 @@ import uuid
 import pytest
 
 from conftest import gateway_test_config
-from harness import Chroma, Envoy, Sidecar, free_port, render_envoy_config, wait_until
+from harness import Chroma, Envoy, Sidecar, free_port, render_envoy_config
 
 COLLECTION = "semgate-it"
 
@@ -64,10 +64,8 @@ def chroma_ids(stack, namespace):
 def miss_then_stored(stack, text):
     """A first request through Envoy (a miss), once the filter's fire-and-forget store of its
     answer has reached the sidecar."""
-    stores = stack["sidecar"].metric("semgate_sidecar_stores_total")
-    first = stack["envoy"].chat(chat(text))
+    first = stack["sidecar"].after_store(lambda: stack["envoy"].chat(chat(text)))
     assert first.status_code == 200 and first.headers["x-semgate-cache"] == "miss"
-    wait_until(lambda: stack["sidecar"].metric("semgate_sidecar_stores_total") > stores, "the sidecar store")
     return first
 
 

@@ -10,7 +10,7 @@ import uuid
 import pytest
 
 from conftest import gateway_test_config
-from harness import PROVIDER_KEY, Envoy, Sidecar, free_port, render_envoy_config, wait_until
+from harness import PROVIDER_KEY, Envoy, Sidecar, free_port, render_envoy_config
 
 KEY_ENV = "SEMGATE_TEST_EMBED_KEY"
 MODEL = "text-embedding-3-small"
@@ -114,11 +114,8 @@ def test_through_envoy_a_rephrased_question_is_a_semantic_hit(sidecar, provider)
         def chat(text):
             return {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": text}]}
 
-        stores = sidecar.metric("semgate_sidecar_stores_total")
-        first = envoy.chat(chat(f"Where is my refund for ticket {tag}?"))
+        first = sidecar.after_store(lambda: envoy.chat(chat(f"Where is my refund for ticket {tag}?")))
         assert first.status_code == 200 and first.headers["x-semgate-cache"] == "miss"
-        # The store is fire-and-forget: wait for it, not for a time.
-        wait_until(lambda: sidecar.metric("semgate_sidecar_stores_total") > stores, "the sidecar to store the answer")
         before = provider.stats()
         r = envoy.chat(chat(f"Where is my refund for ticket {tag}, please?"))
         assert r.status_code == 200

@@ -41,7 +41,7 @@ def chat(text, **extra):
 def test_a_rephrased_question_is_a_semantic_hit_without_the_provider(stack, provider):
     envoy = stack["envoy"]
     tag = uuid.uuid4().hex[:8]
-    first = envoy.chat(chat(f"How do I reset my password for account {tag}?"))
+    first = stack["sidecar"].after_store(lambda: envoy.chat(chat(f"How do I reset my password for account {tag}?")))
     assert first.headers["x-semgate-cache"] == "miss"
     started = provider.started()
     r = envoy.chat(chat(f"How do I reset my password for account {tag}, please?"))
@@ -74,7 +74,8 @@ def test_near_misses_go_to_the_provider(stack, provider):
 def test_scopes_never_leak(stack, provider):
     envoy = stack["envoy"]
     tag = uuid.uuid4().hex[:8]
-    assert envoy.chat(chat(f"What is the warranty on item {tag}?")).headers["x-semgate-cache"] == "miss"
+    first = stack["sidecar"].after_store(lambda: envoy.chat(chat(f"What is the warranty on item {tag}?")))
+    assert first.headers["x-semgate-cache"] == "miss"
     rephrased = f"What is the warranty on item {tag}, please?"
     # Another tenant, another model, another system prompt: never served tenant A's answer.
     assert envoy.chat(chat(rephrased), key="sk-team-b").headers["x-semgate-cache"] == "miss"
@@ -87,7 +88,7 @@ def test_scopes_never_leak(stack, provider):
 def test_streamed_answers_are_replayed_as_streams(stack, provider):
     envoy = stack["envoy"]
     tag = uuid.uuid4().hex[:8]
-    first = envoy.chat(chat(f"Stream the shipping times for parcel {tag}", stream=True))
+    first = stack["sidecar"].after_store(lambda: envoy.chat(chat(f"Stream the shipping times for parcel {tag}", stream=True)))
     raw = first.content
     assert first.headers["x-semgate-cache"] == "miss"
     r = envoy.chat(chat(f"Stream the shipping times for parcel {tag} please", stream=True))
@@ -101,7 +102,8 @@ def test_streamed_answers_are_replayed_as_streams(stack, provider):
 def test_sidecar_down_fails_open_and_restart_keeps_entries(stack, provider, data_dir):
     envoy = stack["envoy"]
     tag = uuid.uuid4().hex[:8]
-    assert envoy.chat(chat(f"Where is my refund for ticket {tag}?")).headers["x-semgate-cache"] == "miss"
+    first = stack["sidecar"].after_store(lambda: envoy.chat(chat(f"Where is my refund for ticket {tag}?")))
+    assert first.headers["x-semgate-cache"] == "miss"
     assert envoy.chat(chat(f"Where is my refund for ticket {tag}, please?")).headers["x-semgate-cache"] == "hit-semantic"
     old = stack["sidecar"]
     port = old.port
@@ -125,7 +127,8 @@ def test_threshold_and_layer_per_policy(stack, provider):
     assert envoy.chat(chat(f"How long does delivery take for box {tag}?"), key="sk-strict").headers["x-semgate-cache"] == "miss"
     r = envoy.chat(chat(f"How long does delivery take for box {tag}, please?"), key="sk-strict")
     assert r.headers["x-semgate-cache"] == "miss"
-    assert envoy.chat(chat(f"How long does delivery take for box {tag}, please?")).headers["x-semgate-cache"] == "miss"
+    r = sidecar.after_store(lambda: envoy.chat(chat(f"How long does delivery take for box {tag}, please?")))
+    assert r.headers["x-semgate-cache"] == "miss"
     assert envoy.chat(chat(f"How long does delivery take for box {tag}?")).headers["x-semgate-cache"] == "hit-semantic"
     # A model whose policy turns the layer off never calls the sidecar, and keeps exact hits.
     nano = {**chat(f"Name a colour for item {tag}"), "model": "gpt-4.1-nano"}
@@ -150,10 +153,9 @@ def test_near_miss_pairs_of_the_eval_set_never_hit(stack, provider):
     rejected_before = guard_rejections(sidecar)
     for r in near:
         system = {"role": "system", "content": f"Eval pair {r['id']} run {run}."}
-        stores = sidecar.metric("semgate_sidecar_stores_total")
-        first = envoy.chat({"model": "gpt-4o-mini", "messages": [system, {"role": "user", "content": r["a"]}]})
+        first = sidecar.after_store(
+            lambda: envoy.chat({"model": "gpt-4o-mini", "messages": [system, {"role": "user", "content": r["a"]}]}))
         assert first.headers["x-semgate-cache"] == "miss", r["id"]
-        wait_until(lambda: sidecar.metric("semgate_sidecar_stores_total") > stores, f"the store of {r['id']}")
         started = provider.started()
         second = envoy.chat({"model": "gpt-4o-mini", "messages": [system, {"role": "user", "content": r["b"]}]})
         assert second.headers["x-semgate-cache"] == "miss", (r["id"], r["a"], r["b"])

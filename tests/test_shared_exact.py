@@ -32,7 +32,7 @@ def chat(text, **extra):
 def test_an_answer_paid_for_on_one_replica_is_an_exact_hit_on_another(replicas, provider, stream):
     (a, b), sidecar = replicas
     body = chat(f"What are the opening hours of store {uuid.uuid4().hex[:8]}?", stream=stream)
-    first = a.chat(body)
+    first = sidecar.after_store(lambda: a.chat(body))
     assert first.status_code == 200 and first.headers["x-semgate-cache"] == "miss"
     started = provider.started()
     r = b.chat(body)
@@ -52,9 +52,9 @@ def test_an_answer_paid_for_on_one_replica_is_an_exact_hit_on_another(replicas, 
 
 
 def test_the_shared_tier_keeps_tenants_and_parameters_apart(replicas, provider):
-    (a, b), _ = replicas
+    (a, b), sidecar = replicas
     body = chat(f"Summarise ticket {uuid.uuid4().hex[:8]}")
-    assert a.chat(body).headers["x-semgate-cache"] == "miss"
+    assert sidecar.after_store(lambda: a.chat(body)).headers["x-semgate-cache"] == "miss"
     started = provider.started()
     # Another tenant and another temperature are other keys: B must ask the provider.
     assert b.chat(body, key="sk-team-b").headers["x-semgate-cache"] == "miss"
@@ -63,9 +63,9 @@ def test_the_shared_tier_keeps_tenants_and_parameters_apart(replicas, provider):
 
 
 def test_bypass_on_one_replica_never_reads_the_shared_tier(replicas, provider):
-    (a, b), _ = replicas
+    (a, b), sidecar = replicas
     body = chat(f"Draft a reply for case {uuid.uuid4().hex[:8]}")
-    assert a.chat(body).headers["x-semgate-cache"] == "miss"
+    assert sidecar.after_store(lambda: a.chat(body)).headers["x-semgate-cache"] == "miss"
     started = provider.started()
     r = b.chat(body, headers={"x-semgate-cache": "bypass"})
     assert r.headers["x-semgate-cache"] == "bypass"
