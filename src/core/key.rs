@@ -35,13 +35,25 @@ impl CacheKey {
 
     /// Hex form (the sidecar's exact-tier key).
     pub fn hex(&self) -> String {
-        self.0.iter().map(|b| format!("{b:02x}")).collect()
+        hex(&self.0)
     }
 
     /// Short hex form for headers and logs (not secret: it identifies, it does not reveal).
     pub fn short(&self) -> String {
-        self.hex()[..16].to_string()
+        hex(&self.0[..8])
     }
+}
+
+/// Lowercase hex, without `format!` per byte (on a cache hit's path, where the formatting
+/// machinery is measurable in Wasm).
+fn hex(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut out = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        out.push(DIGITS[usize::from(b >> 4)] as char);
+        out.push(DIGITS[usize::from(b & 15)] as char);
+    }
+    out
 }
 
 impl fmt::Debug for CacheKey {
@@ -75,6 +87,9 @@ mod tests {
     #[test]
     fn short_is_16_hex_chars() {
         let k = CacheKey::new(b"{}", &scope("a", None));
+        assert_eq!(CacheKey([0xab; 32]).hex(), "ab".repeat(32));
+        assert_eq!(CacheKey([0x0f; 32]).short(), "0f".repeat(8));
+        assert!(k.hex().starts_with(&k.short()));
         assert_eq!(k.short().len(), 16);
         assert!(k.short().chars().all(|c| c.is_ascii_hexdigit()));
     }

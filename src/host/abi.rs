@@ -2,6 +2,7 @@
 //! `Err(status)`. The SDK's own wrappers `panic!` on unexpected statuses (e.g. a header write
 //! after the headers left), and a panic traps the VM for every later request on that worker.
 
+use crate::core::headermap::{self, HeaderMap};
 use std::ptr::{null, null_mut};
 
 /// A proxy-wasm status code other than Ok.
@@ -108,34 +109,16 @@ unsafe fn owned(ptr: *mut u8, len: usize) -> Vec<u8> {
     }
 }
 
-/// All headers of a map in one host call (one copy, one allocation), names lowercase.
-pub fn get_headers(map: Headers) -> Vec<(String, String)> {
+/// All headers of a map in one host call (one copy, one allocation, read in place).
+pub fn get_headers(map: Headers) -> HeaderMap {
     let mut out = null_mut();
     let mut len = 0;
     // SAFETY: pointers are valid for the call; the host fills out/len with an allocation we own.
     if unsafe { proxy_get_header_map_pairs(map as u32, &mut out, &mut len) } != OK {
-        return Vec::new();
+        return HeaderMap::default();
     }
     // SAFETY: on Ok the host handed us `len` bytes at `out`.
-    parse_map(&unsafe { owned(out, len) })
-}
-
-/// proxy-wasm's map encoding: count u32, then (name len u32, value len u32) per pair, then
-/// each name and value NUL-terminated. Malformed input yields the pairs read so far.
-fn parse_map(bytes: &[u8]) -> Vec<(String, String)> {
-    let word = |at: usize| bytes.get(at..at + 4).map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize);
-    let Some(n) = word(0) else { return Vec::new() };
-    let mut pairs = Vec::with_capacity(n.min(64));
-    let mut data = 4 + n.saturating_mul(8);
-    for i in 0..n {
-        let (Some(kl), Some(vl)) = (word(4 + i * 8), word(8 + i * 8)) else { break };
-        let (Some(k), Some(v)) = (bytes.get(data..data + kl), bytes.get(data + kl + 1..data + kl + 1 + vl)) else {
-            break;
-        };
-        pairs.push((String::from_utf8_lossy(k).into_owned(), String::from_utf8_lossy(v).into_owned()));
-        data += kl + vl + 2;
-    }
-    pairs
+    HeaderMap(unsafe { owned(out, len) })
 }
 
 pub fn set_header(map: Headers, key: &str, value: &str) -> Result<(), HostError> {
@@ -168,7 +151,7 @@ pub fn get_buffer(buffer: Buffer, start: usize, max: usize) -> Result<Vec<u8>, H
 /// Answer the request locally. Headers use proxy-wasm's map encoding: count, sizes, then
 /// NUL-terminated names and values.
 pub fn send_local_response(status: u16, headers: &[(&str, &str)], body: &[u8]) -> Result<(), HostError> {
-    let map = serialize_map(headers);
+    let map = headermap::encode(headers);
     // SAFETY: pointers are valid for the duration of the call.
     match unsafe {
         proxy_send_local_response(status as u32, null(), 0, body.as_ptr(), body.len(), map.as_ptr(), map.len(), -1)
@@ -176,22 +159,6 @@ pub fn send_local_response(status: u16, headers: &[(&str, &str)], body: &[u8]) -
         OK => Ok(()),
         s => Err(HostError(s)),
     }
-}
-
-fn serialize_map(headers: &[(&str, &str)]) -> Vec<u8> {
-    let mut out = Vec::new();
-    out.extend_from_slice(&(headers.len() as u32).to_le_bytes());
-    for (k, v) in headers {
-        out.extend_from_slice(&(k.len() as u32).to_le_bytes());
-        out.extend_from_slice(&(v.len() as u32).to_le_bytes());
-    }
-    for (k, v) in headers {
-        out.extend_from_slice(k.as_bytes());
-        out.push(0);
-        out.extend_from_slice(v.as_bytes());
-        out.push(0);
-    }
-    out
 }
 
 /// A property such as `["xds", "route_name"]`; `None` when absent or refused.

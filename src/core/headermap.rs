@@ -1,0 +1,97 @@
+//! proxy-wasm's header-map wire format, read in place: a count (u32), then per pair the name
+//! and value lengths (u32 each), then each name and value NUL-terminated. Envoy hands the
+//! filter a whole map in one host call; reading it without building a `String` per name and
+//! value keeps that call cheap on every request.
+
+/// A serialized header map as the host returned it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct HeaderMap(pub Vec<u8>);
+
+impl HeaderMap {
+    /// The pairs in order. Reading stops at the first malformed pair; pairs whose name or
+    /// value is not UTF-8 are skipped (no header the gateway reads may be binary).
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
+        let bytes = self.0.as_slice();
+        let word =
+            move |at: usize| bytes.get(at..at + 4).map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize);
+        let n = word(0).unwrap_or(0);
+        let mut data = 4usize.saturating_add(n.saturating_mul(8));
+        (0..n)
+            .map_while(move |i| {
+                let (kl, vl) = (word(4 + i * 8)?, word(8 + i * 8)?);
+                let k = bytes.get(data..data.checked_add(kl)?)?;
+                let v_at = data + kl + 1;
+                let v = bytes.get(v_at..v_at.checked_add(vl)?)?;
+                data = v_at + vl + 1;
+                Some((k, v))
+            })
+            .filter_map(|(k, v)| Some((std::str::from_utf8(k).ok()?, std::str::from_utf8(v).ok()?)))
+    }
+
+    /// The first value of `name` (lowercase, as Envoy keeps names).
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.iter().find(|(k, _)| *k == name).map(|(_, v)| v)
+    }
+
+    /// The first non-empty value of `name`.
+    pub fn get_nonempty(&self, name: &str) -> Option<&str> {
+        self.iter().find(|(k, v)| *k == name && !v.is_empty()).map(|(_, v)| v)
+    }
+}
+
+/// Serialize pairs in the same format (for local replies and callouts).
+pub fn encode(pairs: &[(&str, &str)]) -> Vec<u8> {
+    let size = 4 + pairs.iter().map(|(k, v)| 8 + k.len() + v.len() + 2).sum::<usize>();
+    let mut out = Vec::with_capacity(size);
+    out.extend_from_slice(&(pairs.len() as u32).to_le_bytes());
+    for (k, v) in pairs {
+        out.extend_from_slice(&(k.len() as u32).to_le_bytes());
+        out.extend_from_slice(&(v.len() as u32).to_le_bytes());
+    }
+    for (k, v) in pairs {
+        out.extend_from_slice(k.as_bytes());
+        out.push(0);
+        out.extend_from_slice(v.as_bytes());
+        out.push(0);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trip_and_lookup() {
+        let pairs = [(":status", "200"), ("x-empty", ""), ("content-type", "application/json"), ("x-empty", "later")];
+        let map = HeaderMap(encode(&pairs));
+        assert_eq!(map.iter().collect::<Vec<_>>(), pairs.to_vec());
+        assert_eq!(map.get(":status"), Some("200"));
+        assert_eq!(map.get("x-empty"), Some(""));
+        assert_eq!(map.get_nonempty("x-empty"), Some("later"));
+        assert_eq!(map.get("absent"), None);
+        assert_eq!(HeaderMap::default().iter().count(), 0);
+    }
+
+    #[test]
+    fn malformed_maps_yield_what_was_readable() {
+        let full = encode(&[("a", "1"), ("b", "2")]);
+        for cut in 0..full.len() {
+            let map = HeaderMap(full[..cut].to_vec());
+            // Never panics; never yields a pair that was not in the map.
+            for (k, v) in map.iter() {
+                assert!(matches!((k, v), ("a", "1") | ("b", "2")), "cut {cut}: {k}={v}");
+            }
+        }
+        // A count far larger than the bytes.
+        let mut huge = full.clone();
+        huge[..4].copy_from_slice(&u32::MAX.to_le_bytes());
+        assert!(HeaderMap(huge).iter().count() <= 2);
+        // Binary values are skipped, the rest still read.
+        let bin = HeaderMap(encode(&[("a", "1")]));
+        let mut raw = bin.0.clone();
+        let at = raw.len() - 2;
+        raw[at] = 0xff;
+        assert_eq!(HeaderMap(raw).iter().count(), 0);
+    }
+}
