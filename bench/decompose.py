@@ -2,7 +2,10 @@
 16 connections and unique ~2 KB bodies, Envoy CPU time per request from /proc. Each row adds
 one piece of work to the one above it. Run from the repo root after `make build fake-provider`:
 
-    .venv/bin/python bench/decompose.py [seconds]
+    .venv/bin/python bench/decompose.py [seconds] [table ...]
+
+Tables: `miss` and `hit` (the default), and `probe`: the price of one host call, from the no-op
+filter's local reply repeating that call 10 times per request (one row per call).
 
 Prints a Markdown table; like `make bench`, it is a measurement, not a test."""
 
@@ -21,6 +24,8 @@ import envoy_config  # noqa: E402
 ROOT = Path(__file__).resolve().parent.parent
 ENVOY = os.environ.get("ENVOY", str(ROOT / ".venv/bin/envoy"))
 SECONDS = int(sys.argv[1]) if len(sys.argv) > 1 else 5
+TABLES = sys.argv[2:] or ["miss", "hit"]
+PROBE_REPEAT = 10
 TICK = os.sysconf("SC_CLK_TCK")
 
 # (table, name, Envoy scenario, no-op filter mode, path, wrk body mode)
@@ -35,6 +40,21 @@ VARIANTS = [
     ("hit", "Envoy buffer + direct_response", "direct", None, "/v1/chat/completions", "same"),
     ("hit", "no-op Wasm filter: hold, copy body, local reply", "noop", "reply", "/v1/chat/completions", "same"),
     ("hit", "semgate, exact hit", "semgate", None, "/v1/chat/completions", "same"),
+    ("hit", "semgate, exact hit, no policy on route names", "semgate", "no-route-policies", "/v1/chat/completions", "same"),
+    ("hit", "semgate, exact hit, fast path off", "semgate", "no-fast-path", "/v1/chat/completions", "same"),
+    ("probe", "no-op local reply", "noop", "reply", "/v1/chat/completions", "same"),
+] + [
+    ("probe", f"+ {PROBE_REPEAT} x {what}", "noop", f"reply,{probe}*{PROBE_REPEAT}", "/v1/chat/completions", "same")
+    for probe, what in [
+        ("getheaders", "get_map(request headers)"),
+        ("getheader", "get_map_value(authorization)"),
+        ("setheader", "set_map_value(request header)"),
+        ("getshared", "get_shared_data(4 KiB)"),
+        ("getsharedabsent", "get_shared_data(absent key)"),
+        ("setshared", "set_shared_data(4 KiB)"),
+        ("metric", "increment_metric"),
+        ("time", "get_current_time"),
+    ]
 ]
 
 
@@ -50,6 +70,18 @@ def cpu_seconds(pid):
     return (int(fields[11]) + int(fields[12])) / TICK
 
 
+def semgate_variant(doc, mode):
+    """The demo's semgate configuration with one change, to price one feature."""
+    conf = doc["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]["http_filters"]
+    conf = next(f for f in conf if f["name"] == "envoy.filters.http.wasm")["typed_config"]["config"]["configuration"]
+    cfg = json.loads(conf["value"])
+    if mode == "no-route-policies":  # no per-request read of the route name
+        cfg["policies"] = [p for p in cfg.get("policies", []) if "route" not in p.get("match", {})]
+    elif mode == "no-fast-path":
+        cfg.setdefault("cache", {})["fast_path"] = {"enabled": False}
+    conf["value"] = json.dumps(cfg)
+
+
 def main():
     provider = subprocess.Popen([str(ROOT / "target/release/fake-provider"), "--listen", "127.0.0.1:0", "--require-key", "sk-fake-provider"],
                                 stdout=subprocess.PIPE, text=True)
@@ -57,9 +89,13 @@ def main():
     rows = []
     try:
         for table, name, scenario, mode, path, body_mode in VARIANTS:
+            if table not in TABLES:
+                continue
             lp, ap = free_port(), free_port()
             doc = envoy_config.render(scenario, lp, ap, port)
-            if mode is not None:
+            if scenario == "semgate" and mode is not None:
+                semgate_variant(doc, mode)
+            elif mode is not None:
                 wasm = doc["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]["http_filters"][0]
                 wasm["typed_config"]["config"]["configuration"] = {"@type": "type.googleapis.com/google.protobuf.StringValue", "value": mode}
             with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as f:
@@ -87,13 +123,18 @@ def main():
     finally:
         provider.kill()
     for table, title in (("miss", "misses: unique bodies, the provider answers"),
-                         ("hit", "local replies: the same body every time")):
+                         ("hit", "local replies: the same body every time"),
+                         ("probe", f"host calls: each row repeats one call {PROBE_REPEAT} times per request")):
         group = [r for r in rows if r[0] == table]
+        if not group:
+            continue
         base_rps, base_cpu = group[0][2], group[0][3]
         print(f"\n{title}; each row against the first\n")
         print("| variant | req/s | ratio | Envoy CPU/req (us) | added (us) | non-2xx |\n|---|---:|---:|---:|---:|---:|")
         for _, name, rps, cpu, bad in group:
             print(f"| {name} | {rps:,.0f} | {rps / base_rps:.2f}x | {cpu:.1f} | {cpu - base_cpu:+.1f} | {bad} |")
+        if table == "probe":
+            print(f"\nOne call costs its row's added CPU / {PROBE_REPEAT}.")
 
 
 if __name__ == "__main__":

@@ -254,3 +254,60 @@ def test_unknown_routes_pass_through_untouched(envoy, provider):
     assert "x-semgate-cache" not in r.headers
     r = requests.post(envoy.url + "/other/echo", data=b"not json at all", headers={"authorization": "Bearer sk-fake-provider"}, timeout=10)
     assert r.json()["body"] == "not json at all"
+
+
+def test_byte_identical_repeats_take_the_fast_path(envoy, provider):
+    """Once a request was served from the cache, its byte-identical repeats are answered from
+    the fast path's record (no parse, no blake3); a byte-different form of the same request
+    still hits through the canonical key, and the record never crosses tenants or routes."""
+    text = unique("fast")
+    raw = json.dumps(chat(text))
+    spaced = json.dumps(chat(text), indent=1)
+    fast0, records0 = envoy.stat("semgate_cache_hits_fast_total"), envoy.stat("semgate_cache_fast_records_total")
+    first = envoy.chat(raw)
+    assert first.headers["x-semgate-cache"] == "miss"
+    assert envoy.stat("semgate_cache_fast_records_total") == records0, "a miss writes no record"
+    started = provider.started()
+    second = envoy.chat(raw)  # canonical hit: keeps a record of these bytes
+    assert second.headers["x-semgate-cache"] == "hit-exact"
+    assert envoy.stat("semgate_cache_fast_records_total") == records0 + 1
+    assert envoy.stat("semgate_cache_hits_fast_total") == fast0
+    for _ in range(3):
+        r = envoy.chat(raw)
+        assert r.headers["x-semgate-cache"] == "hit-exact"
+        assert r.headers["x-semgate-key"] == second.headers["x-semgate-key"]
+        assert r.content == first.content
+    assert envoy.stat("semgate_cache_hits_fast_total") == fast0 + 3
+    # Another byte form of the same request: a canonical hit, then its own record.
+    assert envoy.chat(spaced).headers["x-semgate-cache"] == "hit-exact"
+    assert envoy.stat("semgate_cache_hits_fast_total") == fast0 + 3
+    assert envoy.chat(spaced).headers["x-semgate-cache"] == "hit-exact"
+    assert envoy.stat("semgate_cache_hits_fast_total") == fast0 + 4
+    assert provider.started() == started
+    # The same bytes from another tenant, or on a route whose policy turns caching off.
+    assert envoy.chat(raw, key="sk-team-b").headers["x-semgate-cache"] == "miss"
+    r = envoy.chat(raw, path="/suggest/v1/chat/completions")
+    assert (r.headers["x-semgate-cache"], r.headers["x-semgate-cache-reason"]) == ("bypass", "disabled")
+    assert envoy.stat("semgate_cache_hits_fast_total") == fast0 + 4
+
+
+def test_a_refresh_rewrites_the_fast_path_record(envoy, provider):
+    body = chat(unique("fast refresh"))
+    first = envoy.chat(body).json()
+    assert envoy.chat(body).headers["x-semgate-cache"] == "hit-exact"  # record written
+    fast0 = envoy.stat("semgate_cache_hits_fast_total")
+    assert envoy.chat(body).json()["id"] == first["id"]
+    assert envoy.stat("semgate_cache_hits_fast_total") == fast0 + 1
+    r = envoy.chat(body, headers={"cache-control": "no-cache"})
+    assert r.headers["x-semgate-cache"] == "refresh"
+    fresh = r.json()
+    assert fresh["id"] != first["id"]
+    hit = envoy.chat(body)
+    assert hit.headers["x-semgate-cache"] == "hit-exact"
+    assert hit.json()["id"] == fresh["id"], "the record now serves the refreshed answer"
+    assert envoy.stat("semgate_cache_hits_fast_total") == fast0 + 2
+    # Directives always take the canonical path: a bypass reaches the provider.
+    started = provider.started()
+    r = envoy.chat(body, headers={"x-semgate-cache": "bypass"})
+    assert r.headers["x-semgate-cache"] == "bypass"
+    assert provider.started() == started + 1

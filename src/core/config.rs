@@ -127,6 +127,35 @@ pub struct CacheConfig {
     /// Put the provider into the cache scope, so answers of one provider never serve another.
     #[serde(default)]
     pub cache_by_provider: bool,
+    /// Byte-identical repeats of requests already served from the cache skip the parse and
+    /// the blake3 key (`core::fastpath`).
+    #[serde(default)]
+    pub fast_path: FastPathConfig,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FastPathConfig {
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    /// Bound on the fast path's shared data, on top of `cache.max_bytes`; default a quarter
+    /// of `cache.max_bytes` (with a cache under 64 KiB that holds no record: the path is off).
+    #[serde(default)]
+    pub max_bytes: Option<u64>,
+    /// A record holds the request (tenant, path, route, body) and a copy of its entry; larger
+    /// ones are not kept and those requests take the canonical path.
+    #[serde(default = "default_fast_record_bytes")]
+    pub max_record_bytes: u64,
+}
+
+impl Default for FastPathConfig {
+    fn default() -> Self {
+        FastPathConfig { enabled: true, max_bytes: None, max_record_bytes: default_fast_record_bytes() }
+    }
+}
+
+fn default_fast_record_bytes() -> u64 {
+    16 << 10
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -186,6 +215,7 @@ impl Default for CacheConfig {
             max_temperature: default_max_temperature(),
             bypass_multiple_choices: true,
             cache_by_provider: false,
+            fast_path: FastPathConfig::default(),
         }
     }
 }
@@ -226,6 +256,16 @@ impl CacheConfig {
     pub fn slot_count(&self) -> u32 {
         let slots = self.slots.unwrap_or_else(|| (self.max_bytes / (4 << 10)).clamp(16, 1 << 20) as u32);
         (slots / self.ways).max(1) * self.ways
+    }
+
+    /// Records of the fast path: its byte bound over the record size; 0 when it is off.
+    pub fn fast_path_slots(&self) -> u32 {
+        let f = &self.fast_path;
+        if !self.enabled || !f.enabled {
+            return 0;
+        }
+        let bytes = f.max_bytes.unwrap_or(self.max_bytes / 4);
+        (bytes / f.max_record_bytes).min(1 << 20) as u32
     }
 }
 
@@ -362,6 +402,17 @@ impl CacheConfig {
                 return Err(err(format!("{at}.slots"), "must be at least `ways`"));
             }
         }
+        let f = &self.fast_path;
+        if f.max_record_bytes < 1024 {
+            return Err(err(format!("{at}.fast_path.max_record_bytes"), "must be at least 1024"));
+        }
+        // The default (a quarter of a small cache) may hold no record: then the path is off.
+        if f.enabled && self.enabled && f.max_bytes.is_some() && self.fast_path_slots() == 0 {
+            return Err(err(
+                format!("{at}.fast_path.max_bytes"),
+                "must hold at least one record of `max_record_bytes` (or set `enabled: false`)",
+            ));
+        }
         check_temperature(&format!("{at}.max_temperature"), self.max_temperature)
     }
 }
@@ -415,6 +466,8 @@ mod tests {
         assert!(c.cache.enabled);
         assert_eq!(c.cache.ttl_s, 3600);
         assert_eq!(c.cache.slot_count(), 16384);
+        // A quarter of 64 MiB in 16 KiB records.
+        assert_eq!(c.cache.fast_path_slots(), 1024);
         assert_eq!(c.route_model("gpt-4o").unwrap().0, "openai");
     }
 
@@ -439,6 +492,9 @@ mod tests {
             (r#"{"cache":{"max_entry_bytes":100}}"#, "cache.max_entry_bytes"),
             (r#"{"cache":{"max_bytes":2048,"max_entry_bytes":4096}}"#, "cache.max_entry_bytes"),
             (r#"{"cache":{"ways":0}}"#, "cache.ways"),
+            (r#"{"cache":{"fast_path":{"max_record_bytes":10}}}"#, "cache.fast_path.max_record_bytes"),
+            (r#"{"cache":{"fast_path":{"max_bytes":1000}}}"#, "cache.fast_path.max_bytes"),
+            (r#"{"cache":{"fast_path":{"slots":4}}}"#, "cache.fast_path.slots"),
             (r#"{"cache":{"max_temperature":3}}"#, "cache.max_temperature"),
             (r#"{"models":[{"match":"*","provider":"nope"}]}"#, "models[0].provider"),
             (r#"{"models":[{"match":"a*b*","provider":"openai"}]}"#, "models[0].match"),
@@ -476,6 +532,22 @@ mod tests {
         assert!(pattern_matches("*-mini", "gpt-4o-mini"));
         assert!(pattern_matches("exact", "exact"));
         assert!(!pattern_matches("exact", "exactly"));
+    }
+
+    #[test]
+    fn fast_path_slots_follow_its_bounds() {
+        let mut c = CacheConfig::default();
+        c.fast_path.max_bytes = Some(1 << 20);
+        c.fast_path.max_record_bytes = 8 << 10;
+        assert_eq!(c.fast_path_slots(), 128);
+        c.fast_path.enabled = false;
+        assert_eq!(c.fast_path_slots(), 0);
+        c.fast_path.enabled = true;
+        c.enabled = false;
+        assert_eq!(c.fast_path_slots(), 0, "no cache, no fast path");
+        let small = CacheConfig { max_bytes: 32 << 10, max_entry_bytes: 4096, ..CacheConfig::default() };
+        assert_eq!(small.fast_path_slots(), 0);
+        assert!(small.validate("cache").is_ok(), "the default quietly turns off for a small cache");
     }
 
     #[test]

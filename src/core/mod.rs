@@ -4,7 +4,9 @@
 pub mod config;
 pub mod entry;
 pub mod errors;
+pub mod fastpath;
 pub mod gateway;
+pub mod headermap;
 pub mod key;
 pub mod request;
 pub mod semantic;

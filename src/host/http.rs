@@ -5,8 +5,9 @@
 
 use crate::core::entry::{CachedResponse, Entry};
 use crate::core::errors::GatewayError;
+use crate::core::fastpath::{self, FastLookup, FastPath, Probe, RawRequest};
 use crate::core::gateway::{
-    admit, plan, Admitted, CachePlan, HeadDecision, NotStorable, Plan, RequestHead, ResponseTee,
+    admit, plan, Admitted, CachePlan, ClientDirective, HeadDecision, NotStorable, Plan, RequestHead, ResponseTee,
 };
 use crate::core::key::CacheKey;
 use crate::core::semantic::{self, HitTier, SemanticHit, SemanticQuery};
@@ -44,6 +45,23 @@ struct Forwarded {
     semantic: Option<SemanticQuery>,
     /// The semantic entry's TTL, when not the exact entry's.
     semantic_ttl_s: Option<u64>,
+    /// A refresh: the fast-path record of these bytes gets the new answer too.
+    refresh_record: Option<Box<RefreshRecord>>,
+}
+
+struct RefreshRecord {
+    probe: Probe,
+    admitted: Admitted,
+    body: Vec<u8>,
+}
+
+fn raw_request<'a>(admitted: &'a Admitted, body: &'a [u8]) -> RawRequest<'a> {
+    RawRequest {
+        tenant: &admitted.tenant,
+        path: &admitted.path,
+        route: admitted.route_name.as_deref().unwrap_or(""),
+        body,
+    }
 }
 
 struct Pending {
@@ -78,7 +96,7 @@ impl GatewayHttp {
 
     fn on_headers(&mut self, rt: &Runtime, end_of_stream: bool) -> Action {
         let headers = abi::get_headers(Headers::Request);
-        let get = |name: &str| headers.iter().find(|(k, v)| k == name && !v.is_empty()).map(|(_, v)| v.as_str());
+        let get = |name: &str| headers.get_nonempty(name);
         let tenant = rt.config.auth.tenant_header.as_deref().and_then(get);
         // Property lookups cost a host round trip: only when a policy matches on routes.
         let route_name = if rt.needs_route_name {
@@ -137,6 +155,19 @@ impl GatewayHttp {
                 return self.reject(rt, GatewayError::InvalidJson("the request body could not be read".into()));
             }
         };
+        // Byte-identical repeat of a request served from the cache: answered before any parse.
+        let raw = raw_request(&admitted, &body);
+        let fast = (admitted.directive != ClientDirective::Bypass && rt.fast.may_hold(&raw))
+            .then(|| fastpath::probe(&rt.fast, &raw));
+        if let (Some(probe), ClientDirective::Normal) = (&fast, &admitted.directive) {
+            let now = now_ms();
+            if let FastLookup::Hit(entry) = FastPath::new(&EnvoySharedData, rt.fast).lookup(probe, &raw, now) {
+                if self.reply_hit(rt, &entry, now) {
+                    rt.metrics.inc(rt.metrics.hits_fast);
+                    return Action::Pause;
+                }
+            }
+        }
         let plan = match plan(&rt.config, &rt.keys, &admitted, &body) {
             Ok(p) => p,
             Err(e) => return self.reject(rt, e),
@@ -147,6 +178,12 @@ impl GatewayHttp {
             match CacheStore::new(&kv, rt.limits).lookup(&key, now) {
                 Lookup::Hit(entry) => {
                     if self.reply_hit(rt, &entry, now) {
+                        // Served from the cache: its next byte-identical repeat takes the fast path.
+                        if let Some(probe) = &fast {
+                            if FastPath::new(&kv, rt.fast).remember(probe, &raw, &entry) {
+                                rt.metrics.inc(rt.metrics.fast_records);
+                            }
+                        }
                         return Action::Pause;
                     }
                 }
@@ -177,7 +214,12 @@ impl GatewayHttp {
                 }
             }
         }
-        self.forward(rt, plan, query)
+        let refresh = matches!(plan.cache, CachePlan::Refresh { .. });
+        let action = self.forward(rt, plan, query);
+        if let (true, Some(probe), Phase::Forwarded(f)) = (refresh, fast, &mut self.phase) {
+            f.refresh_record = Some(Box::new(RefreshRecord { probe, admitted, body }));
+        }
+        action
     }
 
     /// The sidecar answered (or timed out): reply with a semantic hit, or let the request go on.
@@ -187,8 +229,9 @@ impl GatewayHttp {
             self.phase = Phase::AwaitingLookup(p);
             return;
         }
-        let status = abi::get_headers(Headers::CallResponse).into_iter().find(|(k, _)| k == ":status").map(|(_, v)| v);
-        let answer = match status.as_deref() {
+        let call_headers = abi::get_headers(Headers::CallResponse);
+        let status = call_headers.get(":status");
+        let answer = match status {
             Some("200") => abi::get_buffer(Buffer::CallResponseBody, 0, body_size)
                 .map_err(|e| format!("status {}", e.0))
                 .and_then(|body| semantic::parse_lookup(&body, p.plan.request.stream)),
@@ -329,6 +372,7 @@ impl GatewayHttp {
             tee: None,
             semantic,
             semantic_ttl_s: plan.semantic.ttl_s,
+            refresh_record: None,
         }));
         Action::Continue
     }
@@ -370,7 +414,7 @@ impl GatewayHttp {
             return;
         }
         let headers = abi::get_headers(Headers::Response);
-        let get = |name: &str| headers.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str());
+        let get = |name: &str| headers.get(name);
         let status = get(":status").and_then(|s| s.parse::<u16>().ok()).unwrap_or(0);
         match ResponseTee::start(
             status,
@@ -423,6 +467,15 @@ impl GatewayHttp {
                     }
                 }
                 Self::store_local(rt, &entry, now);
+                if let Some(r) = f.refresh_record.take() {
+                    if FastPath::new(&EnvoySharedData, rt.fast).remember(
+                        &r.probe,
+                        &raw_request(&r.admitted, &r.body),
+                        &entry,
+                    ) {
+                        rt.metrics.inc(rt.metrics.fast_records);
+                    }
+                }
             }
             Err(NotStorable::TooLarge) => rt.metrics.inc(rt.metrics.too_large),
             Err(_) => rt.metrics.inc(rt.metrics.not_stored),

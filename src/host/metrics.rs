@@ -10,6 +10,9 @@ pub struct Metrics {
     pub requests: u32,
     pub rejected: u32,
     pub hits_exact: u32,
+    /// Exact hits served by the fast path for byte-identical requests (a subset of hits_exact).
+    pub hits_fast: u32,
+    pub fast_records: u32,
     pub misses: u32,
     pub bypasses: u32,
     pub expired: u32,
@@ -38,6 +41,8 @@ impl Metrics {
             requests: c("semgate_requests_total")?,
             rejected: c("semgate_rejected_total")?,
             hits_exact: c("semgate_cache_hits_exact_total")?,
+            hits_fast: c("semgate_cache_hits_fast_total")?,
+            fast_records: c("semgate_cache_fast_records_total")?,
             misses: c("semgate_cache_misses_total")?,
             bypasses: c("semgate_cache_bypasses_total")?,
             expired: c("semgate_cache_expired_total")?,

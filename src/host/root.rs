@@ -3,6 +3,7 @@
 //! half-configured), resolves provider keys, defines metrics and lays out the cache slots.
 
 use crate::core::config::Config;
+use crate::core::fastpath::{self, FastPathLimits};
 use crate::core::gateway::{resolve_provider_keys, ProviderKeys};
 use crate::core::store::{CacheStore, StoreLimits};
 use crate::host::abi::{self, Buffer, Level};
@@ -19,6 +20,7 @@ pub struct Runtime {
     pub keys: ProviderKeys,
     pub metrics: Metrics,
     pub limits: StoreLimits,
+    pub fast: FastPathLimits,
     /// Some policy matches on the Envoy route name, so the filter must read it.
     pub needs_route_name: bool,
 }
@@ -37,11 +39,13 @@ impl RootContext for GatewayRoot {
                 abi::log(
                     Level::Info,
                     &format!(
-                        "semgate: configured: {} provider(s), cache {} ({} slots, {} bytes max)",
+                        "semgate: configured: {} provider(s), cache {} ({} slots, {} bytes max; fast path {} records of <= {} bytes)",
                         rt.config.providers.len(),
                         if rt.config.cache.enabled { "on" } else { "off" },
                         rt.limits.slots,
-                        rt.limits.max_bytes
+                        rt.limits.max_bytes,
+                        rt.fast.slots,
+                        rt.fast.max_record_bytes
                     ),
                 );
                 self.runtime = Some(Rc::new(rt));
@@ -78,6 +82,11 @@ fn load() -> Result<Runtime, String> {
     let store = CacheStore::new(&EnvoySharedData, limits);
     store.init().map_err(|e| format!("cannot lay out the cache in shared data: {e}"))?;
     metrics.set(metrics.bytes, store.bytes_in_cache());
+    let fast = FastPathLimits {
+        slots: config.cache.fast_path_slots(),
+        max_record_bytes: config.cache.fast_path.max_record_bytes,
+        seed: fastpath::seed_for(&raw),
+    };
     let needs_route_name = config.policies.iter().any(|p| p.matcher.route.is_some());
-    Ok(Runtime { config, keys, metrics, limits, needs_route_name })
+    Ok(Runtime { config, keys, metrics, limits, fast, needs_route_name })
 }

@@ -24,11 +24,56 @@ mod filter {
     /// ~300 B, like bench/envoy_config.py's direct_response body.
     const REPLY: &[u8] = br#"{"id":"chatcmpl-direct","object":"chat.completion","created":1700000000,"model":"gpt-4o-mini","choices":[{"index":0,"message":{"role":"assistant","content":"A cached answer of about the size a short chat completion has."},"finish_reason":"stop"}],"usage":{"prompt_tokens":20,"completion_tokens":12,"total_tokens":32}}"#;
 
+    /// A host call repeated `n` times after the body is read (`reply` and `read` modes), so
+    /// `bench/decompose.py`'s probe table can price one call: `reply,getshared*10`.
+    #[derive(Clone, Copy)]
+    enum Probe {
+        /// `get_map(request headers)`.
+        GetHeaders,
+        /// `get_map_value(request headers, "authorization")`.
+        GetHeader,
+        /// `set_map_value(request headers, "x-probe", ..)`.
+        SetHeader,
+        /// `get_shared_data` of a 4 KiB value.
+        GetShared,
+        /// `get_shared_data` of a key never set.
+        GetSharedAbsent,
+        /// `set_shared_data` of a 4 KiB value, no CAS.
+        SetShared,
+        /// `increment_metric` on a counter.
+        Metric,
+        /// `get_current_time`.
+        Time,
+    }
+
     struct NoopRoot {
         mode: Mode,
+        probes: Vec<(Probe, u32)>,
+        counter: u32,
     }
     struct NoopHttp {
         mode: Mode,
+        probes: Vec<(Probe, u32)>,
+        counter: u32,
+    }
+
+    fn run_probes(probes: &[(Probe, u32)], counter: u32) {
+        for &(probe, n) in probes {
+            for _ in 0..n {
+                match probe {
+                    Probe::GetHeaders => drop(hostcalls::get_map(MapType::HttpRequestHeaders)),
+                    Probe::GetHeader => drop(hostcalls::get_map_value(MapType::HttpRequestHeaders, "authorization")),
+                    Probe::SetHeader => {
+                        drop(hostcalls::set_map_value(MapType::HttpRequestHeaders, "x-probe", Some("1")))
+                    }
+                    Probe::GetShared => drop(hostcalls::get_shared_data("probe:4k")),
+                    Probe::GetSharedAbsent => drop(hostcalls::get_shared_data("probe:absent")),
+                    Probe::SetShared => drop(hostcalls::set_shared_data("probe:4k", Some(&[7u8; 4096]), None)),
+                    Probe::Metric => drop(hostcalls::increment_metric(counter, 1)),
+                    Probe::Time => drop(hostcalls::get_current_time()),
+                }
+            }
+        }
     }
     impl Context for NoopRoot {}
     impl Context for NoopHttp {}
@@ -39,7 +84,29 @@ mod filter {
                 .ok()
                 .flatten()
                 .unwrap_or_default();
-            self.mode = match config.as_slice() {
+            let config = String::from_utf8(config).unwrap_or_default();
+            let mut parts = config.split(',');
+            let base = parts.next().unwrap_or_default().to_string();
+            self.probes = parts
+                .filter_map(|p| {
+                    let (name, n) = p.split_once('*').unwrap_or((p, "1"));
+                    let probe = match name {
+                        "getheaders" => Probe::GetHeaders,
+                        "getheader" => Probe::GetHeader,
+                        "setheader" => Probe::SetHeader,
+                        "getshared" => Probe::GetShared,
+                        "getsharedabsent" => Probe::GetSharedAbsent,
+                        "setshared" => Probe::SetShared,
+                        "metric" => Probe::Metric,
+                        "time" => Probe::Time,
+                        _ => return None,
+                    };
+                    Some((probe, n.parse().unwrap_or(1)))
+                })
+                .collect();
+            let _ = hostcalls::set_shared_data("probe:4k", Some(&[7u8; 4096]), None);
+            self.counter = hostcalls::define_metric(proxy_wasm::types::MetricType::Counter, "noop_probe").unwrap_or(0);
+            self.mode = match base.as_bytes() {
                 b"pause" => Mode::Pause,
                 b"read" => Mode::Read,
                 b"rewrite" => Mode::Rewrite,
@@ -52,7 +119,7 @@ mod filter {
             Some(ContextType::HttpContext)
         }
         fn create_http_context(&self, _: u32) -> Option<Box<dyn HttpContext>> {
-            Some(Box::new(NoopHttp { mode: self.mode }))
+            Some(Box::new(NoopHttp { mode: self.mode, probes: self.probes.clone(), counter: self.counter }))
         }
     }
 
@@ -74,6 +141,7 @@ mod filter {
             }
             if self.mode >= Mode::Read {
                 let _ = hostcalls::get_buffer(BufferType::HttpRequestBody, 0, size);
+                run_probes(&self.probes, self.counter);
             }
             if self.mode == Mode::Reply {
                 let headers = vec![
@@ -111,6 +179,6 @@ mod filter {
     }
 
     proxy_wasm::main! {{
-        proxy_wasm::set_root_context(|_| -> Box<dyn RootContext> { Box::new(NoopRoot { mode: Mode::Noop }) });
+        proxy_wasm::set_root_context(|_| -> Box<dyn RootContext> { Box::new(NoopRoot { mode: Mode::Noop, probes: Vec::new(), counter: 0 }) });
     }}
 }

@@ -50,6 +50,14 @@ impl MemKv {
             .sum()
     }
 
+    pub fn keys_with_prefix(&self, prefix: &str) -> Vec<String> {
+        self.map.borrow().keys().filter(|k| k.starts_with(prefix)).cloned().collect()
+    }
+
+    pub fn bytes_with_prefix(&self, prefix: &str) -> u64 {
+        self.map.borrow().iter().filter(|(k, _)| k.starts_with(prefix)).map(|(_, v)| v.0.len() as u64).sum()
+    }
+
     pub fn slot_keys(&self) -> Vec<String> {
         self.map.borrow().keys().filter(|k| is_slot(k)).cloned().collect()
     }
