@@ -43,6 +43,19 @@ def test_provider_gets_its_own_key_never_the_clients(envoy, provider):
     assert provider.stats()["last_authorization"] == "Bearer sk-fake-provider"
 
 
+def test_client_cache_and_encoding_headers_never_reach_the_provider(envoy, provider):
+    """The filter only writes the headers it must change (each write is a host call), so
+    this checks both ways: present ones are stripped, absent ones stay absent."""
+    r = envoy.chat(chat(unique("strip")), headers={"accept-encoding": "gzip", "x-semgate-cache": "miss"})
+    assert r.headers["x-semgate-cache"] == "miss"
+    s = provider.stats()
+    assert (s["last_accept_encoding"], s["last_x_semgate_cache"]) == ("", "")
+    assert (s["last_path"], s["last_authorization"]) == ("/v1/chat/completions", "Bearer sk-fake-provider")
+    r = envoy.chat(chat(unique("strip")), path="/captioning/v1/chat/completions")
+    assert r.status_code == 200
+    assert provider.stats()["last_path"] == "/v1/chat/completions", "the provider's own path"
+
+
 def test_key_ignores_json_order_whitespace_and_defaulted_params(envoy, provider):
     text = unique("order")
     assert envoy.chat(chat(text)).headers["x-semgate-cache"] == "miss"

@@ -252,7 +252,8 @@ pub fn plan(config: &Config, keys: &ProviderKeys, admitted: &Admitted, body: &[u
         tenant: admitted.tenant.clone(),
         provider: config.cache.cache_by_provider.then(|| provider.to_string()),
     };
-    let key = CacheKey::new(&request.canonical, &scope);
+    // The key (blake3 over the canonical form) is only computed when the cache is used.
+    let key = || CacheKey::new(&request.canonical, &scope);
     let cache = if !policy.enabled {
         CachePlan::Bypass(BypassReason::Disabled)
     } else if admitted.directive == ClientDirective::Bypass {
@@ -262,9 +263,9 @@ pub fn plan(config: &Config, keys: &ProviderKeys, admitted: &Admitted, body: &[u
     } else if config.cache.bypass_multiple_choices && request.n > 1 {
         CachePlan::Bypass(BypassReason::MultipleChoices)
     } else if admitted.directive == ClientDirective::Refresh {
-        CachePlan::Refresh { key, ttl_s: policy.ttl_s }
+        CachePlan::Refresh { key: key(), ttl_s: policy.ttl_s }
     } else {
-        CachePlan::Lookup { key, ttl_s: policy.ttl_s }
+        CachePlan::Lookup { key: key(), ttl_s: policy.ttl_s }
     };
     Ok(Plan { request, upstream, cache, semantic: policy.semantic })
 }
@@ -378,10 +379,13 @@ impl ResponseTee {
         }
         let chunks = match self.kind {
             BodyKind::Json => {
-                let v: serde_json::Value = serde_json::from_slice(&self.json).map_err(|_| NotStorable::Invalid)?;
-                if !v.get("choices").is_some_and(serde_json::Value::is_array) {
-                    return Err(NotStorable::Invalid);
+                // A complete completion: valid JSON with a `choices` array. Checked without
+                // building the document (every answer stored pays for this check).
+                #[derive(serde::Deserialize)]
+                struct Completion {
+                    choices: Vec<serde::de::IgnoredAny>,
                 }
+                serde_json::from_slice::<Completion>(&self.json).map_err(|_| NotStorable::Invalid)?;
                 vec![self.json]
             }
             BodyKind::Sse => {

@@ -75,11 +75,22 @@ struct Pending {
 pub struct GatewayHttp {
     rt: Option<Rc<Runtime>>,
     phase: Phase,
+    /// What the client's request headers hold that `forward` may have to change: each header
+    /// write is a host call, so only real changes are made.
+    sent: SentHeaders,
+}
+
+#[derive(Default)]
+struct SentHeaders {
+    path: String,
+    x_semgate_cache: bool,
+    accept_encoding: bool,
+    authorization: bool,
 }
 
 impl GatewayHttp {
     pub fn new(rt: Option<Rc<Runtime>>) -> Self {
-        GatewayHttp { rt, phase: Phase::Start }
+        GatewayHttp { rt, phase: Phase::Start, sent: SentHeaders::default() }
     }
 
     /// The one place an error becomes a client response.
@@ -122,6 +133,12 @@ impl GatewayHttp {
             HeadDecision::Reject(e) => self.reject(rt, e),
             HeadDecision::ReadBody(admitted) => {
                 rt.metrics.inc(rt.metrics.requests);
+                self.sent = SentHeaders {
+                    path: admitted.path.clone(),
+                    x_semgate_cache: headers.get("x-semgate-cache").is_some(),
+                    accept_encoding: headers.get("accept-encoding").is_some(),
+                    authorization: headers.get("authorization").is_some(),
+                };
                 if end_of_stream {
                     return self.reject(rt, GatewayError::InvalidJson("the request has no body".into()));
                 }
@@ -326,17 +343,26 @@ impl GatewayHttp {
     /// Route upstream: the cluster for the model, the provider's path, authority and key.
     fn forward(&mut self, rt: &Runtime, plan: Plan, semantic: Option<SemanticQuery>) -> Action {
         let up = &plan.upstream;
-        let mut result = abi::set_header(Headers::Request, "x-semgate-cluster", &up.cluster)
-            .and_then(|_| abi::set_header(Headers::Request, ":path", &up.path))
-            .and_then(|_| abi::remove_header(Headers::Request, "x-semgate-cache"))
+        let sent = &self.sent;
+        let mut result = abi::set_header(Headers::Request, "x-semgate-cluster", &up.cluster);
+        if up.path != sent.path {
+            result = result.and_then(|_| abi::set_header(Headers::Request, ":path", &up.path));
+        }
+        if sent.x_semgate_cache {
+            result = result.and_then(|_| abi::remove_header(Headers::Request, "x-semgate-cache"));
+        }
+        if sent.accept_encoding {
             // Stored bodies must be plain; Envoy's compressor can encode for the client.
-            .and_then(|_| abi::remove_header(Headers::Request, "accept-encoding"));
+            result = result.and_then(|_| abi::remove_header(Headers::Request, "accept-encoding"));
+        }
         if let Some(a) = &up.authority {
             result = result.and_then(|_| abi::set_header(Headers::Request, ":authority", a));
         }
+        // The client's key never reaches the provider: replaced by the provider's, or removed.
         result = result.and_then(|_| match &up.authorization {
             Some(auth) => abi::set_header(Headers::Request, "authorization", auth),
-            None => abi::remove_header(Headers::Request, "authorization"),
+            None if sent.authorization => abi::remove_header(Headers::Request, "authorization"),
+            None => Ok(()),
         });
         if let Err(e) = result {
             rt.metrics.inc(rt.metrics.host_errors);

@@ -273,7 +273,7 @@ async fn provider(app: Arc<App>, req: Request<Incoming>) -> HandlerResult {
     // Counted before the body is read, so a request cut off mid-body still counts.
     let tracker = Tracker::start(app.clone());
     let (parts, body) = req.into_parts();
-    app.stats.record_last(parts.headers.get(header::AUTHORIZATION), path_and_query(&parts));
+    app.stats.record_last(&parts.headers, path_and_query(&parts));
     let is_chat = parts.method == Method::POST && parts.uri.path() == "/v1/chat/completions";
     let is_embeddings = parts.method == Method::POST && parts.uri.path() == "/v1/embeddings";
     if is_chat {

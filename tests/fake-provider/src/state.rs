@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use hyper::header::HeaderValue;
+use hyper::HeaderMap;
 use serde::Serialize;
 use tokio::sync::watch;
 
@@ -74,6 +74,9 @@ pub struct Stats {
 struct Last {
     authorization: String,
     path: String,
+    /// Headers a gateway must not forward (the tests check it strips them): their values.
+    accept_encoding: String,
+    x_semgate_cache: String,
 }
 
 impl Default for Stats {
@@ -118,11 +121,13 @@ impl Stats {
         }
     }
 
-    pub fn record_last(&self, authorization: Option<&HeaderValue>, path: &str) {
-        let auth = authorization.map_or(&b""[..], |v| v.as_bytes());
+    pub fn record_last(&self, headers: &HeaderMap, path: &str) {
+        let value = |name: &str| headers.get(name).map_or(&b""[..], |v| v.as_bytes());
         let mut last = lock(&self.last);
-        set_if_changed(&mut last.authorization, auth);
+        set_if_changed(&mut last.authorization, value("authorization"));
         set_if_changed(&mut last.path, path.as_bytes());
+        set_if_changed(&mut last.accept_encoding, value("accept-encoding"));
+        set_if_changed(&mut last.x_semgate_cache, value("x-semgate-cache"));
     }
 
     fn reset(&self) {
@@ -168,6 +173,8 @@ impl Stats {
             "embedding_inputs": self.embedding_inputs.load(Relaxed),
             "last_authorization": last.authorization,
             "last_path": last.path,
+            "last_accept_encoding": last.accept_encoding,
+            "last_x_semgate_cache": last.x_semgate_cache,
             "unauthorized": self.unauthorized.load(Relaxed),
         })
     }
