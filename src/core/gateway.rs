@@ -383,7 +383,8 @@ impl ResponseTee {
                 // building the document (every answer stored pays for this check).
                 #[derive(serde::Deserialize)]
                 struct Completion {
-                    choices: Vec<serde::de::IgnoredAny>,
+                    #[serde(rename = "choices")]
+                    _choices: Vec<serde::de::IgnoredAny>,
                 }
                 serde_json::from_slice::<Completion>(&self.json).map_err(|_| NotStorable::Invalid)?;
                 vec![self.json]
