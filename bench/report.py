@@ -63,6 +63,7 @@ def summarize(d):
         "provider": int(num("provider_requests")),
         "cx": int(num("http.gateway.downstream_cx_total")),
         "hits": int(num("semgate_cache_hits_exact_total")),
+        "fast": int(num("semgate_cache_hits_fast_total")),
         "misses": int(num("semgate_cache_misses_total")),
         "stores": int(num("semgate_cache_stores_total")),
         "evictions": int(num("semgate_cache_evictions_total")),
@@ -209,7 +210,7 @@ def main():
         s = r["d"]
         ok = s["provider"] <= conns and s["hits"] >= s["requests"] - slack(s["requests"])
         out.append(f"- (d) the provider saw {s['provider']:,} requests during the run (wrk: {s['requests']:,}); "
-                   f"semgate counted {s['hits']:,} exact hits, {s['misses']:,} misses: " + ("OK" if ok else "UNEXPECTED"))
+                   f"semgate counted {s['hits']:,} exact hits ({s['fast']:,} by the fast path for byte-identical requests), {s['misses']:,} misses: " + ("OK" if ok else "UNEXPECTED"))
     cx = ", ".join(f"({label}) {r[label]['cx']:,}" for label in SCENARIOS if label in r)
     out.append(f"- connections Envoy accepted during each run (wrk keeps its {conns} alive and opens one more at start-up; "
                f"more means Envoy closed connections): {cx}")

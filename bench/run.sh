@@ -193,7 +193,7 @@ stop_envoy() {
 
 envoy_stats() { # name=value lines for the counters the report uses
   curl -sf --max-time 5 --get "http://127.0.0.1:$ADMIN_PORT/stats" --data-urlencode \
-    'filter=^(http\.gateway\.downstream_rq_(total|[2-5]xx)|http\.gateway\.downstream_cx_total|cluster\.provider_openai\.upstream_(rq_total|cx_total)|(wasmcustom\.)?semgate_(cache_(hits_exact|misses|bypasses|stores|evictions|store_failures)|rejected|host_errors)_total)$' |
+    'filter=^(http\.gateway\.downstream_rq_(total|[2-5]xx)|http\.gateway\.downstream_cx_total|cluster\.provider_openai\.upstream_(rq_total|cx_total)|(wasmcustom\.)?semgate_(cache_(hits_exact|hits_fast|misses|bypasses|stores|evictions|store_failures)|rejected|host_errors)_total)$' |
     sed -E 's/^wasmcustom\.//; s/: /=/'
 }
 
@@ -287,7 +287,7 @@ $(cat "$TMP/wrk-$label.log")"
   result "$label.provider_requests" $((after_p - before_p))
   for name in http.gateway.downstream_rq_2xx http.gateway.downstream_rq_4xx http.gateway.downstream_rq_5xx \
     http.gateway.downstream_cx_total cluster.provider_openai.upstream_rq_total cluster.provider_openai.upstream_cx_total \
-    semgate_cache_hits_exact_total semgate_cache_misses_total semgate_cache_bypasses_total \
+    semgate_cache_hits_exact_total semgate_cache_hits_fast_total semgate_cache_misses_total semgate_cache_bypasses_total \
     semgate_cache_stores_total semgate_cache_evictions_total semgate_cache_store_failures_total \
     semgate_rejected_total semgate_host_errors_total; do
     result "$label.$name" $(($(stat_of "$after_s" "$name") - $(stat_of "$before_s" "$name")))
