@@ -126,6 +126,13 @@ def test_streaming_response_is_replayed_event_for_event(envoy, provider):
     assert events[-1] == "[DONE]"
     assert len(events) > 4
     assert any(json.loads(e).get("usage") for e in events[:-1])
+    # The third time the fast path answers (the second was a hit): the same bytes again.
+    fast = envoy.stat("semgate_cache_hits_fast_total")
+    third = envoy.chat(body, stream=True)
+    assert third.headers["x-semgate-cache"] == "hit-exact"
+    assert third.headers["content-type"] == second.headers["content-type"]
+    assert third.raw.read() == raw1
+    assert envoy.stat("semgate_cache_hits_fast_total") == fast + 1
     assert provider.started() == started
 
 
