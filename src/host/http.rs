@@ -82,7 +82,8 @@ pub struct GatewayHttp {
 
 #[derive(Default)]
 struct SentHeaders {
-    path: String,
+    /// The client's path is the provider's (set once the plan is known).
+    path_is_upstream: bool,
     x_semgate_cache: bool,
     accept_encoding: bool,
     authorization: bool,
@@ -134,7 +135,7 @@ impl GatewayHttp {
             HeadDecision::ReadBody(admitted) => {
                 rt.metrics.inc(rt.metrics.requests);
                 self.sent = SentHeaders {
-                    path: admitted.path.clone(),
+                    path_is_upstream: false,
                     x_semgate_cache: headers.get("x-semgate-cache").is_some(),
                     accept_encoding: headers.get("accept-encoding").is_some(),
                     authorization: headers.get("authorization").is_some(),
@@ -189,6 +190,7 @@ impl GatewayHttp {
             Ok(p) => p,
             Err(e) => return self.reject(rt, e),
         };
+        self.sent.path_is_upstream = admitted.path == plan.upstream.path;
         if let CachePlan::Lookup { key, .. } = plan.cache {
             let kv = EnvoySharedData;
             let now = now_ms();
@@ -197,9 +199,7 @@ impl GatewayHttp {
                     if self.reply_hit(rt, &entry, now) {
                         // Served from the cache: its next byte-identical repeat takes the fast path.
                         if let Some(probe) = &fast {
-                            if FastPath::new(&kv, rt.fast).remember(probe, &raw, &entry) {
-                                rt.metrics.inc(rt.metrics.fast_records);
-                            }
+                            Self::remember_fast(rt, probe, &raw, &entry);
                         }
                         return Action::Pause;
                     }
@@ -345,7 +345,7 @@ impl GatewayHttp {
         let up = &plan.upstream;
         let sent = &self.sent;
         let mut result = abi::set_header(Headers::Request, "x-semgate-cluster", &up.cluster);
-        if up.path != sent.path {
+        if !sent.path_is_upstream {
             result = result.and_then(|_| abi::set_header(Headers::Request, ":path", &up.path));
         }
         if sent.x_semgate_cache {
@@ -401,6 +401,13 @@ impl GatewayHttp {
             refresh_record: None,
         }));
         Action::Continue
+    }
+
+    /// Keep a fast-path record: `raw` is now answered by `entry` (see `core::fastpath`).
+    fn remember_fast(rt: &Runtime, probe: &Probe, raw: &RawRequest, entry: &Entry) {
+        if FastPath::new(&EnvoySharedData, rt.fast).remember(probe, raw, entry) {
+            rt.metrics.inc(rt.metrics.fast_records);
+        }
     }
 
     /// Keep an entry in this replica's shared-data cache.
@@ -494,13 +501,7 @@ impl GatewayHttp {
                 }
                 Self::store_local(rt, &entry, now);
                 if let Some(r) = f.refresh_record.take() {
-                    if FastPath::new(&EnvoySharedData, rt.fast).remember(
-                        &r.probe,
-                        &raw_request(&r.admitted, &r.body),
-                        &entry,
-                    ) {
-                        rt.metrics.inc(rt.metrics.fast_records);
-                    }
+                    Self::remember_fast(rt, &r.probe, &raw_request(&r.admitted, &r.body), &entry);
                 }
             }
             Err(NotStorable::TooLarge) => rt.metrics.inc(rt.metrics.too_large),
