@@ -173,12 +173,13 @@ impl GatewayHttp {
                 return self.reject(rt, GatewayError::InvalidJson("the request body could not be read".into()));
             }
         };
+        // One clock read for the whole decision (fast path, then the canonical lookup).
+        let now = now_ms();
         // Byte-identical repeat of a request served from the cache: answered before any parse.
         let raw = raw_request(&admitted, &body);
         let fast = (admitted.directive != ClientDirective::Bypass && rt.fast.may_hold(&raw))
             .then(|| fastpath::probe(&rt.fast, &raw));
         if let (Some(probe), ClientDirective::Normal) = (&fast, &admitted.directive) {
-            let now = now_ms();
             if let FastLookup::Hit(entry) = FastPath::new(&EnvoySharedData, rt.fast).lookup(probe, &raw, now) {
                 if self.reply_hit(rt, &entry, now) {
                     rt.metrics.inc(rt.metrics.hits_fast);
@@ -193,7 +194,6 @@ impl GatewayHttp {
         self.sent.path_is_upstream = admitted.path == plan.upstream.path;
         if let CachePlan::Lookup { key, .. } = plan.cache {
             let kv = EnvoySharedData;
-            let now = now_ms();
             match CacheStore::new(&kv, rt.limits).lookup(&key, now) {
                 Lookup::Hit(entry) => {
                     if self.reply_hit(rt, &entry, now) {
