@@ -178,16 +178,20 @@ def test_bypass_header_and_no_store_skip_the_cache(envoy, provider):
     assert envoy.chat(body).headers["x-semgate-cache"] == "miss"
 
 
-def test_no_cache_refreshes_the_entry(envoy, provider):
-    body = chat(unique("refresh"))
-    first = envoy.chat(body).json()
+def refresh_then_hit(envoy, body, first):
+    """`no-cache` fetches a fresh answer and stores it: the next plain request hits that one."""
     r = envoy.chat(body, headers={"cache-control": "no-cache"})
     assert r.headers["x-semgate-cache"] == "refresh"
     fresh = r.json()
     assert fresh["id"] != first["id"]
     hit = envoy.chat(body)
     assert hit.headers["x-semgate-cache"] == "hit-exact"
-    assert hit.json()["id"] == fresh["id"]
+    assert hit.json()["id"] == fresh["id"], "the refreshed answer replaced the stored one"
+
+
+def test_no_cache_refreshes_the_entry(envoy, provider):
+    body = chat(unique("refresh"))
+    refresh_then_hit(envoy, body, envoy.chat(body).json())
 
 
 def test_sampling_heavy_requests_bypass_by_default(envoy):
@@ -318,14 +322,8 @@ def test_a_refresh_rewrites_the_fast_path_record(envoy, provider):
     fast0 = envoy.stat("semgate_cache_hits_fast_total")
     assert envoy.chat(body).json()["id"] == first["id"]
     assert envoy.stat("semgate_cache_hits_fast_total") == fast0 + 1
-    r = envoy.chat(body, headers={"cache-control": "no-cache"})
-    assert r.headers["x-semgate-cache"] == "refresh"
-    fresh = r.json()
-    assert fresh["id"] != first["id"]
-    hit = envoy.chat(body)
-    assert hit.headers["x-semgate-cache"] == "hit-exact"
-    assert hit.json()["id"] == fresh["id"], "the record now serves the refreshed answer"
-    assert envoy.stat("semgate_cache_hits_fast_total") == fast0 + 2
+    refresh_then_hit(envoy, body, first)
+    assert envoy.stat("semgate_cache_hits_fast_total") == fast0 + 2, "the record serves the refreshed answer"
     # Directives always take the canonical path: a bypass reaches the provider.
     started = provider.started()
     r = envoy.chat(body, headers={"x-semgate-cache": "bypass"})
