@@ -1,6 +1,7 @@
 """Attribute semgate's per-request cost: one Envoy (--concurrency 1) per variant, wrk with
-16 connections and unique ~2 KB bodies, Envoy CPU time per request from /proc. Each row adds
-one piece of work to the one above it. Run from the repo root after `make build fake-provider`:
+16 connections and unique ~2 KB bodies, Envoy CPU time per request from /proc, then the
+unloaded p50 (one connection, one request at a time). Each row adds one piece of work to the
+one above it. Run from the repo root after `make build fake-provider`:
 
     .venv/bin/python bench/decompose.py [seconds] [table ...]
 
@@ -43,6 +44,19 @@ VARIANTS = [
     ("hit", "semgate, exact hit, no policy on route names", "semgate", "no-route-policies", "/v1/chat/completions", "same"),
     ("hit", "semgate, exact hit, fast path off", "semgate", "no-fast-path", "/v1/chat/completions", "same"),
     ("probe", "no-op local reply", "noop", "reply", "/v1/chat/completions", "same"),
+] + [
+    ("rewrite", name, "noop", mode, "/v1/chat/completions", "unique")
+    for name, mode in [
+        ("no-op: hold, copy body", "read"),
+        ("+ get_map(request headers)", "rewrite:g"),
+        ("+ x-semgate-cluster", "rewrite:gc"),
+        ("+ :path", "rewrite:gcp"),
+        ("+ authorization", "rewrite:gcpa"),
+        ("+ accept-encoding removed", "rewrite:gcpae"),
+        ("+ get_map(response headers)", "rewrite:gcpaeG"),
+        ("+ x-semgate-cache (response)", "rewrite:gcpaeGx"),
+        ("+ x-semgate-provider (response)", "rewrite:gcpaeGxy"),
+    ]
 ] + [
     ("probe", f"+ {PROBE_REPEAT} x {what}", "noop", f"reply,{probe}*{PROBE_REPEAT}", "/v1/chat/completions", "same")
     for probe, what in [
@@ -115,7 +129,11 @@ def main():
                 c1 = cpu_seconds(envoy.pid)
                 reqs = int(re.search(r"(\d+) requests in", out).group(1))
                 non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
-                rows.append((table, name, reqs / SECONDS, (c1 - c0) / reqs * 1e6, int(non2xx.group(1)) if non2xx else 0))
+                # Unloaded latency: one connection, one request at a time.
+                one = [w if w != "-c16" else "-c1" for w in wrk]
+                out1 = subprocess.run(one[:3] + [f"-d{max(SECONDS // 2, 1)}s"] + one[3:], capture_output=True, text=True).stdout
+                p50 = int(re.search(r"p50_us=(\d+)", out1).group(1))
+                rows.append((table, name, reqs / SECONDS, (c1 - c0) / reqs * 1e6, p50, int(non2xx.group(1)) if non2xx else 0))
             finally:
                 envoy.terminate()
                 envoy.wait()
@@ -124,15 +142,17 @@ def main():
         provider.kill()
     for table, title in (("miss", "misses: unique bodies, the provider answers"),
                          ("hit", "local replies: the same body every time"),
+                         ("rewrite", "the miss path's header work, one step at a time (unique bodies)"),
                          ("probe", f"host calls: each row repeats one call {PROBE_REPEAT} times per request")):
         group = [r for r in rows if r[0] == table]
         if not group:
             continue
-        base_rps, base_cpu = group[0][2], group[0][3]
+        base_rps, base_cpu, base_p50 = group[0][2], group[0][3], group[0][4]
         print(f"\n{title}; each row against the first\n")
-        print("| variant | req/s | ratio | Envoy CPU/req (us) | added (us) | non-2xx |\n|---|---:|---:|---:|---:|---:|")
-        for _, name, rps, cpu, bad in group:
-            print(f"| {name} | {rps:,.0f} | {rps / base_rps:.2f}x | {cpu:.1f} | {cpu - base_cpu:+.1f} | {bad} |")
+        print("| variant | req/s | ratio | Envoy CPU/req (us) | added (us) | p50 @1 conn (us) | added p50 (us) | non-2xx |\n"
+              "|---|---:|---:|---:|---:|---:|---:|---:|")
+        for _, name, rps, cpu, p50, bad in group:
+            print(f"| {name} | {rps:,.0f} | {rps / base_rps:.2f}x | {cpu:.1f} | {cpu - base_cpu:+.1f} | {p50} | {p50 - base_p50:+d} | {bad} |")
         if table == "probe":
             print(f"\nOne call costs its row's added CPU / {PROBE_REPEAT}.")
 

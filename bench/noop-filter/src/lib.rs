@@ -46,15 +46,23 @@ mod filter {
         Time,
     }
 
+    /// `rewrite` alone does every step; `rewrite:<letters>` only the named ones, so
+    /// `bench/decompose.py` can price each: g get_map(request headers), c x-semgate-cluster,
+    /// p :path, a authorization, e accept-encoding removed; G get_map(response headers),
+    /// x x-semgate-cache, y x-semgate-provider.
+    const REWRITE_ALL: &str = "gcpaeGxy";
+
     struct NoopRoot {
         mode: Mode,
         probes: Vec<(Probe, u32)>,
         counter: u32,
+        steps: &'static [u8],
     }
     struct NoopHttp {
         mode: Mode,
         probes: Vec<(Probe, u32)>,
         counter: u32,
+        steps: &'static [u8],
     }
 
     fn run_probes(probes: &[(Probe, u32)], counter: u32) {
@@ -106,6 +114,8 @@ mod filter {
                 .collect();
             let _ = hostcalls::set_shared_data("probe:4k", Some(&[7u8; 4096]), None);
             self.counter = hostcalls::define_metric(proxy_wasm::types::MetricType::Counter, "noop_probe").unwrap_or(0);
+            let (base, steps) = base.split_once(':').unwrap_or((&base, REWRITE_ALL));
+            self.steps = Box::leak(steps.as_bytes().to_vec().into_boxed_slice());
             self.mode = match base.as_bytes() {
                 b"pause" => Mode::Pause,
                 b"read" => Mode::Read,
@@ -119,7 +129,7 @@ mod filter {
             Some(ContextType::HttpContext)
         }
         fn create_http_context(&self, _: u32) -> Option<Box<dyn HttpContext>> {
-            Some(Box::new(NoopHttp { mode: self.mode, probes: self.probes.clone(), counter: self.counter }))
+            Some(Box::new(NoopHttp { mode: self.mode, probes: self.probes.clone(), counter: self.counter, steps: self.steps }))
         }
     }
 
@@ -154,31 +164,44 @@ mod filter {
                 return Action::Pause;
             }
             if self.mode >= Mode::Rewrite {
-                let _ = hostcalls::get_map(MapType::HttpRequestHeaders);
-                let _ =
-                    hostcalls::set_map_value(MapType::HttpRequestHeaders, "x-semgate-cluster", Some("provider_openai"));
-                let _ = hostcalls::set_map_value(MapType::HttpRequestHeaders, ":path", Some("/v1/chat/completions"));
-                let _ = hostcalls::set_map_value(
-                    MapType::HttpRequestHeaders,
-                    "authorization",
-                    Some("Bearer sk-fake-provider"),
-                );
-                let _ = hostcalls::set_map_value(MapType::HttpRequestHeaders, "accept-encoding", None);
+                let step = |c: u8| self.steps.contains(&c);
+                if step(b'g') {
+                    let _ = hostcalls::get_map(MapType::HttpRequestHeaders);
+                }
+                if step(b'c') {
+                    let _ = hostcalls::set_map_value(MapType::HttpRequestHeaders, "x-semgate-cluster", Some("provider_openai"));
+                }
+                if step(b'p') {
+                    let _ = hostcalls::set_map_value(MapType::HttpRequestHeaders, ":path", Some("/v1/chat/completions"));
+                }
+                if step(b'a') {
+                    let _ = hostcalls::set_map_value(MapType::HttpRequestHeaders, "authorization", Some("Bearer sk-fake-provider"));
+                }
+                if step(b'e') {
+                    let _ = hostcalls::set_map_value(MapType::HttpRequestHeaders, "accept-encoding", None);
+                }
             }
             Action::Continue
         }
 
         fn on_http_response_headers(&mut self, _: usize, _: bool) -> Action {
             if self.mode == Mode::Rewrite {
-                let _ = hostcalls::get_map(MapType::HttpResponseHeaders);
-                let _ = hostcalls::set_map_value(MapType::HttpResponseHeaders, "x-semgate-cache", Some("miss"));
-                let _ = hostcalls::set_map_value(MapType::HttpResponseHeaders, "x-semgate-provider", Some("openai"));
+                let step = |c: u8| self.steps.contains(&c);
+                if step(b'G') {
+                    let _ = hostcalls::get_map(MapType::HttpResponseHeaders);
+                }
+                if step(b'x') {
+                    let _ = hostcalls::set_map_value(MapType::HttpResponseHeaders, "x-semgate-cache", Some("miss"));
+                }
+                if step(b'y') {
+                    let _ = hostcalls::set_map_value(MapType::HttpResponseHeaders, "x-semgate-provider", Some("openai"));
+                }
             }
             Action::Continue
         }
     }
 
     proxy_wasm::main! {{
-        proxy_wasm::set_root_context(|_| -> Box<dyn RootContext> { Box::new(NoopRoot { mode: Mode::Noop, probes: Vec::new(), counter: 0 }) });
+        proxy_wasm::set_root_context(|_| -> Box<dyn RootContext> { Box::new(NoopRoot { mode: Mode::Noop, probes: Vec::new(), counter: 0, steps: b"" }) });
     }}
 }
