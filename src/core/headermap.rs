@@ -37,6 +37,34 @@ impl HeaderMap {
     pub fn get_nonempty(&self, name: &str) -> Option<&str> {
         self.iter().find(|(k, v)| *k == name && !v.is_empty()).map(|(_, v)| v)
     }
+
+    /// Several headers in one pass over the map (each `get` is a pass of its own, and the
+    /// filter reads about ten per request). Per name: `None` if absent, else its first
+    /// non-empty value, else `Some("")` (present, but only empty). Only the values of the
+    /// names asked for are checked for UTF-8; a name whose values are all binary is absent.
+    pub fn pick<const N: usize>(&self, names: [&str; N]) -> [Option<&str>; N] {
+        let mut out: [Option<&str>; N] = [None; N];
+        let bytes = self.0.as_slice();
+        let word = |at: usize| bytes.get(at..at + 4).map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize);
+        let n = word(0).unwrap_or(0);
+        let mut data = 4usize.saturating_add(n.saturating_mul(8));
+        for i in 0..n {
+            let (Some(kl), Some(vl)) = (word(4 + i * 8), word(8 + i * 8)) else { break };
+            let Some(k) = data.checked_add(kl).and_then(|end| bytes.get(data..end)) else { break };
+            let v_at = data + kl + 1;
+            let Some(v) = v_at.checked_add(vl).and_then(|end| bytes.get(v_at..end)) else { break };
+            data = v_at + vl + 1;
+            for (slot, name) in out.iter_mut().zip(names) {
+                if k != name.as_bytes() || matches!(slot, Some(s) if !s.is_empty()) {
+                    continue;
+                }
+                if let Ok(v) = std::str::from_utf8(v) {
+                    *slot = Some(v);
+                }
+            }
+        }
+        out
+    }
 }
 
 /// Serialize pairs in the same format (for local replies and callouts).
@@ -74,6 +102,32 @@ mod tests {
     }
 
     #[test]
+    fn pick_reads_many_headers_in_one_pass_like_get() {
+        let pairs = [
+            (":path", "/v1/chat/completions"),
+            ("x-empty", ""),
+            ("authorization", "Bearer a"),
+            ("x-empty", "later"),
+            ("authorization", "Bearer b"),
+            ("x-only-empty", ""),
+        ];
+        let map = HeaderMap(encode(&pairs));
+        let [path, empty, auth, only_empty, absent] =
+            map.pick([":path", "x-empty", "authorization", "x-only-empty", "absent"]);
+        assert_eq!(path, Some("/v1/chat/completions"));
+        assert_eq!(empty, Some("later"), "the first non-empty value, as get_nonempty");
+        assert_eq!(auth, Some("Bearer a"), "the first value, as get");
+        assert_eq!(only_empty, Some(""), "present though empty");
+        assert_eq!(absent, None);
+        for name in [":path", "x-empty", "authorization", "x-only-empty", "absent"] {
+            let [picked] = map.pick([name]);
+            assert_eq!(picked.filter(|v| !v.is_empty()), map.get_nonempty(name), "{name}");
+            assert_eq!(picked.is_some(), map.get(name).is_some(), "{name}");
+        }
+        assert_eq!(HeaderMap::default().pick(["a"]), [None]);
+    }
+
+    #[test]
     fn malformed_maps_yield_what_was_readable() {
         let full = encode(&[("a", "1"), ("b", "2")]);
         for cut in 0..full.len() {
@@ -86,7 +140,13 @@ mod tests {
         // A count far larger than the bytes.
         let mut huge = full.clone();
         huge[..4].copy_from_slice(&u32::MAX.to_le_bytes());
-        assert!(HeaderMap(huge).iter().count() <= 2);
+        assert!(HeaderMap(huge.clone()).iter().count() <= 2);
+        assert!(matches!(HeaderMap(huge).pick(["a", "b"]), [None | Some("1"), None | Some("2")]));
+        for cut in 0..full.len() {
+            let map = HeaderMap(full[..cut].to_vec());
+            let picked = map.pick(["a", "b"]);
+            assert!(matches!(picked, [None | Some("1"), None | Some("2")]), "cut {cut}: {picked:?}");
+        }
         // Binary values are skipped, the rest still read.
         let bin = HeaderMap(encode(&[("a", "1")]));
         let mut raw = bin.0.clone();

@@ -108,8 +108,21 @@ impl GatewayHttp {
 
     fn on_headers(&mut self, rt: &Runtime, end_of_stream: bool) -> Action {
         let headers = abi::get_headers(Headers::Request);
-        let get = |name: &str| headers.get_nonempty(name);
-        let tenant = rt.config.auth.tenant_header.as_deref().and_then(get);
+        // One pass over the map for every header read here ("" never names a header).
+        let [method, path, authorization, tenant, content_length, cache_control, semgate_cache, accept_encoding] = headers
+            .pick([
+                ":method",
+                ":path",
+                "authorization",
+                rt.config.auth.tenant_header.as_deref().unwrap_or(""),
+                "content-length",
+                "cache-control",
+                "x-semgate-cache",
+                "accept-encoding",
+            ]);
+        fn nonempty(v: Option<&str>) -> Option<&str> {
+            v.filter(|v| !v.is_empty())
+        }
         // Property lookups cost a host round trip: only when a policy matches on routes.
         let route_name = if rt.needs_route_name {
             abi::get_property(&["xds", "route_name"]).and_then(|v| String::from_utf8(v).ok()).filter(|v| !v.is_empty())
@@ -117,13 +130,13 @@ impl GatewayHttp {
             None
         };
         let head = RequestHead {
-            method: get(":method").unwrap_or_default(),
-            path: get(":path").unwrap_or_default(),
-            authorization: get("authorization"),
-            tenant,
-            content_length: get("content-length"),
-            cache_control: get("cache-control"),
-            semgate_cache: get("x-semgate-cache"),
+            method: nonempty(method).unwrap_or_default(),
+            path: nonempty(path).unwrap_or_default(),
+            authorization: nonempty(authorization),
+            tenant: nonempty(tenant),
+            content_length: nonempty(content_length),
+            cache_control: nonempty(cache_control),
+            semgate_cache: nonempty(semgate_cache),
             route_name: route_name.as_deref(),
         };
         match admit(&rt.config, &head) {
@@ -136,9 +149,9 @@ impl GatewayHttp {
                 rt.metrics.inc(rt.metrics.requests);
                 self.sent = SentHeaders {
                     path_is_upstream: false,
-                    x_semgate_cache: headers.get("x-semgate-cache").is_some(),
-                    accept_encoding: headers.get("accept-encoding").is_some(),
-                    authorization: headers.get("authorization").is_some(),
+                    x_semgate_cache: semgate_cache.is_some(),
+                    accept_encoding: accept_encoding.is_some(),
+                    authorization: authorization.is_some(),
                 };
                 if end_of_stream {
                     return self.reject(rt, GatewayError::InvalidJson("the request has no body".into()));
@@ -447,14 +460,9 @@ impl GatewayHttp {
             return;
         }
         let headers = abi::get_headers(Headers::Response);
-        let get = |name: &str| headers.get(name);
-        let status = get(":status").and_then(|s| s.parse::<u16>().ok()).unwrap_or(0);
-        match ResponseTee::start(
-            status,
-            get("content-type"),
-            get("content-encoding"),
-            rt.limits.max_entry_bytes as usize,
-        ) {
+        let [status, content_type, content_encoding] = headers.pick([":status", "content-type", "content-encoding"]);
+        let status = status.and_then(|s| s.parse::<u16>().ok()).unwrap_or(0);
+        match ResponseTee::start(status, content_type, content_encoding, rt.limits.max_entry_bytes as usize) {
             Ok(tee) if !end_of_stream => f.tee = Some(tee),
             _ => rt.metrics.inc(rt.metrics.not_stored),
         }

@@ -140,3 +140,19 @@ fn malformed_records_are_misses() {
     kv.set(&slot_key(p.slot), &good[..good.len() - 1], None).unwrap();
     assert_eq!(FastPath::new(&kv, LIMITS).lookup(&p, &r, 2_000), FastLookup::Miss);
 }
+
+#[test]
+fn bytes_eq_is_slice_equality() {
+    let base: Vec<u8> = (0..40u8).collect();
+    for len in 0..base.len() {
+        let a = &base[..len];
+        assert!(bytes_eq(a, a));
+        assert!(!bytes_eq(a, &base[..len + 1]), "lengths differ at {len}");
+        // One byte changed anywhere, in the 8-byte words or in the tail.
+        for at in 0..len {
+            let mut b = a.to_vec();
+            b[at] ^= 0x01;
+            assert!(!bytes_eq(a, &b), "len {len}, byte {at}");
+        }
+    }
+}
