@@ -253,7 +253,7 @@ pub fn plan(config: &Config, keys: &ProviderKeys, admitted: &Admitted, body: &[u
         provider: config.cache.cache_by_provider.then(|| provider.to_string()),
     };
     // The key (blake3 over the canonical form) is only computed when the cache is used.
-    let key = || CacheKey::new(&request.canonical, &scope);
+    let key = || CacheKey::new(&request.canonical(), &scope);
     let cache = if !policy.enabled {
         CachePlan::Bypass(BypassReason::Disabled)
     } else if admitted.directive == ClientDirective::Bypass {

@@ -19,10 +19,17 @@ pub struct ChatRequest {
     /// `temperature` as sent; `None` means the provider default (1.0 for OpenAI).
     pub temperature: Option<f64>,
     pub n: u64,
-    /// Canonical JSON of everything that can change the answer (see the module doc).
-    pub canonical: Vec<u8>,
-    /// The same canonical form as a value, for the semantic layer's text and context.
+    /// The canonical form of everything that can change the answer (see the module doc), as
+    /// a value: the semantic layer reads its text and context, `canonical` writes it out.
     pub value: Value,
+}
+
+impl ChatRequest {
+    /// The canonical form as JSON bytes, which the exact-cache key hashes. Written only when a
+    /// key is needed: a request that bypasses the cache never pays for it.
+    pub fn canonical(&self) -> Vec<u8> {
+        serde_json::to_vec(&self.value).unwrap_or_default()
+    }
 }
 
 /// Fields that do not change the answer: kept out of the cache key.
@@ -90,8 +97,7 @@ pub fn parse_chat_request(body: &[u8]) -> Result<ChatRequest, GatewayError> {
         }
     }
     let value = canonicalize(obj);
-    let canonical = value.to_string().into_bytes();
-    Ok(ChatRequest { model, stream, temperature, n, canonical, value })
+    Ok(ChatRequest { model, stream, temperature, n, value })
 }
 
 fn number_in(obj: &Map<String, Value>, field: &str, lo: f64, hi: f64) -> Result<Option<f64>, GatewayError> {
@@ -249,7 +255,7 @@ mod tests {
     use super::*;
 
     fn canon(body: &str) -> String {
-        String::from_utf8(parse_chat_request(body.as_bytes()).unwrap().canonical).unwrap()
+        String::from_utf8(parse_chat_request(body.as_bytes()).unwrap().canonical()).unwrap()
     }
 
     #[test]

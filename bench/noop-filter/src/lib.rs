@@ -72,7 +72,7 @@ mod filter {
                     Probe::GetHeaders => drop(hostcalls::get_map(MapType::HttpRequestHeaders)),
                     Probe::GetHeader => drop(hostcalls::get_map_value(MapType::HttpRequestHeaders, "authorization")),
                     Probe::SetHeader => {
-                        drop(hostcalls::set_map_value(MapType::HttpRequestHeaders, "x-probe", Some("1")))
+                        let _ = hostcalls::set_map_value(MapType::HttpRequestHeaders, "x-probe", Some("1"));
                     }
                     Probe::GetShared => drop(hostcalls::get_shared_data("probe:4k")),
                     Probe::GetSharedAbsent => drop(hostcalls::get_shared_data("probe:absent")),
