@@ -143,64 +143,54 @@ fn validate_messages(msgs: &[Value]) -> Result<(), GatewayError> {
     Ok(())
 }
 
-fn canonicalize(obj: Map<String, Value>) -> Value {
-    let mut out = Map::new();
-    for (k, v) in obj {
-        if v.is_null() || NO_EFFECT_FIELDS.contains(&k.as_str()) || is_default(&k, &v) {
-            continue;
-        }
-        let v = match k.as_str() {
-            "messages" => match v {
-                Value::Array(msgs) => Value::Array(msgs.into_iter().map(canonical_message).collect()),
-                other => other,
-            },
-            "stop" => match v {
-                Value::String(s) => Value::Array(vec![Value::String(s)]),
-                other => other,
-            },
+/// Canonicalizes in place: the parsed document is rewritten, never copied (each rebuilt map
+/// is a tree of allocations, and this runs on every cacheable request).
+fn canonicalize(mut obj: Map<String, Value>) -> Value {
+    obj.retain(|k, v| !(v.is_null() || NO_EFFECT_FIELDS.contains(&k.as_str()) || is_default(k, v)));
+    for (k, v) in obj.iter_mut() {
+        match (k.as_str(), &mut *v) {
+            ("messages", Value::Array(msgs)) => msgs.iter_mut().for_each(canonical_message),
+            ("messages", _) => {}
+            ("stop", Value::String(s)) => *v = Value::Array(vec![Value::String(std::mem::take(s))]),
+            ("stop", _) => {}
             _ => canonical_value(v),
-        };
-        out.insert(k, v);
+        }
     }
     // `tool_choice` at its default ("none" without tools, "auto" with them) is no choice at all.
-    let has_tools = out.get("tools").and_then(Value::as_array).is_some_and(|t| !t.is_empty());
-    if out.get("tool_choice").and_then(Value::as_str) == Some(if has_tools { "auto" } else { "none" }) {
-        out.remove("tool_choice");
+    let has_tools = obj.get("tools").and_then(Value::as_array).is_some_and(|t| !t.is_empty());
+    if obj.get("tool_choice").and_then(Value::as_str) == Some(if has_tools { "auto" } else { "none" }) {
+        obj.remove("tool_choice");
     }
-    Value::Object(out)
+    Value::Object(obj)
 }
 
-fn canonical_message(m: Value) -> Value {
-    let Value::Object(m) = m else { return m };
-    let mut out = Map::new();
-    for (k, v) in m {
-        if v.is_null() {
-            continue;
+fn canonical_message(m: &mut Value) {
+    let Value::Object(m) = m else { return };
+    m.retain(|_, v| !v.is_null());
+    for (k, v) in m.iter_mut() {
+        if k == "content" {
+            canonical_content(v);
+        } else {
+            canonical_value(v);
         }
-        let v = if k == "content" { canonical_content(v) } else { canonical_value(v) };
-        out.insert(k, v);
     }
-    Value::Object(out)
 }
 
-fn canonical_content(content: Value) -> Value {
-    let Value::Array(parts) = content else {
-        return content;
-    };
-    let parts: Vec<Value> = parts.into_iter().map(canonical_part).collect();
+fn canonical_content(content: &mut Value) {
+    let Value::Array(parts) = content else { return };
+    parts.iter_mut().for_each(canonical_part);
     // A single text part means the same as a plain string.
-    if let [Value::Object(p)] = parts.as_slice() {
+    if let [Value::Object(p)] = parts.as_mut_slice() {
         if p.len() == 2 && p.get("type").and_then(Value::as_str) == Some("text") {
-            if let Some(Value::String(t)) = p.get("text") {
-                return Value::String(t.clone());
+            if let Some(Value::String(t)) = p.get_mut("text") {
+                *content = Value::String(std::mem::take(t));
             }
         }
     }
-    Value::Array(parts)
 }
 
-fn canonical_part(part: Value) -> Value {
-    let mut part = canonical_value(part);
+fn canonical_part(part: &mut Value) {
+    canonical_value(part);
     if let Some(url_obj) = part.get_mut("image_url").and_then(Value::as_object_mut) {
         if url_obj.get("detail").and_then(Value::as_str) == Some("auto") {
             url_obj.remove("detail");
@@ -211,7 +201,6 @@ fn canonical_part(part: Value) -> Value {
             }
         }
     }
-    part
 }
 
 /// `data:<mime>;base64,<payload>` -> `blake3:<mime>:<hex of the decoded bytes>`, so the key
@@ -232,14 +221,18 @@ pub fn data_url_digest(url: &str) -> Option<String> {
 }
 
 /// Recursively: drop nulls in objects, and write integral floats as integers (1.0 -> 1).
-fn canonical_value(v: Value) -> Value {
+fn canonical_value(v: &mut Value) {
     match v {
         Value::Object(m) => {
-            Value::Object(m.into_iter().filter(|(_, v)| !v.is_null()).map(|(k, v)| (k, canonical_value(v))).collect())
+            m.retain(|_, v| !v.is_null());
+            m.values_mut().for_each(canonical_value);
         }
-        Value::Array(a) => Value::Array(a.into_iter().map(canonical_value).collect()),
-        Value::Number(n) => Value::Number(canonical_number(n)),
-        other => other,
+        Value::Array(a) => a.iter_mut().for_each(canonical_value),
+        Value::Number(n) => {
+            let c = canonical_number(n.clone());
+            *n = c;
+        }
+        _ => {}
     }
 }
 
