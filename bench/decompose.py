@@ -1,6 +1,6 @@
 """Attribute semgate's per-request cost: one Envoy (--concurrency 1) per variant, wrk with
 16 connections and unique ~2 KB bodies, Envoy CPU time per request from /proc, then the
-unloaded p50 (one connection, one request at a time). Each row adds one piece of work to the
+unloaded p50 and Envoy CPU per request (one connection, one request at a time). Each row adds one piece of work to the
 one above it. Run from the repo root after `make build fake-provider`:
 
     .venv/bin/python bench/decompose.py [seconds] [table ...]
@@ -131,9 +131,12 @@ def main():
                 non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
                 # Unloaded latency: one connection, one request at a time.
                 one = [w if w != "-c16" else "-c1" for w in wrk]
+                c2 = cpu_seconds(envoy.pid)
                 out1 = subprocess.run(one[:3] + [f"-d{max(SECONDS // 2, 1)}s"] + one[3:], capture_output=True, text=True).stdout
+                c3 = cpu_seconds(envoy.pid)
                 p50 = int(re.search(r"p50_us=(\d+)", out1).group(1))
-                rows.append((table, name, reqs / SECONDS, (c1 - c0) / reqs * 1e6, p50, int(non2xx.group(1)) if non2xx else 0))
+                cpu1 = (c3 - c2) / int(re.search(r"(\d+) requests in", out1).group(1)) * 1e6
+                rows.append((table, name, reqs / SECONDS, (c1 - c0) / reqs * 1e6, p50, cpu1, int(non2xx.group(1)) if non2xx else 0))
             finally:
                 envoy.terminate()
                 envoy.wait()
@@ -147,12 +150,13 @@ def main():
         group = [r for r in rows if r[0] == table]
         if not group:
             continue
-        base_rps, base_cpu, base_p50 = group[0][2], group[0][3], group[0][4]
+        base_rps, base_cpu, base_p50, base_cpu1 = group[0][2], group[0][3], group[0][4], group[0][5]
         print(f"\n{title}; each row against the first\n")
-        print("| variant | req/s | ratio | Envoy CPU/req (us) | added (us) | p50 @1 conn (us) | added p50 (us) | non-2xx |\n"
-              "|---|---:|---:|---:|---:|---:|---:|---:|")
-        for _, name, rps, cpu, p50, bad in group:
-            print(f"| {name} | {rps:,.0f} | {rps / base_rps:.2f}x | {cpu:.1f} | {cpu - base_cpu:+.1f} | {p50} | {p50 - base_p50:+d} | {bad} |")
+        print("| variant | req/s | ratio | Envoy CPU/req (us) | added (us) | p50 @1 conn (us) | added p50 (us) "
+              "| Envoy CPU/req @1 conn (us) | added (us) | non-2xx |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+        for _, name, rps, cpu, p50, cpu1, bad in group:
+            print(f"| {name} | {rps:,.0f} | {rps / base_rps:.2f}x | {cpu:.1f} | {cpu - base_cpu:+.1f} | {p50} | {p50 - base_p50:+d} "
+                  f"| {cpu1:.1f} | {cpu1 - base_cpu1:+.1f} | {bad} |")
         if table == "probe":
             print(f"\nOne call costs its row's added CPU / {PROBE_REPEAT}.")
 
