@@ -11,21 +11,24 @@ impl HeaderMap {
     /// The pairs in order. Reading stops at the first malformed pair; pairs whose name or
     /// value is not UTF-8 are skipped (no header the gateway reads may be binary).
     pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.raw_pairs().filter_map(|(k, v)| Some((std::str::from_utf8(k).ok()?, std::str::from_utf8(v).ok()?)))
+    }
+
+    /// The pairs as bytes, in order, up to the first malformed one.
+    fn raw_pairs(&self) -> impl Iterator<Item = (&[u8], &[u8])> {
         let bytes = self.0.as_slice();
         let word =
             move |at: usize| bytes.get(at..at + 4).map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize);
         let n = word(0).unwrap_or(0);
         let mut data = 4usize.saturating_add(n.saturating_mul(8));
-        (0..n)
-            .map_while(move |i| {
-                let (kl, vl) = (word(4 + i * 8)?, word(8 + i * 8)?);
-                let k = bytes.get(data..data.checked_add(kl)?)?;
-                let v_at = data + kl + 1;
-                let v = bytes.get(v_at..v_at.checked_add(vl)?)?;
-                data = v_at + vl + 1;
-                Some((k, v))
-            })
-            .filter_map(|(k, v)| Some((std::str::from_utf8(k).ok()?, std::str::from_utf8(v).ok()?)))
+        (0..n).map_while(move |i| {
+            let (kl, vl) = (word(4 + i * 8)?, word(8 + i * 8)?);
+            let k = bytes.get(data..data.checked_add(kl)?)?;
+            let v_at = data + kl + 1;
+            let v = bytes.get(v_at..v_at.checked_add(vl)?)?;
+            data = v_at + vl + 1;
+            Some((k, v))
+        })
     }
 
     /// The first value of `name` (lowercase, as Envoy keeps names).
@@ -44,16 +47,7 @@ impl HeaderMap {
     /// names asked for are checked for UTF-8; a name whose values are all binary is absent.
     pub fn pick<const N: usize>(&self, names: [&str; N]) -> [Option<&str>; N] {
         let mut out: [Option<&str>; N] = [None; N];
-        let bytes = self.0.as_slice();
-        let word = |at: usize| bytes.get(at..at + 4).map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize);
-        let n = word(0).unwrap_or(0);
-        let mut data = 4usize.saturating_add(n.saturating_mul(8));
-        for i in 0..n {
-            let (Some(kl), Some(vl)) = (word(4 + i * 8), word(8 + i * 8)) else { break };
-            let Some(k) = data.checked_add(kl).and_then(|end| bytes.get(data..end)) else { break };
-            let v_at = data + kl + 1;
-            let Some(v) = v_at.checked_add(vl).and_then(|end| bytes.get(v_at..end)) else { break };
-            data = v_at + vl + 1;
+        for (k, v) in self.raw_pairs() {
             for (slot, name) in out.iter_mut().zip(names) {
                 if k != name.as_bytes() || matches!(slot, Some(s) if !s.is_empty()) {
                     continue;
