@@ -52,8 +52,9 @@ pub enum Lookup {
 pub struct Stored {
     /// Live entries dropped to make room (in the set, or elsewhere for the byte budget).
     pub evicted: u32,
-    /// Bytes held by the cache after this store.
-    pub bytes_in_cache: u64,
+    /// Bytes held by the cache after this store; `None` when this store did not change the
+    /// count (an entry replaced by one of the same size), so no read is spent on it.
+    pub bytes_in_cache: Option<u64>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -262,11 +263,7 @@ impl<'a, S: SharedData> CacheStore<'a, S> {
                     if delta < 0 {
                         bytes_now = Some(self.add_bytes(delta)?);
                     }
-                    let bytes_in_cache = match bytes_now {
-                        Some(b) => b,
-                        None => self.bytes_in_cache(),
-                    };
-                    return Ok(Stored { evicted: evicted + u32::from(replaced_live), bytes_in_cache });
+                    return Ok(Stored { evicted: evicted + u32::from(replaced_live), bytes_in_cache: bytes_now });
                 }
                 Err(SetError::CasMismatch) => self.release(delta)?,
                 Err(SetError::Host) => {

@@ -429,7 +429,9 @@ impl GatewayHttp {
             Ok(stored) => {
                 rt.metrics.inc(rt.metrics.stores);
                 rt.metrics.add(rt.metrics.evictions, stored.evicted as u64);
-                rt.metrics.set(rt.metrics.bytes, stored.bytes_in_cache);
+                if let Some(bytes) = stored.bytes_in_cache {
+                    rt.metrics.set(rt.metrics.bytes, bytes);
+                }
             }
             Err(StoreError::TooLarge(_)) => rt.metrics.inc(rt.metrics.too_large),
             Err(e) => {
