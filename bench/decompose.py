@@ -41,7 +41,7 @@ VARIANTS = [
     ("hit", "Envoy buffer + direct_response", "direct", None, "/v1/chat/completions", "same"),
     ("hit", "no-op Wasm filter: hold, copy body, local reply", "noop", "reply", "/v1/chat/completions", "same"),
     ("hit", "semgate, exact hit", "semgate", None, "/v1/chat/completions", "same"),
-    ("hit", "semgate, exact hit, no policy on route names", "semgate", "no-route-policies", "/v1/chat/completions", "same"),
+    ("hit", "semgate, exact hit, policies on route names", "semgate", "route-policies", "/v1/chat/completions", "same"),
     ("hit", "semgate, exact hit, fast path off", "semgate", "no-fast-path", "/v1/chat/completions", "same"),
     ("probe", "no-op local reply", "noop", "reply", "/v1/chat/completions", "same"),
 ] + [
@@ -89,8 +89,12 @@ def semgate_variant(doc, mode):
     conf = doc["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]["http_filters"]
     conf = next(f for f in conf if f["name"] == "envoy.filters.http.wasm")["typed_config"]["config"]["configuration"]
     cfg = json.loads(conf["value"])
-    if mode == "no-route-policies":  # no per-request read of the route name
-        cfg["policies"] = [p for p in cfg.get("policies", []) if "route" not in p.get("match", {})]
+    if mode == "route-policies":  # the same policies matched on Envoy route names: one more host call
+        names = {"/captioning/": "captioning", "/suggest/": "suggest"}
+        for p in cfg.get("policies", []):
+            prefix = p.get("match", {}).pop("path_prefix", None)
+            if prefix is not None:
+                p["match"]["route"] = names[prefix]
     elif mode == "no-fast-path":
         cfg.setdefault("cache", {})["fast_path"] = {"enabled": False}
     conf["value"] = json.dumps(cfg)

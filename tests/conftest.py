@@ -13,11 +13,17 @@ def demo_filter_config():
 
 
 def gateway_test_config(**cache):
-    """The demo config plus: a second tenant, a tenant whose entries live one second, and an
-    8 MiB body limit (so the 413 test stays small)."""
+    """The demo config plus: a second tenant, a tenant whose entries live one second, a tenant
+    whose caching is off on the Envoy route named `chat` (a policy matched on the route name),
+    and an 8 MiB body limit (so the 413 test stays small)."""
     cfg = demo_filter_config()
-    cfg["auth"]["keys"] += [{"key": "sk-team-b", "tenant": "team-b"}, {"key": "sk-ttl", "tenant": "ttl"}]
+    cfg["auth"]["keys"] += [
+        {"key": "sk-team-b", "tenant": "team-b"},
+        {"key": "sk-ttl", "tenant": "ttl"},
+        {"key": "sk-routes", "tenant": "routes"},
+    ]
     cfg["policies"].append({"match": {"tenant": "ttl"}, "cache": {"ttl_s": 1}})
+    cfg["policies"].append({"match": {"route": "chat", "tenant": "routes"}, "cache": {"enabled": False}})
     cfg["max_body_bytes"] = 8 << 20
     cfg["cache"].update(cache)
     # Layer 1 alone unless a test starts the sidecar and turns layer 2 on (test_semantic.py).

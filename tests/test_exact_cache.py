@@ -243,6 +243,22 @@ def test_per_route_policies(envoy, provider):
     assert provider.stats()["last_path"] == "/v1/chat/completions"
 
 
+def test_policies_match_envoy_route_names(envoy, provider):
+    # The test config turns caching off for tenant `routes` on the route named `chat`
+    # (path /v1/chat/completions); the same tenant on the route `captioning` still caches.
+    body = chat(unique("route names"))
+    for _ in range(2):
+        r = envoy.chat(body, key="sk-routes")
+        assert r.status_code == 200
+        assert (r.headers["x-semgate-cache"], r.headers["x-semgate-cache-reason"]) == ("bypass", "disabled")
+    assert envoy.chat(body, key="sk-routes", path="/captioning/v1/chat/completions").headers["x-semgate-cache"] == "miss"
+    started = provider.started()
+    assert envoy.chat(body, key="sk-routes", path="/captioning/v1/chat/completions").headers["x-semgate-cache"] == "hit-exact"
+    assert provider.started() == started
+    # Other tenants on the `chat` route are not matched by it.
+    assert envoy.chat(body).headers["x-semgate-cache"] == "miss"
+
+
 def test_hits_keep_the_client_connection_open(envoy):
     body = json.dumps(chat(unique("keepalive")))
     cx_before = envoy.stat("http.gateway.downstream_cx_total")
