@@ -91,12 +91,19 @@ def main():
     for label, d in runs.items():
         scenario, _, rnd = label.partition("#")
         by_scenario[scenario].append((int(rnd or 1), summarize(d)))
-    r, spread = {}, {}
+    r, spread, c1_spread = {}, {}, {}
     for scenario, rounds in by_scenario.items():
         rounds.sort(key=lambda x: x[1]["rps"])
-        r[scenario] = rounds[(len(rounds) - 1) // 2][1]  # median round by req/s (lower middle)
+        r[scenario] = dict(rounds[(len(rounds) - 1) // 2][1])  # median round by req/s (lower middle)
         if len(rounds) > 1:
-            spread[scenario] = [x[1]["rps"] for x in sorted(rounds)]
+            spread[scenario] = [x[1]["rps"] for x in sorted(rounds, key=lambda x: x[0])]
+        # Unloaded latency moves more between rounds than throughput does, and not with it:
+        # its own median over the rounds, not the median-throughput round's value.
+        c1 = [x[1]["c1_p50"] for x in sorted(rounds, key=lambda x: x[0]) if x[1]["c1"]]
+        if c1:
+            r[scenario]["c1_p50"] = sorted(c1)[(len(c1) - 1) // 2]
+            if len(c1) > 1:
+                c1_spread[scenario] = c1
 
     def ratio(x, y):
         if x in r and y in r and r[y]["rps"]:
@@ -157,7 +164,8 @@ def main():
         "(a), (b), (c) send a different body every time, (d) and (e) the same one. Envoy CPU/req: user+system CPU of "
         "the Envoy process (all threads, including the loopback TCP work done in its system calls) per request. "
         f"At {conns} connections Envoy's one worker is saturated, so p50 is mostly queueing (about {conns} / req/s) "
-        "and follows throughput; 'p50 @1 conn' is the unloaded latency of one request at a time.")
+        "and follows throughput; 'p50 @1 conn' is the unloaded latency of one request at a time"
+        + (" (median over the rounds)." if c1_spread else "."))
     out.append("")
 
     out.append("Targets (reported, not enforced):")
@@ -225,7 +233,8 @@ def main():
                    f"the start; heavy 'everything else' or steal in {', '.join(f'({n})' for n in noisy) or 'none'}): "
                    "the numbers are noisy")
     for label, values in spread.items():
-        out.append(f"- ({label}) req/s over the rounds: " + ", ".join(f"{v:,.0f}" for v in values))
+        out.append(f"- ({label}) req/s over the rounds: " + ", ".join(f"{v:,.0f}" for v in values)
+                   + (f"; p50 @1 conn: " + ", ".join(f"{v:,.0f} us" for v in c1_spread[label]) if label in c1_spread else ""))
     print("\n".join(out))
 
 
