@@ -227,18 +227,24 @@ def test_truncated_stream_is_not_cached(envoy, provider):
     assert sse_events(r.raw.read())[-1] == "[DONE]"
 
 
-def test_per_route_policies(envoy, provider):
-    body = chat(unique("routes"))
-    # The suggestion endpoint must return fresh variants: caching is off for it.
+def assert_off_then_cached(envoy, provider, body, off_path, key="sk-demo"):
+    """Caching is off for `body` on `off_path` (two bypasses), and on for it on the captioning
+    route (a miss, then a hit that the provider never sees)."""
     for _ in range(2):
-        r = envoy.chat(body, path="/suggest/v1/chat/completions")
+        r = envoy.chat(body, key=key, path=off_path)
         assert r.status_code == 200
         assert (r.headers["x-semgate-cache"], r.headers["x-semgate-cache-reason"]) == ("bypass", "disabled")
-    # The captioning route keeps caching on.
-    assert envoy.chat(body, path="/captioning/v1/chat/completions").headers["x-semgate-cache"] == "miss"
+    captioning = "/captioning/v1/chat/completions"
+    assert envoy.chat(body, key=key, path=captioning).headers["x-semgate-cache"] == "miss"
     started = provider.started()
-    assert envoy.chat(body, path="/captioning/v1/chat/completions").headers["x-semgate-cache"] == "hit-exact"
+    assert envoy.chat(body, key=key, path=captioning).headers["x-semgate-cache"] == "hit-exact"
     assert provider.started() == started
+
+
+def test_per_route_policies(envoy, provider):
+    # The suggestion endpoint must return fresh variants: caching is off for it (the demo
+    # config matches it by path prefix); the captioning route keeps caching on.
+    assert_off_then_cached(envoy, provider, chat(unique("routes")), "/suggest/v1/chat/completions")
     # The provider was called on its own path, whatever the route's prefix.
     assert provider.stats()["last_path"] == "/v1/chat/completions"
 
@@ -247,14 +253,7 @@ def test_policies_match_envoy_route_names(envoy, provider):
     # The test config turns caching off for tenant `routes` on the route named `chat`
     # (path /v1/chat/completions); the same tenant on the route `captioning` still caches.
     body = chat(unique("route names"))
-    for _ in range(2):
-        r = envoy.chat(body, key="sk-routes")
-        assert r.status_code == 200
-        assert (r.headers["x-semgate-cache"], r.headers["x-semgate-cache-reason"]) == ("bypass", "disabled")
-    assert envoy.chat(body, key="sk-routes", path="/captioning/v1/chat/completions").headers["x-semgate-cache"] == "miss"
-    started = provider.started()
-    assert envoy.chat(body, key="sk-routes", path="/captioning/v1/chat/completions").headers["x-semgate-cache"] == "hit-exact"
-    assert provider.started() == started
+    assert_off_then_cached(envoy, provider, body, "/v1/chat/completions", key="sk-routes")
     # Other tenants on the `chat` route are not matched by it.
     assert envoy.chat(body).headers["x-semgate-cache"] == "miss"
 
