@@ -298,10 +298,21 @@ impl GatewayHttp {
 
     /// Answer an exact hit from the shared-data entry.
     fn reply_hit(&mut self, rt: &Runtime, entry: &Entry, now: u64) -> bool {
+        self.reply_exact(rt, entry, now, None, rt.metrics.hits_exact)
+    }
+
+    /// An exact hit's reply: its key and age, and the tier that held it when not this replica's.
+    fn reply_exact(&mut self, rt: &Runtime, entry: &Entry, now: u64, tier: Option<&str>, hit_metric: u32) -> bool {
         let age = (now.saturating_sub(entry.created_ms) / 1000).to_string();
         let key = entry.key.short();
         let marks = [("x-semgate-cache", "hit-exact"), ("x-semgate-key", key.as_str()), ("age", age.as_str())];
-        self.reply_cached(rt, &entry.response, &marks, rt.metrics.hits_exact)
+        match tier {
+            None => self.reply_cached(rt, &entry.response, &marks, hit_metric),
+            Some(t) => {
+                let [cache, key, age] = marks;
+                self.reply_cached(rt, &entry.response, &[cache, ("x-semgate-tier", t), key, age], hit_metric)
+            }
+        }
     }
 
     /// Answer from the sidecar's shared exact tier (another replica stored it), and keep a
@@ -311,18 +322,11 @@ impl GatewayHttp {
         let now = now_ms();
         let created_ms = hit.created_ms.unwrap_or(now).min(now);
         let expires_ms = hit.expires_ms.unwrap_or(u64::MAX).min(now + ttl_s * 1000);
-        let age = (now - created_ms) / 1000;
-        let marks = [
-            ("x-semgate-cache", "hit-exact"),
-            ("x-semgate-tier", "shared"),
-            ("x-semgate-key", &key.short()),
-            ("age", &age.to_string()),
-        ];
-        if !self.reply_cached(rt, &hit.response, &marks, rt.metrics.hits_shared) {
+        let entry = Entry { key, created_ms, expires_ms, response: hit.response };
+        if !self.reply_exact(rt, &entry, now, Some("shared"), rt.metrics.hits_shared) {
             return false;
         }
         if expires_ms > now {
-            let entry = Entry { key, created_ms, expires_ms, response: hit.response };
             Self::store_local(rt, &entry, now);
         }
         true
