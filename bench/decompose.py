@@ -86,8 +86,8 @@ def cpu_seconds(pid):
 
 def semgate_variant(doc, mode):
     """The demo's semgate configuration with one change, to price one feature."""
-    conf = doc["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]["http_filters"]
-    conf = next(f for f in conf if f["name"] == "envoy.filters.http.wasm")["typed_config"]["config"]["configuration"]
+    _, hcm = envoy_config.find_hcm(doc)
+    conf = envoy_config.find_filter(hcm["http_filters"], "envoy.filters.http.wasm")["typed_config"]["config"]["configuration"]
     cfg = json.loads(conf["value"])
     if mode == "route-policies":  # the same policies matched on Envoy route names: one more host call
         names = {"/captioning/": "captioning", "/suggest/": "suggest"}
@@ -114,7 +114,7 @@ def main():
             if scenario == "semgate" and mode is not None:
                 semgate_variant(doc, mode)
             elif mode is not None:
-                wasm = doc["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]["http_filters"][0]
+                wasm = envoy_config.find_filter(envoy_config.find_hcm(doc)[1]["http_filters"], "envoy.filters.http.wasm")
                 wasm["typed_config"]["config"]["configuration"] = {"@type": "type.googleapis.com/google.protobuf.StringValue", "value": mode}
             with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as f:
                 json.dump(doc, f)
