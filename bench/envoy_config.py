@@ -74,6 +74,9 @@ def render(scenario, listen_port, admin_port, provider_port):
     demo_filters = hcm["http_filters"]
     semgate = find_filter(demo_filters, "envoy.filters.http.wasm", "semgate")
     semgate["typed_config"]["config"]["vm_config"]["code"]["local"]["filename"] = str(SEMGATE_WASM)
+    # The demo reads its keys from Envoy's environment; the benchmark names them inline.
+    semgate["typed_config"]["config"]["vm_config"]["environment_variables"] = {
+        "key_values": {"SEMGATE_OPENAI_KEY": PROVIDER_KEY, "SEMGATE_SIDECAR_TOKEN": "bench-token-unused-0000"}}
     # The benchmark measures the exact layer: no sidecar runs, so layer 2 is off.
     conf = semgate["typed_config"]["config"]["configuration"]
     filter_cfg = json.loads(conf["value"])

@@ -4,9 +4,9 @@
 use semgate::core::config::Config;
 use semgate::core::entry::{BodyKind, CachedResponse, Entry};
 use semgate::core::fastpath::{self, FastPath, FastPathLimits, RawRequest};
+use semgate::core::gateway::{admit, plan, Gateway, HeadDecision, RequestHead, ResponseTee};
 use semgate::core::headermap::{self, HeaderMap};
 use semgate::core::store::{SetError, SharedData};
-use semgate::core::gateway::{admit, plan, HeadDecision, ProviderKeys, RequestHead, ResponseTee};
 use std::hint::black_box;
 use std::time::Instant;
 
@@ -27,7 +27,7 @@ fn main() {
             "models":[{"match":"*","provider":"openai"}]}"#,
     )
     .expect("config");
-    let keys = ProviderKeys::new();
+    let config = Gateway::compile(config, |_| None).expect("keys");
     let filler = "Please summarise the following paragraph about gateways and caches. ".repeat(26);
     let body = format!(
         r#"{{"model":"gpt-4o-mini","temperature":0.2,"messages":[{{"role":"system","content":"You are terse."}},{{"role":"user","content":"{filler}"}}]}}"#
@@ -44,7 +44,7 @@ fn main() {
         black_box(admit(&config, black_box(&head)));
     });
     time("plan (parse, canonicalize, key)", 50_000, || {
-        black_box(plan(&config, &keys, &admitted, black_box(body.as_bytes())).expect("plan"));
+        black_box(plan(&config, &admitted, black_box(body.as_bytes())).expect("plan"));
     });
     let answer = br#"{"id":"chatcmpl-1","object":"chat.completion","created":1,"model":"gpt-4o-mini","choices":[{"index":0,"message":{"role":"assistant","content":"A gateway caches answers so you do not pay twice for the same question."},"finish_reason":"stop"}],"usage":{"prompt_tokens":500,"completion_tokens":16,"total_tokens":516}}"#;
     split(&body);
@@ -53,7 +53,7 @@ fn main() {
         t.push(black_box(answer));
         black_box(t.finish().expect("finish"));
     });
-    let p = plan(&config, &keys, &admitted, body.as_bytes()).expect("plan");
+    let p = plan(&config, &admitted, body.as_bytes()).expect("plan");
     let key = p.cache.store_as().expect("key").0;
     let entry = Entry {
         key,

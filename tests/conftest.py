@@ -25,6 +25,11 @@ def gateway_test_config(**cache):
     cfg["policies"].append({"match": {"tenant": "ttl"}, "cache": {"ttl_s": 1}})
     cfg["policies"].append({"match": {"route": "chat", "tenant": "routes"}, "cache": {"enabled": False}})
     cfg["max_body_bytes"] = 8 << 20
+    # The fake provider's failure controls are request headers: forward them, beside the
+    # default allow-list (every other client header is dropped).
+    cfg["forward_headers"] = ["content-type", "content-length", "accept", "user-agent", "x-request-id",
+                              "traceparent", "tracestate", "x-fake-status", "x-fake-drop", "x-fake-hold",
+                              "x-fake-latency-ms", "x-fake-chunks", "x-fake-chunk-delay-ms"]
     cfg["cache"].update(cache)
     # Layer 1 alone unless a test starts the sidecar and turns layer 2 on (test_semantic.py).
     cfg["semantic"] = {"enabled": False}

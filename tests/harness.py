@@ -25,6 +25,8 @@ ENVOY = os.environ.get("ENVOY") or str(ROOT / ".venv/bin/envoy")
 # `chroma run` comes with the chromadb package (tests/requirements.txt), beside this Python.
 CHROMA = os.environ.get("CHROMA") or str(Path(sys.executable).parent / "chroma")
 PROVIDER_KEY = "sk-fake-provider"
+# The sidecar's bearer token in tests: Envoy and the sidecar get it from their environment.
+SIDECAR_TOKEN = "test-sidecar-token-0123456789abcdef"
 
 
 def free_port():
@@ -92,9 +94,12 @@ class Sidecar:
         self.data_dir = data_dir
         self.proc = subprocess.Popen(
             [str(SIDECAR), "--listen", "127.0.0.1:0", "--data-dir", str(data_dir), "--embedder", embedder, *extra_args],
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env={**os.environ, **(env or {})},
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+            env={**os.environ, "SEMGATE_SIDECAR_TOKEN": SIDECAR_TOKEN, **(env or {})},
         )
         line = self.proc.stdout.readline()
+        while line.startswith("semgate-sidecar: warning"):
+            line = self.proc.stdout.readline()
         if "listening on" not in line:
             self.proc.kill()
             raise RuntimeError(f"sidecar did not start: {line!r}")
@@ -123,8 +128,10 @@ class Sidecar:
         wait_until(lambda: self.metric("semgate_sidecar_stores_total") > before, "the sidecar to store the answer")
         return response
 
-    def post(self, path, body):
-        return requests.post(f"{self.url}{path}", json=body, timeout=30)
+    def post(self, path, body, token=SIDECAR_TOKEN):
+        """A data request as the filter sends it (with the bearer token unless `token` is None)."""
+        headers = {"authorization": f"Bearer {token}"} if token else {}
+        return requests.post(f"{self.url}{path}", json=body, headers=headers, timeout=30)
 
     def stop(self):
         """SIGTERM: the sidecar flushes its index journal before exiting."""
@@ -233,6 +240,10 @@ def render_envoy_config(provider_port, listen_port, admin_port, semgate_config=N
     wasm = _semgate_filter(doc)
     wasm["config"]["vm_config"]["code"]["local"]["filename"] = str(WASM)
     if semgate_config is not None:
+        semantic = semgate_config.get("semantic", {})
+        if semantic.get("enabled") and "token_env" not in semantic:
+            # As the shipped config does: the filter sends the sidecar's token.
+            semgate_config = {**semgate_config, "semantic": {**semantic, "token_env": "SEMGATE_SIDECAR_TOKEN"}}
         wasm["config"]["configuration"]["value"] = json.dumps(semgate_config)
     return doc
 
@@ -253,8 +264,10 @@ class Envoy(LoggedServer):
         json.dump(doc, self.config_file)
         self.config_file.close()
         self.temp_files = (self.config_file.name,)
+        # The shipped configs read keys from Envoy's environment (host_env_keys).
+        env = {**os.environ, "SEMGATE_OPENAI_KEY": PROVIDER_KEY, "SEMGATE_SIDECAR_TOKEN": SIDECAR_TOKEN}
         self._spawn([ENVOY, "-c", self.config_file.name, "--disable-hot-restart", "--concurrency", "2",
-                     "--log-level", "warn", "--component-log-level", "wasm:info"], cwd=ROOT)
+                     "--log-level", "warn", "--component-log-level", os.environ.get("ENVOY_COMPONENT_LOG", "wasm:info")], cwd=ROOT, env=env)
         self.url = f"http://127.0.0.1:{self.port}"
         self.admin = f"http://127.0.0.1:{self.admin_port}"
         if wait:

@@ -277,22 +277,23 @@ def test_hits_keep_the_client_connection_open(envoy):
     assert envoy.stat("http.gateway.downstream_cx_total") == cx_before + 1
 
 
-def test_unknown_routes_pass_through_untouched(envoy, provider):
-    # The filter leaves other paths alone: the client's own credential reaches the provider
-    # unchanged (and the fake provider refuses it), with no semgate header either way.
+def test_unknown_routes_are_refused_and_passthrough_routes_carry_only_the_providers_key(envoy, provider):
+    # No path is proxied with the client's own credential: an unlisted path is a 404 after
+    # the key check, a listed passthrough (`/v1/models`) gets the provider's key instead.
+    started = provider.started()
+    r = requests.post(envoy.url + "/other/echo", data=b"not json at all", headers={"authorization": "Bearer sk-demo"}, timeout=10)
+    assert r.status_code == 404 and r.json()["error"]["code"] == "unknown_url"
     r = requests.get(envoy.url + "/v1/models?x=1", headers={"authorization": "Bearer client-own"}, timeout=10)
     assert r.status_code == 401
-    assert "x-semgate-cache" not in r.headers
-    assert provider.stats()["last_authorization"] == "Bearer client-own"
-    r = requests.get(envoy.url + "/v1/models?x=1", headers={"authorization": "Bearer sk-fake-provider", "x-custom": "kept"}, timeout=10)
+    assert provider.started() == started
+    r = requests.get(envoy.url + "/v1/models?x=1", headers={"authorization": "Bearer sk-demo", "x-custom": "dropped"}, timeout=10)
     assert r.status_code == 200
     echo = r.json()
     assert echo["path"] == "/v1/models?x=1"
-    assert echo["headers"]["x-custom"] == "kept"
+    assert echo["headers"]["authorization"] == "Bearer sk-fake-provider"
+    assert "x-custom" not in echo["headers"]
     assert "x-semgate-cluster" not in echo["headers"]
     assert "x-semgate-cache" not in r.headers
-    r = requests.post(envoy.url + "/other/echo", data=b"not json at all", headers={"authorization": "Bearer sk-fake-provider"}, timeout=10)
-    assert r.json()["body"] == "not json at all"
 
 
 def test_byte_identical_repeats_take_the_fast_path(envoy, provider):

@@ -127,7 +127,7 @@ def start_expecting_failure(provider, semgate_config, env_key_values=None):
     doc = render_envoy_config(provider.port, free_port(), free_port(), semgate_config)
     if env_key_values is not None:
         from harness import _semgate_filter
-        _semgate_filter(doc)["config"]["vm_config"]["environment_variables"]["key_values"] = env_key_values
+        _semgate_filter(doc)["config"]["vm_config"]["environment_variables"] = {"key_values": env_key_values}
     e = Envoy(provider, doc=doc, wait=False)
     try:
         code = e.proc.wait(timeout=60)

@@ -28,7 +28,8 @@ def two_provider_envoy(provider, second_provider):
     local["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]["address"]["socket_address"]["port_value"] = second_provider.port
     clusters.append(local)
     # Both fake providers require the same key; the variable name differs per provider.
-    _semgate_filter(doc)["config"]["vm_config"]["environment_variables"]["key_values"]["SEMGATE_LOCAL_KEY"] = "sk-fake-provider"
+    env = _semgate_filter(doc)["config"]["vm_config"]["environment_variables"]
+    env.setdefault("key_values", {})["SEMGATE_LOCAL_KEY"] = "sk-fake-provider"
     e = Envoy(provider, doc=doc)
     yield e
     e.stop()

@@ -1,6 +1,9 @@
 //! The embedded vector store: cosine search per namespace (tenant/model/provider scope), TTL,
 //! a cap on entries with oldest-first eviction, and a binary journal on disk so a restarted
-//! sidecar serves what it stored.
+//! sidecar serves what it stored. The journal holds every tenant's prompts and answers: it
+//! is created 0600 in a 0700 directory, and it is bounded: live records are capped in bytes
+//! as well as in entries, and the journal is rewritten with only the live records once it
+//! grows to twice their size.
 //!
 //! Search is exhaustive, not approximate: every live entry of the scope is scored. It scores
 //! int8 codes in one contiguous block (`quant`), then ranks a shortlist by the exact f32 dot
@@ -13,7 +16,9 @@
 use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
 use std::io::{BufReader, BufWriter, Read, Write};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Mutex, RwLock};
 
 use crate::quant::CodeMatrix;
@@ -108,20 +113,68 @@ impl Space {
 pub struct FlatIndex {
     dim: usize,
     max_entries: usize,
+    /// Bound on the bytes of live records (their journal form).
+    max_bytes: usize,
+    live_bytes: AtomicUsize,
     spaces: RwLock<HashMap<String, Space>>,
-    journal: Option<Mutex<BufWriter<File>>>,
+    journal: Option<Mutex<Journal>>,
     path: Option<PathBuf>,
+}
+
+/// The append handle and how many bytes the journal file holds.
+struct Journal {
+    w: BufWriter<File>,
+    bytes: usize,
+}
+
+/// Below this a journal is never compacted (rewriting a small file buys nothing).
+const MIN_COMPACT_BYTES: usize = 1 << 20;
+
+/// The bytes a record takes in the journal (and counts against `max_bytes`).
+pub fn record_bytes(r: &Record) -> usize {
+    4 + 24 + 12 + r.namespace.len() + r.text.len() + r.response.len() + 4 + r.vector.len() * 4
+}
+
+/// A private file: only the sidecar's user reads the tenants' prompts and answers.
+fn create_private(path: &Path) -> std::io::Result<File> {
+    let f = OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(path)?;
+    f.set_permissions(std::fs::Permissions::from_mode(0o600))?;
+    Ok(f)
 }
 
 impl FlatIndex {
     pub fn in_memory(dim: usize, max_entries: usize) -> Self {
-        FlatIndex { dim, max_entries, spaces: RwLock::new(HashMap::new()), journal: None, path: None }
+        FlatIndex {
+            dim,
+            max_entries,
+            max_bytes: usize::MAX,
+            live_bytes: AtomicUsize::new(0),
+            spaces: RwLock::new(HashMap::new()),
+            journal: None,
+            path: None,
+        }
+    }
+
+    /// Also bound the live records' bytes (oldest evicted first).
+    pub fn with_max_bytes(mut self, max_bytes: usize) -> Self {
+        self.max_bytes = max_bytes;
+        self
     }
 
     /// Open (or create) a journal-backed index: replays live records, rewrites the journal
     /// without the expired or evicted ones, then appends to it.
     pub fn open(path: &Path, dim: usize, max_entries: usize, now_ms: u64) -> Result<Self, IndexError> {
-        let mut index = FlatIndex::in_memory(dim, max_entries);
+        Self::open_bounded(path, dim, max_entries, usize::MAX, now_ms)
+    }
+
+    pub fn open_bounded(
+        path: &Path,
+        dim: usize,
+        max_entries: usize,
+        max_bytes: usize,
+        now_ms: u64,
+    ) -> Result<Self, IndexError> {
+        let mut index = FlatIndex::in_memory(dim, max_entries).with_max_bytes(max_bytes);
         if path.exists() {
             let mut reader = BufReader::new(File::open(path)?);
             while let Some(record) = read_record(&mut reader)? {
@@ -130,24 +183,42 @@ impl FlatIndex {
                 }
             }
         }
-        if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir)?;
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir)?;
+            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
         }
+        index.path = Some(path.to_path_buf());
+        let journal = index.rewrite_journal()?;
+        index.journal = Some(Mutex::new(journal));
+        Ok(index)
+    }
+
+    /// Write the live records to a fresh journal and swap it in place of the old one.
+    fn rewrite_journal(&self) -> Result<Journal, IndexError> {
+        let path = self.path.as_deref().ok_or_else(|| IndexError::Backend("no journal path".into()))?;
         let tmp = path.with_extension("compact");
+        let mut bytes = 0;
         {
-            let mut w = BufWriter::new(File::create(&tmp)?);
-            for space in index.spaces.read().map_err(poisoned)?.values() {
-                for r in &space.records {
-                    write_record(&mut w, r)?;
-                }
+            let mut w = BufWriter::new(create_private(&tmp)?);
+            let spaces = self.spaces.read().map_err(poisoned)?;
+            let mut records: Vec<&Record> = spaces.values().flat_map(|s| s.records.iter()).collect();
+            // Oldest first, so a replay under a smaller cap evicts in the same order.
+            records.sort_by_key(|r| r.created_ms);
+            for r in records {
+                write_record(&mut w, r)?;
+                bytes += record_bytes(r);
             }
             w.flush()?;
+            w.get_ref().sync_data()?;
         }
         std::fs::rename(&tmp, path)?;
-        let file = OpenOptions::new().append(true).open(path)?;
-        index.journal = Some(Mutex::new(BufWriter::new(file)));
-        index.path = Some(path.to_path_buf());
-        Ok(index)
+        let file = OpenOptions::new().append(true).mode(0o600).open(path)?;
+        Ok(Journal { w: BufWriter::new(file), bytes })
+    }
+
+    /// Bytes the journal file holds (for tests and metrics); 0 without a journal.
+    pub fn journal_bytes(&self) -> usize {
+        self.journal.as_ref().and_then(|j| j.lock().ok().map(|j| j.bytes)).unwrap_or(0)
     }
 
     pub fn path(&self) -> Option<&Path> {
@@ -156,8 +227,13 @@ impl FlatIndex {
 
     fn insert_in_memory(&self, record: Record) {
         let Ok(mut spaces) = self.spaces.write() else { return };
-        let total: usize = spaces.values().map(|s| s.records.len()).sum();
-        if total >= self.max_entries {
+        let size = record_bytes(&record);
+        loop {
+            let total: usize = spaces.values().map(|s| s.records.len()).sum();
+            let over_bytes = self.live_bytes.load(Ordering::Relaxed).saturating_add(size) > self.max_bytes;
+            if total == 0 || (total < self.max_entries && !over_bytes) {
+                break;
+            }
             // Evict the oldest record of the whole index.
             let oldest = spaces
                 .iter()
@@ -170,12 +246,14 @@ impl FlatIndex {
                         .map(|(i, r)| (ns.clone(), i, r.created_ms))
                 })
                 .min_by_key(|(_, _, created)| *created);
-            if let Some((ns, i, _)) = oldest {
-                if let Some(space) = spaces.get_mut(&ns) {
-                    space.swap_remove(i);
-                }
+            let Some((ns, i, _)) = oldest else { break };
+            if let Some(space) = spaces.get_mut(&ns) {
+                let gone = record_bytes(&space.records[i]);
+                self.live_bytes.fetch_sub(gone.min(self.live_bytes.load(Ordering::Relaxed)), Ordering::Relaxed);
+                space.swap_remove(i);
             }
         }
+        self.live_bytes.fetch_add(size, Ordering::Relaxed);
         spaces.entry(record.namespace.clone()).or_insert_with(|| Space::new(self.dim)).push(record);
     }
 }
@@ -216,10 +294,26 @@ impl VectorStore for FlatIndex {
         if record.vector.len() != self.dim {
             return Err(IndexError::Dimension { got: record.vector.len(), want: self.dim });
         }
-        if let Some(journal) = &self.journal {
-            write_record(&mut *journal.lock().map_err(poisoned)?, &record)?;
+        if record_bytes(&record) > self.max_bytes {
+            return Err(IndexError::Backend(format!(
+                "record of {} bytes exceeds the index's byte bound",
+                record_bytes(&record)
+            )));
         }
+        let Some(journal) = &self.journal else {
+            self.insert_in_memory(record);
+            return Ok(());
+        };
+        let mut j = journal.lock().map_err(poisoned)?;
+        write_record(&mut j.w, &record)?;
+        j.bytes += record_bytes(&record);
         self.insert_in_memory(record);
+        // Evicted and expired records stay in the file until it is rewritten: bound it.
+        let live = self.live_bytes.load(Ordering::Relaxed);
+        if j.bytes > MIN_COMPACT_BYTES.max(live.saturating_mul(2)) {
+            j.w.flush()?;
+            *j = self.rewrite_journal()?;
+        }
         Ok(())
     }
 
@@ -229,9 +323,9 @@ impl VectorStore for FlatIndex {
 
     fn flush(&self) -> Result<(), IndexError> {
         if let Some(journal) = &self.journal {
-            let mut w = journal.lock().map_err(poisoned)?;
-            w.flush()?;
-            w.get_ref().sync_data()?;
+            let mut j = journal.lock().map_err(poisoned)?;
+            j.w.flush()?;
+            j.w.get_ref().sync_data()?;
         }
         Ok(())
     }

@@ -5,7 +5,12 @@
 //!                   [--embed-url URL --embed-model NAME [--embed-key-env VAR] [--embed-dim N]
 //!                    [--embed-timeout-ms 10000] [--embed-batch 64]]
 //!                   [--vectors embedded|chroma] [--chroma-url http://127.0.0.1:8000]
-//!                   [--chroma-collection semgate]
+//!                   [--chroma-collection semgate] [--token-file FILE]
+//!
+//! `/v1/lookup` and `/v1/store` require `Authorization: Bearer <token>`: the token is read from
+//! `--token-file` or the environment variable `SEMGATE_SIDECAR_TOKEN`. Without one the sidecar
+//! only starts on a loopback address (and warns): a sidecar reachable from the network
+//! without a token would let anyone read or plant cached answers.
 //!
 //! `--embedder local` (the default when built with the `local-model` feature) runs MiniLM from
 //! `--model-dir`; `wordllama` runs WordLlama l2_supercat (a token-embedding table: much faster,
@@ -33,6 +38,8 @@ const EMBED_CACHE_BYTES: usize = 50_000 * 384 * 4;
 
 const USAGE: &str =
     "usage: semgate-sidecar [--listen ADDR] [--data-dir DIR] [--config FILE] [--threshold F] [--max-entries N]
+       [--token-file FILE]  bearer token for /v1/lookup and /v1/store (or env SEMGATE_SIDECAR_TOKEN);
+                            required unless --listen is a loopback address
        [--embedder local|wordllama|openai|hashing]
   local:     --model-dir DIR  MiniLM on this machine (build with --features local-model)
   wordllama: --model-dir DIR  WordLlama l2_supercat on this machine (same feature): far faster
@@ -66,6 +73,7 @@ struct Args {
     embed_dim: Option<usize>,
     embed_timeout_ms: u64,
     embed_batch: usize,
+    token_file: Option<PathBuf>,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -86,6 +94,7 @@ fn parse_args() -> Result<Args, String> {
         embed_dim: None,
         embed_timeout_ms: 10_000,
         embed_batch: 64,
+        token_file: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -109,11 +118,37 @@ fn parse_args() -> Result<Args, String> {
                 a.embed_timeout_ms = value()?.parse().map_err(|e| format!("--embed-timeout-ms: {e}"))?
             }
             "--embed-batch" => a.embed_batch = value()?.parse().map_err(|e| format!("--embed-batch: {e}"))?,
+            "--token-file" => a.token_file = Some(value()?.into()),
             "--help" | "-h" => return Err(USAGE.into()),
             other => return Err(format!("unknown flag {other} (see --help)")),
         }
     }
     Ok(a)
+}
+
+/// The data endpoints' token, from `--token-file` or `SEMGATE_SIDECAR_TOKEN`; `None` is only
+/// accepted when the listener is on loopback.
+fn auth_token(args: &Args, listen: &std::net::SocketAddr) -> Result<Option<String>, String> {
+    let token = match &args.token_file {
+        Some(path) => Some(
+            std::fs::read_to_string(path)
+                .map_err(|e| format!("--token-file {}: {e}", path.display()))?
+                .trim()
+                .to_string(),
+        ),
+        None => std::env::var("SEMGATE_SIDECAR_TOKEN").ok().map(|t| t.trim().to_string()),
+    };
+    match token {
+        Some(t) if t.len() < 16 => Err("the sidecar token must be at least 16 characters".into()),
+        Some(t) => Ok(Some(t)),
+        None if listen.ip().is_loopback() => {
+            eprintln!("semgate-sidecar: warning: no token (--token-file or SEMGATE_SIDECAR_TOKEN): any local process can read and write the cache");
+            Ok(None)
+        }
+        None => Err(format!(
+            "refusing to listen on {listen} without a token: set --token-file or SEMGATE_SIDECAR_TOKEN (the filter sends it)"
+        )),
+    }
 }
 
 fn embedder(args: &Args) -> Result<Arc<dyn Embedder>, String> {
@@ -177,11 +212,15 @@ fn wordllama_embedder(args: &Args) -> Result<Arc<dyn Embedder>, String> {
 }
 
 /// The vector store the flags choose, and where it keeps its data (for the startup line).
-fn vector_store(args: &Args, embedder: &dyn Embedder) -> Result<(Arc<dyn VectorStore>, String), String> {
+fn vector_store(
+    args: &Args,
+    embedder: &dyn Embedder,
+    max_bytes: usize,
+) -> Result<(Arc<dyn VectorStore>, String), String> {
     match args.vectors.as_str() {
         "embedded" => {
             let journal = args.data_dir.join(format!("vectors-{}.journal", embedder.model_id()));
-            let index = FlatIndex::open(&journal, embedder.dim(), args.max_entries, now_ms())
+            let index = FlatIndex::open_bounded(&journal, embedder.dim(), args.max_entries, max_bytes, now_ms())
                 .map_err(|e| format!("{}: {e}", journal.display()))?;
             Ok((Arc::new(index), format!("journal {}", journal.display())))
         }
@@ -215,13 +254,14 @@ async fn run() -> Result<(), String> {
     if let Some(t) = args.threshold {
         config.threshold = t;
     }
-    let embedder = embedder(&args)?;
-    // Blocking setup calls (Chroma) are fine here: nothing is served yet.
-    let (index, where_) = vector_store(&args, embedder.as_ref())?;
-    let state = AppState::new(config, embedder.clone(), index.clone());
     let listener =
         tokio::net::TcpListener::bind(&args.listen).await.map_err(|e| format!("bind {}: {e}", args.listen))?;
     let addr = listener.local_addr().map_err(|e| e.to_string())?;
+    let token = auth_token(&args, &addr)?;
+    let embedder = embedder(&args)?;
+    // Blocking setup calls (Chroma) are fine here: nothing is served yet.
+    let (index, where_) = vector_store(&args, embedder.as_ref(), config.index_max_bytes)?;
+    let state = AppState::with_token(config, embedder.clone(), index.clone(), token);
     println!("semgate-sidecar listening on {addr} (model {}, {} entries, {where_})", embedder.model_id(), index.len());
     axum::serve(listener, router(state)).with_graceful_shutdown(shutdown()).await.map_err(|e| e.to_string())?;
     index.flush().map_err(|e| e.to_string())?;

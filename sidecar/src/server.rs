@@ -1,14 +1,16 @@
-//! The sidecar's HTTP API (protocol in shared/DESIGN.md): `/v1/lookup` embeds the query,
-//! takes the nearest stored texts of the same scope above the threshold and returns the
-//! first one the guard accepts; `/v1/store` embeds and keeps an answer; `/v1/exact/{key}` is
-//! the exact tier replicas share; `/healthz` and `/metrics` (Prometheus text).
+//! The sidecar's HTTP API (protocol in docs/design.md): `/v1/lookup` answers from the shared
+//! exact tier by key, else embeds the query, takes the nearest stored texts of the same scope
+//! above the threshold and returns the first one the guard accepts; `/v1/store` embeds and
+//! keeps an answer. Both need the bearer token the filter sends (when one is configured);
+//! `/healthz` and `/metrics` (Prometheus text) stay open.
 
 use crate::embed::Embedder;
 use crate::exact::ExactTier;
 use crate::guard::GuardConfig;
 use crate::index::{Record, VectorStore};
-use axum::extract::{Path, State};
+use axum::extract::{Request, State};
 use axum::http::StatusCode;
+use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -30,6 +32,11 @@ pub struct ServerConfig {
     pub exact_max_entries: usize,
     /// Bytes of the shared exact tier (keys + response JSON).
     pub exact_max_bytes: usize,
+    /// Largest stored entry (prompt text plus response JSON); larger stores are refused (413).
+    pub max_entry_bytes: usize,
+    /// Bound on the embedded index's live records in bytes (its journal stays under twice
+    /// that); the oldest go first.
+    pub index_max_bytes: usize,
     pub guard: GuardConfig,
 }
 
@@ -44,6 +51,8 @@ impl Default for ServerConfig {
             default_ttl_s: 3600,
             exact_max_entries: 100_000,
             exact_max_bytes: 256 << 20,
+            max_entry_bytes: 4 << 20,
+            index_max_bytes: 1 << 30,
             guard: GuardConfig::default(),
         }
     }
@@ -113,6 +122,8 @@ struct Counters {
     exact_hits: AtomicU64,
     exact_misses: AtomicU64,
     guard: Mutex<BTreeMap<&'static str, u64>>,
+    unauthorized: AtomicU64,
+    refused_stores: AtomicU64,
 }
 
 pub struct AppState {
@@ -122,10 +133,21 @@ pub struct AppState {
     exact: Mutex<ExactTier>,
     counters: Counters,
     next_id: AtomicU64,
+    /// The bearer token every data endpoint requires; `None` only on a loopback listener.
+    auth_token: Option<String>,
 }
 
 impl AppState {
     pub fn new(config: ServerConfig, embedder: Arc<dyn Embedder>, index: Arc<dyn VectorStore>) -> Arc<Self> {
+        Self::with_token(config, embedder, index, None)
+    }
+
+    pub fn with_token(
+        config: ServerConfig,
+        embedder: Arc<dyn Embedder>,
+        index: Arc<dyn VectorStore>,
+        auth_token: Option<String>,
+    ) -> Arc<Self> {
         let seed = now_ms() << 16;
         let exact = Mutex::new(ExactTier::new(config.exact_max_entries, config.exact_max_bytes));
         Arc::new(AppState {
@@ -135,6 +157,7 @@ impl AppState {
             exact,
             counters: Counters::default(),
             next_id: AtomicU64::new(seed),
+            auth_token,
         })
     }
 }
@@ -144,13 +167,70 @@ pub fn now_ms() -> u64 {
 }
 
 pub fn router(state: Arc<AppState>) -> Router {
-    Router::new()
+    let data = Router::new()
         .route("/v1/lookup", post(lookup))
         .route("/v1/store", post(store))
-        .route("/v1/exact/{key}", get(exact_get))
-        .route("/healthz", get(healthz))
-        .route("/metrics", get(metrics))
-        .with_state(state)
+        .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
+    Router::new().merge(data).route("/healthz", get(healthz)).route("/metrics", get(metrics)).with_state(state)
+}
+
+/// Data endpoints answer only a caller that presents the configured token.
+async fn require_token(State(state): State<Arc<AppState>>, request: Request, next: Next) -> Response {
+    let Some(want) = &state.auth_token else { return next.run(request).await };
+    let presented = request
+        .headers()
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or("");
+    if constant_time_eq(presented.as_bytes(), want.as_bytes()) {
+        return next.run(request).await;
+    }
+    state.counters.unauthorized.fetch_add(1, Ordering::Relaxed);
+    ApiError(StatusCode::UNAUTHORIZED, "missing or wrong bearer token".into()).into_response()
+}
+
+/// Equality whose time does not depend on where the inputs first differ.
+pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    let mut diff = (a.len() ^ b.len()) as u8 | u8::from(a.len() != b.len());
+    for i in 0..a.len().max(b.len()) {
+        diff |= a.get(i).copied().unwrap_or(0) ^ b.get(i).copied().unwrap_or(0);
+    }
+    diff == 0
+}
+
+/// The content types the gateway itself produces: anything else in a stored entry could
+/// smuggle headers into a replay, so it is refused.
+pub fn is_gateway_content_type(ct: &str) -> bool {
+    if ct.bytes().any(|b| b.is_ascii_control() || !b.is_ascii()) {
+        return false;
+    }
+    let mut parts = ct.split(';').map(str::trim);
+    let media = parts.next().unwrap_or("").to_ascii_lowercase();
+    if media != "application/json" && media != "text/event-stream" {
+        return false;
+    }
+    parts.all(|p| p.eq_ignore_ascii_case("charset=utf-8") || p.eq_ignore_ascii_case("charset=\"utf-8\""))
+}
+
+/// A stored response must be the protocol's shape with a content type the gateway produces.
+fn check_response(response: &Value) -> Result<(), String> {
+    let headers = response.get("headers").and_then(Value::as_array).ok_or("response.headers must be an array")?;
+    for h in headers {
+        let (Some(name), Some(value)) = (h.get(0).and_then(Value::as_str), h.get(1).and_then(Value::as_str)) else {
+            return Err("response.headers entries must be [name, value] strings".into());
+        };
+        if !name.eq_ignore_ascii_case("content-type") {
+            return Err(format!("response.headers may only hold content-type, not `{name}`"));
+        }
+        if !is_gateway_content_type(value) {
+            return Err("response content-type must be application/json or text/event-stream".into());
+        }
+    }
+    if !response.get("body_b64").is_some_and(Value::is_string) {
+        return Err("response.body_b64 must be a string".into());
+    }
+    Ok(())
 }
 
 struct ApiError(StatusCode, String);
@@ -261,6 +341,18 @@ async fn lookup(
 }
 
 async fn store(State(state): State<Arc<AppState>>, Json(req): Json<StoreRequest>) -> Result<StatusCode, ApiError> {
+    if let Err(why) = check_response(&req.response) {
+        state.counters.refused_stores.fetch_add(1, Ordering::Relaxed);
+        return Err(ApiError(StatusCode::BAD_REQUEST, why));
+    }
+    let size = req.text.len() + req.response.get("body_b64").and_then(Value::as_str).map_or(0, str::len);
+    if size > state.config.max_entry_bytes {
+        state.counters.refused_stores.fetch_add(1, Ordering::Relaxed);
+        return Err(ApiError(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("entry of {size} bytes exceeds max_entry_bytes {}", state.config.max_entry_bytes),
+        ));
+    }
     let ttl_ms = req.ttl_s.unwrap_or(state.config.default_ttl_s).saturating_mul(1000);
     let now = now_ms();
     if let Some(key) = &req.key {
@@ -284,22 +376,6 @@ async fn store(State(state): State<Arc<AppState>>, Json(req): Json<StoreRequest>
     Ok(StatusCode::NO_CONTENT)
 }
 
-async fn exact_get(State(state): State<Arc<AppState>>, Path(key): Path<String>) -> Result<Json<Value>, ApiError> {
-    let exact = lock(&state.exact)?;
-    match exact.get(&key, now_ms()) {
-        Some(e) => {
-            state.counters.exact_hits.fetch_add(1, Ordering::Relaxed);
-            Ok(Json(
-                json!({"hit": true, "response": e.response, "created_ms": e.created_ms, "expires_ms": e.expires_ms}),
-            ))
-        }
-        None => {
-            state.counters.exact_misses.fetch_add(1, Ordering::Relaxed);
-            Ok(Json(json!({"hit": false})))
-        }
-    }
-}
-
 async fn healthz(State(state): State<Arc<AppState>>) -> Json<Value> {
     let entries = index_len(&state).await;
     Json(json!({"status": "ok", "model": state.embedder.model_id(), "dim": state.embedder.dim(), "entries": entries}))
@@ -320,6 +396,16 @@ async fn metrics(State(state): State<Arc<AppState>>) -> String {
     counter("semgate_sidecar_exact_hits_total", "Shared exact-tier hits.", c.exact_hits.load(Ordering::Relaxed));
     counter("semgate_sidecar_exact_misses_total", "Shared exact-tier misses.", c.exact_misses.load(Ordering::Relaxed));
     counter("semgate_sidecar_embeddings_total", "Texts embedded.", c.embeds.load(Ordering::Relaxed));
+    counter(
+        "semgate_sidecar_unauthorized_total",
+        "Data requests refused for a missing or wrong token.",
+        c.unauthorized.load(Ordering::Relaxed),
+    );
+    counter(
+        "semgate_sidecar_refused_stores_total",
+        "Stores refused: a response the gateway does not produce, or over max_entry_bytes.",
+        c.refused_stores.load(Ordering::Relaxed),
+    );
     out.push_str(&format!(
         "# HELP semgate_sidecar_embed_seconds_total Time spent embedding.\n# TYPE semgate_sidecar_embed_seconds_total counter\nsemgate_sidecar_embed_seconds_total {}\n",
         c.embed_us.load(Ordering::Relaxed) as f64 / 1e6

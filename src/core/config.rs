@@ -42,26 +42,76 @@ pub struct Config {
     /// Per route / path prefix / tenant overrides of the cache policy, applied in order.
     #[serde(default)]
     pub policies: Vec<Policy>,
+    /// Paths outside `api_paths` that are relayed to a provider (authenticated, with the
+    /// provider's key); every other path is refused with 404.
+    #[serde(default)]
+    pub passthrough: Vec<Passthrough>,
+    /// Client request headers forwarded upstream; every other client header is dropped
+    /// (the gateway's own `:path`, `:authority`, provider key and cluster are set on top).
+    #[serde(default = "default_forward_headers")]
+    pub forward_headers: Vec<String>,
+}
+
+/// Headers that carry a client credential: never forwarded, whatever `forward_headers` says.
+pub const CREDENTIAL_HEADERS: &[&str] = &["authorization", "x-api-key", "api-key", "proxy-authorization"];
+
+fn default_forward_headers() -> Vec<String> {
+    ["content-type", "content-length", "accept", "user-agent", "x-request-id", "traceparent", "tracestate"]
+        .map(String::from)
+        .to_vec()
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Passthrough {
+    pub path_prefix: String,
+    pub provider: String,
+    #[serde(default = "default_passthrough_methods")]
+    pub methods: Vec<String>,
+}
+
+fn default_passthrough_methods() -> Vec<String> {
+    vec!["GET".into()]
 }
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AuthConfig {
-    /// Accepted client keys and the tenant each one scopes the cache to (virtual keys with
-    /// budgets replace this later; the client key itself never reaches a provider).
+    /// Accepted client keys and the tenant each one scopes the cache to. A valid key is
+    /// always required; the client key itself never reaches a provider.
     #[serde(default)]
     pub keys: Vec<ClientKey>,
-    /// If set, the tenant comes from this request header (e.g. set by an upstream authn
-    /// filter from a JWT claim) and overrides the key's tenant.
+    /// A request header that narrows the key's scope to a sub-tenant the key allows
+    /// (`tenants` or `tenant_prefix` on the key), e.g. set from a JWT claim by an authn filter
+    /// that runs before semgate. Honoured only with `tenant_header_trusted`; otherwise a
+    /// client-sent copy is ignored and dropped.
     #[serde(default)]
     pub tenant_header: Option<String>,
+    /// The tenant header is written by a filter before semgate that overwrites any client
+    /// copy (jwt_authn with claim_to_headers, ext_authz): only then is it read.
+    #[serde(default)]
+    pub tenant_header_trusted: bool,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+/// One client key. Exactly one of `key` (visible in Envoy's config dump), `key_env` (an
+/// environment variable of the Wasm VM) or `key_sha256` (hex SHA-256 of the key:
+/// `printf %s "$KEY" | sha256sum`) identifies it.
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ClientKey {
-    pub key: String,
+    #[serde(default)]
+    pub key: Option<String>,
+    #[serde(default)]
+    pub key_env: Option<String>,
+    #[serde(default)]
+    pub key_sha256: Option<String>,
     pub tenant: String,
+    /// Values of `auth.tenant_header` this key may narrow to.
+    #[serde(default)]
+    pub tenants: Vec<String>,
+    /// Or any value of `auth.tenant_header` with this prefix.
+    #[serde(default)]
+    pub tenant_prefix: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -293,24 +343,70 @@ impl Config {
         if self.max_body_bytes == 0 {
             return Err(err("max_body_bytes", "must be greater than 0"));
         }
-        if self.auth.keys.is_empty() && self.auth.tenant_header.is_none() {
-            return Err(err("auth", "set `keys` or `tenant_header`: with neither, no request could be authenticated"));
+        if self.auth.keys.is_empty() {
+            return Err(err("auth.keys", "must list at least one client key: every request needs a valid key"));
         }
         let mut seen = std::collections::BTreeSet::new();
         for (i, k) in self.auth.keys.iter().enumerate() {
-            if k.key.trim().is_empty() {
-                return Err(err(format!("auth.keys[{i}].key"), "must not be empty"));
+            let at = format!("auth.keys[{i}]");
+            match (&k.key, &k.key_env, &k.key_sha256) {
+                (Some(v), None, None) | (None, Some(v), None) if v.trim().is_empty() => {
+                    let field = if k.key.is_some() { "key" } else { "key_env" };
+                    return Err(err(format!("{at}.{field}"), "must not be empty"));
+                }
+                (Some(key), None, None) => {
+                    if !seen.insert(key.clone()) {
+                        return Err(err(format!("{at}.key"), "duplicate key"));
+                    }
+                }
+                (None, Some(_), None) => {}
+                (None, None, Some(h)) => {
+                    if h.len() != 64 || !h.bytes().all(|b| b.is_ascii_hexdigit()) {
+                        return Err(err(
+                            format!("{at}.key_sha256"),
+                            "must be 64 hex digits (`printf %s \"$KEY\" | sha256sum`)",
+                        ));
+                    }
+                }
+                _ => return Err(err(at, "set exactly one of `key`, `key_env` or `key_sha256`")),
             }
             if k.tenant.trim().is_empty() {
-                return Err(err(format!("auth.keys[{i}].tenant"), "must not be empty"));
+                return Err(err(format!("{at}.tenant"), "must not be empty"));
             }
-            if !seen.insert(&k.key) {
-                return Err(err(format!("auth.keys[{i}].key"), "duplicate key"));
+            if (!k.tenants.is_empty() || k.tenant_prefix.is_some()) && self.auth.tenant_header.is_none() {
+                return Err(err(format!("{at}.tenants"), "narrowing needs `auth.tenant_header`"));
+            }
+            if k.tenant_prefix.as_deref().is_some_and(|p| p.is_empty()) {
+                return Err(err(format!("{at}.tenant_prefix"), "must not be empty (it would allow any value)"));
             }
         }
         if let Some(h) = &self.auth.tenant_header {
             if !valid_header_name(h) {
                 return Err(err("auth.tenant_header", "must be a lowercase HTTP header name"));
+            }
+        }
+        for (i, h) in self.forward_headers.iter().enumerate() {
+            if !valid_header_name(h) {
+                return Err(err(format!("forward_headers[{i}]"), "must be a lowercase HTTP header name"));
+            }
+            if CREDENTIAL_HEADERS.contains(&h.as_str()) || h.starts_with("x-semgate-") {
+                return Err(err(
+                    format!("forward_headers[{i}]"),
+                    "client credentials and x-semgate-* headers are never forwarded",
+                ));
+            }
+        }
+        for (i, p) in self.passthrough.iter().enumerate() {
+            if !p.path_prefix.starts_with('/') {
+                return Err(err(format!("passthrough[{i}].path_prefix"), "must start with `/`"));
+            }
+            if !self.providers.contains_key(&p.provider) {
+                return Err(err(format!("passthrough[{i}].provider"), format!("unknown provider `{}`", p.provider)));
+            }
+            if p.methods.is_empty()
+                || p.methods.iter().any(|m| m.is_empty() || !m.bytes().all(|b| b.is_ascii_uppercase()))
+            {
+                return Err(err(format!("passthrough[{i}].methods"), "must list upper-case HTTP methods"));
             }
         }
         if self.providers.is_empty() {
@@ -500,9 +596,18 @@ mod tests {
             (r#"{"models":[{"match":"a*b*","provider":"openai"}]}"#, "models[0].match"),
             (r#"{"models":[]}"#, "models"),
             (r#"{"api_paths":["v1/chat"]}"#, "api_paths[0]"),
-            (r#"{"auth":{"keys":[]}}"#, "auth"),
+            (r#"{"auth":{"keys":[]}}"#, "auth.keys"),
+            (r#"{"auth":{"tenant_header":"x-tenant"}}"#, "auth.keys"),
             (r#"{"auth":{"keys":[{"key":"a","tenant":"t"},{"key":"a","tenant":"u"}]}}"#, "auth.keys[1].key"),
-            (r#"{"auth":{"tenant_header":"X-Tenant"}}"#, "auth.tenant_header"),
+            (r#"{"auth":{"keys":[{"tenant":"t"}]}}"#, "auth.keys[0]"),
+            (r#"{"auth":{"keys":[{"key":"a","key_env":"B","tenant":"t"}]}}"#, "auth.keys[0]"),
+            (r#"{"auth":{"keys":[{"key_sha256":"abc","tenant":"t"}]}}"#, "auth.keys[0].key_sha256"),
+            (r#"{"auth":{"keys":[{"key":"a","tenant":"t","tenants":["x"]}]}}"#, "auth.keys[0].tenants"),
+            (r#"{"auth":{"keys":[{"key":"a","tenant":"t"}],"tenant_header":"X-Tenant"}}"#, "auth.tenant_header"),
+            (r#"{"forward_headers":["authorization"]}"#, "forward_headers[0]"),
+            (r#"{"forward_headers":["x-semgate-cluster"]}"#, "forward_headers[0]"),
+            (r#"{"passthrough":[{"path_prefix":"/v1/models","provider":"nope"}]}"#, "passthrough[0].provider"),
+            (r#"{"passthrough":[{"path_prefix":"v1","provider":"openai"}]}"#, "passthrough[0].path_prefix"),
             (r#"{"policies":[{"match":{"path_prefix":"x"},"cache":{}}]}"#, "policies[0].match.path_prefix"),
             (r#"{"policies":[{"match":{},"cache":{"ttl_s":0}}]}"#, "policies[0].cache.ttl_s"),
             (r#"{"policies":[{"match":{},"cache":{"semantic_threshold":0}}]}"#, "policies[0].cache.semantic_threshold"),

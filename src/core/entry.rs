@@ -16,6 +16,21 @@ pub enum BodyKind {
     Sse,
 }
 
+/// The content types the gateway itself produces (`application/json`, `text/event-stream`,
+/// optionally `; charset=utf-8`). A stored or received entry with any other is not replayed:
+/// its bytes would be written out as a response header.
+pub fn is_gateway_content_type(ct: &str) -> bool {
+    if ct.bytes().any(|b| b.is_ascii_control() || !b.is_ascii()) {
+        return false;
+    }
+    let mut parts = ct.split(';').map(str::trim);
+    let media = parts.next().unwrap_or("");
+    if !media.eq_ignore_ascii_case("application/json") && !media.eq_ignore_ascii_case("text/event-stream") {
+        return false;
+    }
+    parts.all(|p| p.eq_ignore_ascii_case("charset=utf-8") || p.eq_ignore_ascii_case("charset=\"utf-8\""))
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CachedResponse {
     pub kind: BodyKind,

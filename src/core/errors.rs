@@ -18,6 +18,13 @@ pub enum GatewayError {
     Unauthorized,
     #[error("model `{0}` is not served by this gateway")]
     UnknownModel(String),
+    #[error("{0}")]
+    Forbidden(String),
+    #[error("this gateway serves no {method} {path}")]
+    UnknownPath { method: String, path: String },
+    /// The gateway itself failed (a host call refused): never the client's fault.
+    #[error("the gateway could not process this request: {0}")]
+    Internal(String),
 }
 
 impl GatewayError {
@@ -32,6 +39,9 @@ impl GatewayError {
             GatewayError::MethodNotAllowed(_) => 405,
             GatewayError::Unauthorized => 401,
             GatewayError::UnknownModel(_) => 404,
+            GatewayError::Forbidden(_) => 403,
+            GatewayError::UnknownPath { .. } => 404,
+            GatewayError::Internal(_) => 500,
         }
     }
 
@@ -43,6 +53,9 @@ impl GatewayError {
             GatewayError::MethodNotAllowed(_) => ("invalid_request_error", "method_not_allowed"),
             GatewayError::Unauthorized => ("authentication_error", "invalid_api_key"),
             GatewayError::UnknownModel(_) => ("invalid_request_error", "model_not_found"),
+            GatewayError::Forbidden(_) => ("permission_error", "permission_denied"),
+            GatewayError::UnknownPath { .. } => ("invalid_request_error", "unknown_url"),
+            GatewayError::Internal(_) => ("server_error", "gateway_error"),
         }
     }
 
@@ -78,5 +91,12 @@ mod tests {
         assert_eq!(v["error"]["code"], "request_too_large");
         assert_eq!(GatewayError::Unauthorized.status(), 401);
         assert_eq!(GatewayError::UnknownModel("x".into()).status(), 404);
+        assert_eq!(GatewayError::Forbidden("x".into()).status(), 403);
+        let e = GatewayError::UnknownPath { method: "GET".into(), path: "/v1/models".into() };
+        assert_eq!(e.status(), 404);
+        let e = GatewayError::Internal("the request body could not be read".into());
+        assert_eq!(e.status(), 500);
+        let v: serde_json::Value = serde_json::from_slice(&e.to_json()).unwrap();
+        assert_eq!(v["error"]["type"], "server_error");
     }
 }

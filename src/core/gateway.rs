@@ -2,8 +2,9 @@
 //! refuse at the headers, plan the route and the cache at the end of the body, and decide
 //! whether the response that came back may be stored.
 
-use crate::core::config::{Config, ConfigError, ProviderConfig};
-use crate::core::entry::{BodyKind, CachedResponse};
+use crate::core::auth::KeyTable;
+use crate::core::config::{Config, ConfigError, ProviderConfig, CREDENTIAL_HEADERS};
+use crate::core::entry::{is_gateway_content_type, BodyKind, CachedResponse};
 use crate::core::errors::GatewayError;
 use crate::core::key::{CacheKey, Scope};
 use crate::core::request::{parse_chat_request, ChatRequest};
@@ -38,6 +39,58 @@ pub fn resolve_provider_keys(
     Ok(keys)
 }
 
+/// The configuration compiled for the request path, once at load: the client key table,
+/// the provider keys as header values, and the forwarded-header allow-list.
+#[derive(Debug, Clone)]
+pub struct Gateway {
+    pub config: Config,
+    pub keys: KeyTable,
+    /// Provider name -> `Authorization` value sent upstream.
+    pub provider_auth: ProviderKeys,
+    /// `Authorization` value of the sidecar callouts (`semantic.token_env`).
+    pub sidecar_auth: Option<String>,
+}
+
+impl Gateway {
+    /// Resolve every key the config names through `env` (the VM's environment).
+    pub fn compile(config: Config, env: impl Fn(&str) -> Option<String>) -> Result<Gateway, ConfigError> {
+        let provider_auth =
+            resolve_provider_keys(&config, &env)?.into_iter().map(|(p, k)| (p, format!("Bearer {k}"))).collect();
+        let keys = KeyTable::compile(&config.auth, &env)?;
+        let sidecar_auth = match &config.semantic.token_env {
+            None => None,
+            Some(var) => match env(var).map(|t| t.trim().to_string()).filter(|t| !t.is_empty()) {
+                Some(t) => Some(format!("Bearer {t}")),
+                None => {
+                    return Err(ConfigError {
+                        path: "semantic.token_env".into(),
+                        message: format!("environment variable `{var}` is unset or empty in the Wasm VM (list it in vm_config.environment_variables)"),
+                    })
+                }
+            },
+        };
+        Ok(Gateway { config, keys, provider_auth, sidecar_auth })
+    }
+
+    /// Client request headers that must not go upstream: credentials, `x-semgate-*`, and
+    /// anything not in `forward_headers` (pseudo-headers and the ones Envoy itself writes
+    /// before any filter, which route matching reads, stay).
+    pub fn headers_to_drop<'a>(&self, names: impl Iterator<Item = &'a str>) -> Vec<String> {
+        names
+            .filter(|n| {
+                !n.starts_with(':')
+                    && !ENVOY_OWNED_HEADERS.contains(n)
+                    && (CREDENTIAL_HEADERS.contains(n) || !self.config.forward_headers.iter().any(|f| f == n))
+            })
+            .map(str::to_string)
+            .collect()
+    }
+}
+
+/// Written by Envoy's connection manager before any filter (a client's copy is overwritten
+/// at the edge), and read by route matching: never dropped.
+pub const ENVOY_OWNED_HEADERS: &[&str] = &["x-forwarded-proto"];
+
 /// What the host read from the request headers.
 #[derive(Debug, Default, Clone)]
 pub struct RequestHead<'a> {
@@ -65,38 +118,54 @@ pub enum ClientDirective {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Admitted {
     pub tenant: String,
+    /// The path without its query string.
     pub path: String,
+    /// The client sent a query string: it is dropped (the provider's path is sent), so it is
+    /// not part of the cache key either.
+    pub has_query: bool,
     pub route_name: Option<String>,
     pub directive: ClientDirective,
 }
 
 #[derive(Debug, PartialEq)]
 pub enum HeadDecision {
-    /// Not an API path: the filter does not touch it.
-    PassThrough,
+    /// A `passthrough` path: forward it now to this provider (no body read, no cache).
+    Relay(Upstream),
     Reject(GatewayError),
     ReadBody(Admitted),
 }
 
-pub fn admit(config: &Config, head: &RequestHead) -> HeadDecision {
-    let path = head.path.split('?').next().unwrap_or("");
+/// Every request needs a valid key; then an API path reads its body, a `passthrough` path
+/// is relayed, and any other path is refused.
+pub fn admit(gw: &Gateway, head: &RequestHead) -> HeadDecision {
+    let config = &gw.config;
+    let (path, query) = match head.path.split_once('?') {
+        Some((p, q)) => (p, Some(q)),
+        None => (head.path, None),
+    };
+    let grant = match gw.keys.authenticate(head.authorization) {
+        Ok(g) => g,
+        Err(e) => return HeadDecision::Reject(e),
+    };
     if !config.api_paths.iter().any(|p| path.ends_with(p.as_str())) {
-        return HeadDecision::PassThrough;
+        let relay = config
+            .passthrough
+            .iter()
+            .find(|p| path.starts_with(p.path_prefix.as_str()) && p.methods.iter().any(|m| m == head.method));
+        return match relay.and_then(|r| config.providers.get_key_value(r.provider.as_str())) {
+            Some((name, pc)) => HeadDecision::Relay(upstream_for(name, pc, &gw.provider_auth)),
+            None => HeadDecision::Reject(GatewayError::UnknownPath {
+                method: head.method.chars().take(16).collect(),
+                path: path.chars().take(256).collect(),
+            }),
+        };
     }
     if head.method != "POST" {
         return HeadDecision::Reject(GatewayError::MethodNotAllowed(head.method.to_string()));
     }
-    let key_tenant = head
-        .authorization
-        .and_then(|a| a.strip_prefix("Bearer ").or_else(|| a.strip_prefix("bearer ")))
-        .map(str::trim)
-        .and_then(|k| config.auth.keys.iter().find(|c| c.key == k))
-        .map(|c| c.tenant.clone());
-    let header_tenant = config.auth.tenant_header.as_ref().and(head.tenant).map(str::trim).filter(|t| !t.is_empty());
-    let tenant = match (header_tenant, key_tenant) {
-        (Some(t), _) => t.to_string(),
-        (None, Some(t)) => t,
-        (None, None) => return HeadDecision::Reject(GatewayError::Unauthorized),
+    let tenant = match gw.keys.scope(grant, head.tenant) {
+        Ok(t) => t,
+        Err(e) => return HeadDecision::Reject(e),
     };
     if let Some(len) = head.content_length.and_then(|l| l.trim().parse::<u64>().ok()) {
         if len > config.max_body_bytes {
@@ -106,6 +175,7 @@ pub fn admit(config: &Config, head: &RequestHead) -> HeadDecision {
     HeadDecision::ReadBody(Admitted {
         tenant,
         path: path.to_string(),
+        has_query: query.is_some(),
         route_name: head.route_name.map(str::to_string),
         directive: client_directive(head.cache_control, head.semgate_cache),
     })
@@ -239,7 +309,8 @@ pub struct Plan {
 }
 
 /// The body-phase decision: validate, route by model, and plan the cache.
-pub fn plan(config: &Config, keys: &ProviderKeys, admitted: &Admitted, body: &[u8]) -> Result<Plan, GatewayError> {
+pub fn plan(gw: &Gateway, admitted: &Admitted, body: &[u8]) -> Result<Plan, GatewayError> {
+    let (config, keys) = (&gw.config, &gw.provider_auth);
     if body.len() as u64 > config.max_body_bytes {
         return Err(GatewayError::BodyTooLarge { size: body.len() as u64, limit: config.max_body_bytes });
     }
@@ -270,14 +341,22 @@ pub fn plan(config: &Config, keys: &ProviderKeys, admitted: &Admitted, body: &[u
     Ok(Plan { request, upstream, cache, semantic: policy.semantic })
 }
 
-fn upstream_for(provider: &str, pc: &ProviderConfig, keys: &ProviderKeys) -> Upstream {
+/// `auth`: provider name -> the `Authorization` value (compiled at load).
+fn upstream_for(provider: &str, pc: &ProviderConfig, auth: &ProviderKeys) -> Upstream {
     Upstream {
         provider: provider.to_string(),
         cluster: pc.cluster.clone(),
         path: pc.path.clone(),
         authority: pc.authority.clone(),
-        authorization: keys.get(provider).map(|k| format!("Bearer {k}")),
+        authorization: auth.get(provider).cloned(),
     }
+}
+
+/// Whether an entry may be served to a request whose policy TTL is `ttl_s`: an entry stored
+/// under a longer TTL (another path's policy) is served only while it is younger than this
+/// reader's TTL.
+pub fn fresh_for(created_ms: u64, ttl_s: u64, now_ms: u64) -> bool {
+    now_ms.saturating_sub(created_ms) < ttl_s.saturating_mul(1000)
 }
 
 /// Why a response is not stored.
@@ -327,9 +406,11 @@ impl ResponseTee {
             "text/event-stream" => BodyKind::Sse,
             _ => return Err(NotStorable::ContentType),
         };
+        // What is stored is the gateway's own form of the type, never the provider's bytes.
+        let content_type = if is_gateway_content_type(ct) { ct.to_string() } else { media };
         Ok(ResponseTee {
             kind,
-            content_type: ct.to_string(),
+            content_type,
             limit,
             held: 0,
             json: Vec::new(),

@@ -81,6 +81,11 @@ pub fn parse_chat_request(body: &[u8]) -> Result<ChatRequest, GatewayError> {
             }
         }
     }
+    for field in ["max_tokens", "max_completion_tokens"] {
+        if obj.get(field).and_then(Value::as_i64).is_some_and(|n| n < 1) {
+            return Err(GatewayError::invalid(format!("`{field}` must be at least 1"), field));
+        }
+    }
     if let Some(v) = obj.get("stop") {
         let ok = match v {
             Value::Null | Value::String(_) => true,
@@ -110,37 +115,68 @@ fn number_in(obj: &Map<String, Value>, field: &str, lo: f64, hi: f64) -> Result<
     }
 }
 
+/// Roles the OpenAI chat API accepts; any other is refused before the cache and the provider.
+const ROLES: &[&str] = &["system", "developer", "user", "assistant", "tool", "function"];
+/// Content-part types of the chat API.
+const PART_TYPES: &[&str] = &["text", "image_url", "input_audio", "file", "refusal"];
+
+fn invalid_at(at: String, what: &str) -> GatewayError {
+    GatewayError::invalid(format!("`{at}` {what}"), at)
+}
+
 fn validate_messages(msgs: &[Value]) -> Result<(), GatewayError> {
     for (i, m) in msgs.iter().enumerate() {
         let Value::Object(m) = m else {
-            return Err(GatewayError::invalid(format!("`messages[{i}]` must be an object"), format!("messages[{i}]")));
+            return Err(invalid_at(format!("messages[{i}]"), "must be an object"));
         };
         match m.get("role") {
-            Some(Value::String(_)) => {}
-            _ => {
-                return Err(GatewayError::invalid(
-                    format!("`messages[{i}].role` must be a string"),
+            Some(Value::String(r)) if ROLES.contains(&r.as_str()) => {}
+            Some(Value::String(_)) => {
+                return Err(invalid_at(
                     format!("messages[{i}].role"),
+                    "must be one of system, developer, user, assistant, tool, function",
                 ))
             }
+            _ => return Err(invalid_at(format!("messages[{i}].role"), "must be a string")),
         }
         match m.get("content") {
             None | Some(Value::Null) | Some(Value::String(_)) => {}
             Some(Value::Array(parts)) => {
                 for (j, p) in parts.iter().enumerate() {
-                    if !p.get("type").is_some_and(Value::is_string) {
-                        let at = format!("messages[{i}].content[{j}].type");
-                        return Err(GatewayError::invalid(format!("`{at}` must be a string"), at));
-                    }
+                    validate_part(p, &format!("messages[{i}].content[{j}]"))?;
                 }
             }
             Some(_) => {
-                let at = format!("messages[{i}].content");
-                return Err(GatewayError::invalid(format!("`{at}` must be a string or an array of parts"), at));
+                return Err(invalid_at(format!("messages[{i}].content"), "must be a string or an array of parts"))
             }
         }
     }
     Ok(())
+}
+
+fn validate_part(p: &Value, at: &str) -> Result<(), GatewayError> {
+    let kind = match p.get("type") {
+        Some(Value::String(t)) if PART_TYPES.contains(&t.as_str()) => t.as_str(),
+        Some(Value::String(_)) => {
+            return Err(invalid_at(format!("{at}.type"), "must be one of text, image_url, input_audio, file, refusal"))
+        }
+        _ => return Err(invalid_at(format!("{at}.type"), "must be a string")),
+    };
+    match kind {
+        "text" if !p.get("text").is_some_and(Value::is_string) => {
+            Err(invalid_at(format!("{at}.text"), "must be a string"))
+        }
+        "image_url" => match p.get("image_url") {
+            Some(Value::Object(o)) if o.get("url").is_some_and(Value::is_string) => match o.get("detail") {
+                None | Some(Value::Null) => Ok(()),
+                Some(Value::String(d)) if ["auto", "low", "high"].contains(&d.as_str()) => Ok(()),
+                Some(_) => Err(invalid_at(format!("{at}.image_url.detail"), "must be auto, low or high")),
+            },
+            Some(Value::Object(_)) => Err(invalid_at(format!("{at}.image_url.url"), "must be a string")),
+            _ => Err(invalid_at(format!("{at}.image_url"), "must be an object with a `url` string")),
+        },
+        _ => Ok(()),
+    }
 }
 
 /// Canonicalizes in place: the parsed document is rewritten, never copied (each rebuilt map
@@ -246,6 +282,47 @@ fn canonical_number(n: Number) -> Number {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn requests_a_provider_would_reject_are_refused_naming_the_field() {
+        let user = |extra: &str| format!(r#"{{"model":"m","messages":[{{"role":"user","content":"hi"}}]{extra}}}"#);
+        let cases = [
+            (r#"{"model":"m","messages":[{"role":"wizard","content":"hi"}]}"#.to_string(), "messages[0].role"),
+            (
+                r#"{"model":"m","messages":[{"role":"user","content":[{"type":"video","url":"x"}]}]}"#.to_string(),
+                "messages[0].content[0].type",
+            ),
+            (
+                r#"{"model":"m","messages":[{"role":"user","content":[{"type":"image_url","image_url":{"url":7}}]}]}"#
+                    .to_string(),
+                "messages[0].content[0].image_url.url",
+            ),
+            (
+                r#"{"model":"m","messages":[{"role":"user","content":[{"type":"image_url","image_url":"http://x"}]}]}"#
+                    .to_string(),
+                "messages[0].content[0].image_url",
+            ),
+            (
+                r#"{"model":"m","messages":[{"role":"user","content":[{"type":"text","text":5}]}]}"#.to_string(),
+                "messages[0].content[0].text",
+            ),
+            (user(r#","max_tokens":-5"#), "max_tokens"),
+            (user(r#","max_tokens":0"#), "max_tokens"),
+            (user(r#","max_completion_tokens":-1"#), "max_completion_tokens"),
+        ];
+        for (body, param) in cases {
+            match parse_chat_request(body.as_bytes()) {
+                Err(GatewayError::InvalidRequest { param: Some(p), .. }) => assert_eq!(p, param, "{body}"),
+                other => panic!("{body}: {other:?}"),
+            }
+        }
+        for ok in [
+            user(r#","max_tokens":1"#),
+            r#"{"model":"m","messages":[{"role":"developer","content":"x"},{"role":"user","content":[{"type":"image_url","image_url":{"url":"data:image/png;base64,AA==","detail":"low"}}]}]}"#.to_string(),
+        ] {
+            assert!(parse_chat_request(ok.as_bytes()).is_ok(), "{ok}");
+        }
+    }
 
     fn canon(body: &str) -> String {
         String::from_utf8(parse_chat_request(body.as_bytes()).unwrap().canonical()).unwrap()

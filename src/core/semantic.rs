@@ -2,7 +2,7 @@
 //! must share exactly (tenant, provider, model, and a hash of everything but that text:
 //! system prompt, earlier turns, image digests, parameters), and the sidecar's JSON bodies.
 
-use crate::core::entry::{BodyKind, CachedResponse};
+use crate::core::entry::{is_gateway_content_type, BodyKind, CachedResponse};
 use crate::core::key::CacheKey;
 use crate::core::request::ChatRequest;
 use base64::Engine;
@@ -42,6 +42,9 @@ pub struct SemanticConfig {
     /// a request another Envoy replica already paid for (then copied into this replica's
     /// cache). Off keeps every replica's exact layer to itself.
     pub shared_exact: bool,
+    /// The environment variable of the Wasm VM that holds the sidecar's bearer token (sent
+    /// with every lookup and store); unset sends none, which only a loopback sidecar accepts.
+    pub token_env: Option<String>,
 }
 
 impl Default for SemanticConfig {
@@ -56,6 +59,7 @@ impl Default for SemanticConfig {
             cache_by_model: true,
             ttl_s: None,
             shared_exact: true,
+            token_env: None,
         }
     }
 }
@@ -76,6 +80,9 @@ impl SemanticConfig {
         }
         if self.ttl_s == Some(0) {
             return Some(("ttl_s", "must be greater than 0"));
+        }
+        if self.token_env.as_deref().is_some_and(str::is_empty) {
+            return Some(("token_env", "must name an environment variable"));
         }
         None
     }
@@ -197,9 +204,39 @@ pub struct SemanticHit {
     pub response: CachedResponse,
 }
 
-/// A lookup answer: `Ok(Some)` on a usable hit, `Ok(None)` on a miss, `Err` when the answer
-/// is not the protocol's (counted as a sidecar error; the request fails open).
-pub fn parse_lookup(body: &[u8], want_stream: bool) -> Result<Option<SemanticHit>, String> {
+/// Why a lookup answer is not used.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LookupError {
+    /// Not the protocol's shape (counted as a sidecar error; the request fails open).
+    Protocol(String),
+    /// A hit whose content type the gateway never produces: not replayed (its bytes would
+    /// become response headers), counted, and treated as a miss.
+    UnsafeEntry,
+}
+
+impl From<String> for LookupError {
+    fn from(s: String) -> Self {
+        LookupError::Protocol(s)
+    }
+}
+
+impl From<&str> for LookupError {
+    fn from(s: &str) -> Self {
+        LookupError::Protocol(s.to_string())
+    }
+}
+
+impl std::fmt::Display for LookupError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            LookupError::Protocol(s) => f.write_str(s),
+            LookupError::UnsafeEntry => f.write_str("the entry's content type is not one the gateway produces"),
+        }
+    }
+}
+
+/// A lookup answer: `Ok(Some)` on a usable hit, `Ok(None)` on a miss.
+pub fn parse_lookup(body: &[u8], want_stream: bool) -> Result<Option<SemanticHit>, LookupError> {
     let v: Value = serde_json::from_slice(body).map_err(|e| format!("lookup answer is not JSON: {e}"))?;
     if v.get("hit").and_then(Value::as_bool) != Some(true) {
         return Ok(None);
@@ -228,6 +265,9 @@ pub fn parse_lookup(body: &[u8], want_stream: bool) -> Result<Option<SemanticHit
         .and_then(|h| h.get(1).and_then(Value::as_str))
         .unwrap_or(if stream { "text/event-stream" } else { "application/json" })
         .to_string();
+    if !is_gateway_content_type(&content_type) {
+        return Err(LookupError::UnsafeEntry);
+    }
     let kind = if stream { BodyKind::Sse } else { BodyKind::Json };
     let response = CachedResponse { kind, content_type, chunks: vec![body] };
     Ok(Some(SemanticHit { tier, score, created_ms, expires_ms, response }))

@@ -3,7 +3,7 @@
 //! after the headers left), and a panic traps the VM for every later request on that worker.
 
 use crate::core::headermap::{self, HeaderMap};
-use std::ptr::{null, null_mut};
+use std::ptr::null_mut;
 
 /// A proxy-wasm status code other than Ok.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -69,13 +69,22 @@ pub fn resume_request() -> Result<(), HostError> {
 
 /// An HTTP callout to an Envoy cluster. Goes through the SDK so that its dispatcher routes
 /// the answer back to this context (`on_http_call_response`).
-pub fn http_call(cluster: &str, path: &str, body: &[u8], timeout_ms: u64) -> Result<u32, HostError> {
-    let headers = vec![
+pub fn http_call(
+    cluster: &str,
+    path: &str,
+    authorization: Option<&str>,
+    body: &[u8],
+    timeout_ms: u64,
+) -> Result<u32, HostError> {
+    let mut headers = vec![
         (":method", "POST"),
         (":path", path),
         (":authority", "semgate-sidecar"),
         ("content-type", "application/json"),
     ];
+    if let Some(a) = authorization {
+        headers.push(("authorization", a));
+    }
     proxy_wasm::hostcalls::dispatch_http_call(
         cluster,
         headers,
@@ -148,13 +157,27 @@ pub fn get_buffer(buffer: Buffer, start: usize, max: usize) -> Result<Vec<u8>, H
     }
 }
 
+/// The response code details of every local reply semgate sends (`%RESPONSE_CODE_DETAILS%`):
+/// the shipped `local_reply_config` rewrites Envoy's own replies and leaves these alone.
+pub const LOCAL_REPLY_DETAILS: &str = "semgate";
+
 /// Answer the request locally. Headers use proxy-wasm's map encoding: count, sizes, then
 /// NUL-terminated names and values.
 pub fn send_local_response(status: u16, headers: &[(&str, &str)], body: &[u8]) -> Result<(), HostError> {
     let map = headermap::encode(headers);
+    let details = LOCAL_REPLY_DETAILS;
     // SAFETY: pointers are valid for the duration of the call.
     match unsafe {
-        proxy_send_local_response(status as u32, null(), 0, body.as_ptr(), body.len(), map.as_ptr(), map.len(), -1)
+        proxy_send_local_response(
+            status as u32,
+            details.as_ptr(),
+            details.len(),
+            body.as_ptr(),
+            body.len(),
+            map.as_ptr(),
+            map.len(),
+            -1,
+        )
     } {
         OK => Ok(()),
         s => Err(HostError(s)),

@@ -7,10 +7,12 @@ use crate::core::entry::{CachedResponse, Entry};
 use crate::core::errors::GatewayError;
 use crate::core::fastpath::{self, FastLookup, FastPath, Probe, RawRequest};
 use crate::core::gateway::{
-    admit, plan, Admitted, CachePlan, ClientDirective, HeadDecision, NotStorable, Plan, RequestHead, ResponseTee,
+    admit, fresh_for, plan, Admitted, CachePlan, ClientDirective, HeadDecision, NotStorable, Plan, RequestHead,
+    ResponseTee, Upstream,
 };
+use crate::core::headermap::HeaderMap;
 use crate::core::key::CacheKey;
-use crate::core::semantic::{self, HitTier, SemanticHit, SemanticQuery};
+use crate::core::semantic::{self, HitTier, LookupError, SemanticHit, SemanticQuery};
 use crate::core::store::{CacheStore, Lookup, StoreError};
 use crate::host::abi::{self, Buffer, Headers, Level};
 use crate::host::root::Runtime;
@@ -22,7 +24,7 @@ use std::rc::Rc;
 enum Phase {
     /// Headers not seen yet.
     Start,
-    /// Not an API path: every callback continues untouched.
+    /// Relayed on a `passthrough` path: every later callback continues untouched.
     PassThrough,
     /// Admitted; the headers are held until the whole body has arrived.
     ReadingBody(Admitted),
@@ -75,28 +77,24 @@ struct Pending {
 pub struct GatewayHttp {
     rt: Option<Rc<Runtime>>,
     phase: Phase,
-    /// What the client's request headers hold that `forward` may have to change: each header
-    /// write is a host call, so only real changes are made.
-    sent: SentHeaders,
-}
-
-#[derive(Default)]
-struct SentHeaders {
-    /// The client's path is the provider's (set once the plan is known).
+    /// The client's request headers as read at the headers phase: what `forward` must drop
+    /// is decided from them only if the request goes upstream (each removal is a host call).
+    client_headers: HeaderMap,
+    /// The client's path (query included) is already the provider's.
     path_is_upstream: bool,
-    x_semgate_cache: bool,
-    accept_encoding: bool,
-    authorization: bool,
 }
 
 impl GatewayHttp {
     pub fn new(rt: Option<Rc<Runtime>>) -> Self {
-        GatewayHttp { rt, phase: Phase::Start, sent: SentHeaders::default() }
+        GatewayHttp { rt, phase: Phase::Start, client_headers: HeaderMap::default(), path_is_upstream: false }
     }
 
     /// The one place an error becomes a client response.
     fn reject(&mut self, rt: &Runtime, error: GatewayError) -> Action {
         rt.metrics.inc(rt.metrics.rejected);
+        if error.status() >= 500 {
+            rt.metrics.inc(rt.metrics.host_errors);
+        }
         let body = error.to_json();
         if let Err(e) = abi::send_local_response(error.status(), &[("content-type", "application/json")], &body) {
             rt.metrics.inc(rt.metrics.host_errors);
@@ -109,17 +107,16 @@ impl GatewayHttp {
     fn on_headers(&mut self, rt: &Runtime, end_of_stream: bool) -> Action {
         let headers = abi::get_headers(Headers::Request);
         // One pass over the map for every header read here ("" never names a header).
-        let [method, path, authorization, tenant, content_length, cache_control, semgate_cache, accept_encoding] = headers
-            .pick([
-                ":method",
-                ":path",
-                "authorization",
-                rt.config.auth.tenant_header.as_deref().unwrap_or(""),
-                "content-length",
-                "cache-control",
-                "x-semgate-cache",
-                "accept-encoding",
-            ]);
+        let [method, path, authorization, tenant, content_length, cache_control, semgate_cache] = headers.pick([
+            ":method",
+            ":path",
+            "authorization",
+            // An untrusted tenant header is never read ("" names no header).
+            rt.gw.keys.trusted_tenant_header().unwrap_or(""),
+            "content-length",
+            "cache-control",
+            "x-semgate-cache",
+        ]);
         fn nonempty(v: Option<&str>) -> Option<&str> {
             v.filter(|v| !v.is_empty())
         }
@@ -139,20 +136,21 @@ impl GatewayHttp {
             semgate_cache: nonempty(semgate_cache),
             route_name: route_name.as_deref(),
         };
-        match admit(&rt.config, &head) {
-            HeadDecision::PassThrough => {
+        let decision = admit(&rt.gw, &head);
+        self.client_headers = headers;
+        match decision {
+            HeadDecision::Relay(up) => {
+                rt.metrics.inc(rt.metrics.relayed);
+                self.path_is_upstream = true;
+                if let Err(e) = self.rewrite_request_headers(rt, &up) {
+                    return self.reject(rt, e);
+                }
                 self.phase = Phase::PassThrough;
                 Action::Continue
             }
             HeadDecision::Reject(e) => self.reject(rt, e),
             HeadDecision::ReadBody(admitted) => {
                 rt.metrics.inc(rt.metrics.requests);
-                self.sent = SentHeaders {
-                    path_is_upstream: false,
-                    x_semgate_cache: semgate_cache.is_some(),
-                    accept_encoding: accept_encoding.is_some(),
-                    authorization: authorization.is_some(),
-                };
                 if end_of_stream {
                     return self.reject(rt, GatewayError::InvalidJson("the request has no body".into()));
                 }
@@ -163,9 +161,9 @@ impl GatewayHttp {
     }
 
     fn on_body(&mut self, rt: &Runtime, body_size: usize, end_of_stream: bool) -> Action {
-        if body_size as u64 > rt.config.max_body_bytes {
+        if body_size as u64 > rt.gw.config.max_body_bytes {
             return self
-                .reject(rt, GatewayError::BodyTooLarge { size: body_size as u64, limit: rt.config.max_body_bytes });
+                .reject(rt, GatewayError::BodyTooLarge { size: body_size as u64, limit: rt.gw.config.max_body_bytes });
         }
         if !end_of_stream {
             return Action::Pause;
@@ -183,7 +181,7 @@ impl GatewayHttp {
             Err(e) => {
                 rt.metrics.inc(rt.metrics.host_errors);
                 abi::log(Level::Error, &format!("semgate: cannot read the request body (status {})", e.0));
-                return self.reject(rt, GatewayError::InvalidJson("the request body could not be read".into()));
+                return self.reject(rt, GatewayError::Internal("the request body could not be read".into()));
             }
         };
         // One clock read for the whole decision (fast path, then the canonical lookup).
@@ -200,19 +198,22 @@ impl GatewayHttp {
                 }
             }
         }
-        let plan = match plan(&rt.config, &rt.keys, &admitted, &body) {
+        let plan = match plan(&rt.gw, &admitted, &body) {
             Ok(p) => p,
             Err(e) => return self.reject(rt, e),
         };
-        self.sent.path_is_upstream = admitted.path == plan.upstream.path;
-        if let CachePlan::Lookup { key, .. } = plan.cache {
+        self.path_is_upstream = !admitted.has_query && admitted.path == plan.upstream.path;
+        if let CachePlan::Lookup { key, ttl_s } = plan.cache {
             let kv = EnvoySharedData;
             match CacheStore::new(&kv, rt.limits).lookup(&key, now) {
+                // An entry stored under a longer TTL (another path's policy) is as old as
+                // this request's policy allows, or it is a miss.
+                Lookup::Hit(entry) if !fresh_for(entry.created_ms, ttl_s, now) => rt.metrics.inc(rt.metrics.expired),
                 Lookup::Hit(entry) => {
                     if self.reply_hit(rt, &entry, now) {
                         // Served from the cache: its next byte-identical repeat takes the fast path.
                         if let Some(probe) = &fast {
-                            Self::remember_fast(rt, probe, &raw, &entry);
+                            Self::remember_fast(rt, probe, &raw, &entry, ttl_s);
                         }
                         return Action::Pause;
                     }
@@ -221,17 +222,17 @@ impl GatewayHttp {
                 Lookup::Miss => {}
             }
         }
-        let sem = &rt.config.semantic;
+        let sem = &rt.gw.config.semantic;
         let query = match plan.cache.store_as() {
             Some(_) if plan.semantic.enabled => {
-                let provider = rt.config.cache.cache_by_provider.then_some(plan.upstream.provider.as_str());
+                let provider = rt.gw.config.cache.cache_by_provider.then_some(plan.upstream.provider.as_str());
                 semantic::semantic_query(&plan.request, &admitted.tenant, provider, sem)
             }
             _ => None,
         };
         if let (Some(q), CachePlan::Lookup { key, .. }) = (&query, plan.cache) {
             let body = semantic::lookup_body(q, &key, sem, plan.semantic.threshold);
-            match abi::http_call(&sem.cluster, "/v1/lookup", &body, sem.timeout_ms) {
+            match abi::http_call(&sem.cluster, "/v1/lookup", rt.gw.sidecar_auth.as_deref(), &body, sem.timeout_ms) {
                 Ok(token) => {
                     let pending = Pending { plan, query: q.clone(), token, sent_ms: now_ms() };
                     self.phase = Phase::AwaitingLookup(Box::new(pending));
@@ -263,10 +264,13 @@ impl GatewayHttp {
         let status = call_headers.get(":status");
         let answer = match status {
             Some("200") => abi::get_buffer(Buffer::CallResponseBody, 0, body_size)
-                .map_err(|e| format!("status {}", e.0))
+                .map_err(|e| LookupError::Protocol(format!("status {}", e.0)))
                 .and_then(|body| semantic::parse_lookup(&body, p.plan.request.stream)),
             // A timeout or a reset reaches here with no headers at all.
-            other => Err(format!("sidecar answered {}", other.unwrap_or("nothing (timeout or connection failure)"))),
+            other => Err(LookupError::Protocol(format!(
+                "sidecar answered {}",
+                other.unwrap_or("nothing (timeout or connection failure)")
+            ))),
         };
         let Pending { plan, query, sent_ms, .. } = *p;
         rt.metrics.set(rt.metrics.lookup_ms, now_ms().saturating_sub(sent_ms));
@@ -276,6 +280,7 @@ impl GatewayHttp {
                     return;
                 }
             }
+            Ok(Some(hit)) if !self.semantic_fresh(&plan, hit.created_ms) => rt.metrics.inc(rt.metrics.expired),
             Ok(Some(hit)) => {
                 let score = format!("{:.4}", hit.score);
                 let marks = [("x-semgate-cache", "hit-semantic"), ("x-semgate-similarity", score.as_str())];
@@ -284,6 +289,10 @@ impl GatewayHttp {
                 }
             }
             Ok(None) => rt.metrics.inc(rt.metrics.semantic_misses),
+            Err(LookupError::UnsafeEntry) => {
+                rt.metrics.inc(rt.metrics.unsafe_entries);
+                abi::log(Level::Warn, "semgate: a sidecar entry with a foreign content type was not replayed");
+            }
             Err(e) => {
                 rt.metrics.inc(rt.metrics.sidecar_errors);
                 abi::log(Level::Warn, &format!("semgate: semantic lookup failed, failing open: {e}"));
@@ -293,6 +302,15 @@ impl GatewayHttp {
             if abi::resume_request().is_err() {
                 rt.metrics.inc(rt.metrics.host_errors);
             }
+        }
+    }
+
+    /// A semantic entry is served only while younger than this request's semantic TTL.
+    fn semantic_fresh(&self, plan: &Plan, created_ms: Option<u64>) -> bool {
+        let ttl_s = plan.semantic.ttl_s.or(plan.cache.store_as().map(|(_, t)| t));
+        match (created_ms, ttl_s) {
+            (Some(created), Some(ttl)) => fresh_for(created, ttl, now_ms()),
+            _ => true,
         }
     }
 
@@ -321,6 +339,10 @@ impl GatewayHttp {
         let CachePlan::Lookup { key, ttl_s } = plan.cache else { return false };
         let now = now_ms();
         let created_ms = hit.created_ms.unwrap_or(now).min(now);
+        if !fresh_for(created_ms, ttl_s, now) {
+            rt.metrics.inc(rt.metrics.expired);
+            return false;
+        }
         let expires_ms = hit.expires_ms.unwrap_or(u64::MAX).min(now + ttl_s * 1000);
         let entry = Entry { key, created_ms, expires_ms, response: hit.response };
         if !self.reply_exact(rt, &entry, now, Some("shared"), rt.metrics.hits_shared) {
@@ -357,41 +379,42 @@ impl GatewayHttp {
         }
     }
 
-    /// Route upstream: the cluster for the model, the provider's path, authority and key.
-    fn forward(&mut self, rt: &Runtime, plan: Plan, semantic: Option<SemanticQuery>) -> Action {
-        let up = &plan.upstream;
-        let sent = &self.sent;
-        let mut result = abi::set_header(Headers::Request, "x-semgate-cluster", &up.cluster);
-        if !sent.path_is_upstream {
+    /// Set what the gateway decided on the request going upstream: the cluster, the
+    /// provider's path (unless the client's is already it), authority and key; and drop every
+    /// client header that is not forwarded (credentials, `x-semgate-*`, anything not listed).
+    fn rewrite_request_headers(&self, rt: &Runtime, up: &Upstream) -> Result<(), GatewayError> {
+        let names = self.client_headers.iter().map(|(k, _)| k);
+        let mut result = Ok(());
+        // Removals first: a client's own `x-semgate-cluster` goes before the gateway's is set.
+        for name in rt.gw.headers_to_drop(names) {
+            // Replaced below rather than removed first: one host call, not two.
+            if name == "authorization" && up.authorization.is_some() {
+                continue;
+            }
+            result = result.and_then(|_| abi::remove_header(Headers::Request, &name));
+        }
+        result = result.and_then(|_| abi::set_header(Headers::Request, "x-semgate-cluster", &up.cluster));
+        if !self.path_is_upstream {
             result = result.and_then(|_| abi::set_header(Headers::Request, ":path", &up.path));
-        }
-        if sent.x_semgate_cache {
-            result = result.and_then(|_| abi::remove_header(Headers::Request, "x-semgate-cache"));
-        }
-        if sent.accept_encoding {
-            // Stored bodies must be plain; Envoy's compressor can encode for the client.
-            result = result.and_then(|_| abi::remove_header(Headers::Request, "accept-encoding"));
         }
         if let Some(a) = &up.authority {
             result = result.and_then(|_| abi::set_header(Headers::Request, ":authority", a));
         }
-        // The client's key never reaches the provider: replaced by the provider's, or removed.
-        result = result.and_then(|_| match &up.authorization {
-            Some(auth) => abi::set_header(Headers::Request, "authorization", auth),
-            None if sent.authorization => abi::remove_header(Headers::Request, "authorization"),
-            None => Ok(()),
-        });
-        if let Err(e) = result {
-            rt.metrics.inc(rt.metrics.host_errors);
-            abi::log(Level::Error, &format!("semgate: cannot rewrite the request headers (status {})", e.0));
-            return self.reject(
-                rt,
-                GatewayError::InvalidRequest {
-                    message: "the gateway could not route this request".into(),
-                    param: None,
-                },
-            );
+        if let Some(auth) = &up.authorization {
+            result = result.and_then(|_| abi::set_header(Headers::Request, "authorization", auth));
         }
+        result.map_err(|e| {
+            abi::log(Level::Error, &format!("semgate: cannot rewrite the request headers (status {})", e.0));
+            GatewayError::Internal("the request could not be routed".into())
+        })
+    }
+
+    /// Route upstream: the cluster for the model, the provider's path, authority and key.
+    fn forward(&mut self, rt: &Runtime, plan: Plan, semantic: Option<SemanticQuery>) -> Action {
+        if let Err(e) = self.rewrite_request_headers(rt, &plan.upstream) {
+            return self.reject(rt, e);
+        }
+        let up = &plan.upstream;
         let (cache_status, reason, key) = match plan.cache {
             CachePlan::Lookup { key, .. } => {
                 rt.metrics.inc(rt.metrics.misses);
@@ -420,8 +443,17 @@ impl GatewayHttp {
         Action::Continue
     }
 
-    /// Keep a fast-path record: `raw` is now answered by `entry` (see `core::fastpath`).
-    fn remember_fast(rt: &Runtime, probe: &Probe, raw: &RawRequest, entry: &Entry) {
+    /// Keep a fast-path record: `raw` is now answered by `entry` (see `core::fastpath`), for
+    /// no longer than this request's TTL allows (the record is read without its policy).
+    fn remember_fast(rt: &Runtime, probe: &Probe, raw: &RawRequest, entry: &Entry, ttl_s: u64) {
+        let bound = entry.created_ms.saturating_add(ttl_s.saturating_mul(1000));
+        let clamped;
+        let entry = if entry.expires_ms > bound {
+            clamped = Entry { expires_ms: bound, ..entry.clone() };
+            &clamped
+        } else {
+            entry
+        };
         if FastPath::new(&EnvoySharedData, rt.fast).remember(probe, raw, entry) {
             rt.metrics.inc(rt.metrics.fast_records);
         }
@@ -505,17 +537,17 @@ impl GatewayHttp {
                 let now = now_ms();
                 let entry = Entry { key, created_ms: now, expires_ms: now + ttl_s * 1000, response };
                 if let Some(q) = f.semantic.take() {
-                    let sem = &rt.config.semantic;
+                    let sem = &rt.gw.config.semantic;
                     let body = semantic::store_body(&q, &key, &entry.response, f.semantic_ttl_s.unwrap_or(ttl_s));
                     // Fire and forget: the answer, if any, is not waited for.
-                    match abi::http_call(&sem.cluster, "/v1/store", &body, 5_000) {
+                    match abi::http_call(&sem.cluster, "/v1/store", rt.gw.sidecar_auth.as_deref(), &body, 5_000) {
                         Ok(_) => rt.metrics.inc(rt.metrics.semantic_stores),
                         Err(_) => rt.metrics.inc(rt.metrics.sidecar_errors),
                     }
                 }
                 Self::store_local(rt, &entry, now);
                 if let Some(r) = f.refresh_record.take() {
-                    Self::remember_fast(rt, &r.probe, &raw_request(&r.admitted, &r.body), &entry);
+                    Self::remember_fast(rt, &r.probe, &raw_request(&r.admitted, &r.body), &entry, ttl_s);
                 }
             }
             Err(NotStorable::TooLarge) => rt.metrics.inc(rt.metrics.too_large),
@@ -543,9 +575,8 @@ impl HttpContext for GatewayHttp {
     fn on_http_request_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
         let Some(rt) = self.rt.clone() else {
             // Unreachable in practice: Envoy does not serve with a plugin whose configure failed.
-            let body =
-                GatewayError::InvalidRequest { message: "semgate is not configured".into(), param: None }.to_json();
-            let _ = abi::send_local_response(503, &[("content-type", "application/json")], &body);
+            let error = GatewayError::Internal("semgate is not configured".into());
+            let _ = abi::send_local_response(503, &[("content-type", "application/json")], &error.to_json());
             self.phase = Phase::Answered;
             return Action::Pause;
         };

@@ -28,6 +28,10 @@ pub struct Metrics {
     pub semantic_misses: u32,
     pub sidecar_errors: u32,
     pub semantic_stores: u32,
+    /// Sidecar hits not replayed: their content type is not one the gateway produces.
+    pub unsafe_entries: u32,
+    /// Requests relayed on a `passthrough` path.
+    pub relayed: u32,
     /// Histogram: time from sending a sidecar lookup to its answer (or timeout), in ms.
     pub lookup_ms: u32,
 }
@@ -59,6 +63,8 @@ impl Metrics {
             semantic_misses: c("semgate_cache_semantic_misses_total")?,
             sidecar_errors: c("semgate_sidecar_errors_total")?,
             semantic_stores: c("semgate_cache_semantic_stores_total")?,
+            unsafe_entries: c("semgate_sidecar_unsafe_entries_total")?,
+            relayed: c("semgate_relayed_total")?,
             lookup_ms: hostcalls::define_metric(MetricType::Histogram, "semgate_sidecar_lookup_ms")
                 .map_err(|s| format!("define_metric semgate_sidecar_lookup_ms: {s:?}"))?,
         })

@@ -4,7 +4,7 @@
 
 use crate::core::config::Config;
 use crate::core::fastpath::{self, FastPathLimits};
-use crate::core::gateway::{resolve_provider_keys, ProviderKeys};
+use crate::core::gateway::Gateway;
 use crate::core::store::{CacheStore, StoreLimits};
 use crate::host::abi::{self, Buffer, Level};
 use crate::host::http::GatewayHttp;
@@ -16,8 +16,7 @@ use std::rc::Rc;
 
 /// Everything an HTTP context needs, built once at configure time.
 pub struct Runtime {
-    pub config: Config,
-    pub keys: ProviderKeys,
+    pub gw: Gateway,
     pub metrics: Metrics,
     pub limits: StoreLimits,
     pub fast: FastPathLimits,
@@ -40,8 +39,8 @@ impl RootContext for GatewayRoot {
                     Level::Info,
                     &format!(
                         "semgate: configured: {} provider(s), cache {} ({} slots, {} bytes max; fast path {} records of <= {} bytes)",
-                        rt.config.providers.len(),
-                        if rt.config.cache.enabled { "on" } else { "off" },
+                        rt.gw.config.providers.len(),
+                        if rt.gw.config.cache.enabled { "on" } else { "off" },
                         rt.limits.slots,
                         rt.limits.max_bytes,
                         rt.fast.slots,
@@ -71,7 +70,8 @@ fn load() -> Result<Runtime, String> {
     let raw = abi::get_buffer(Buffer::PluginConfiguration, 0, usize::MAX)
         .map_err(|e| format!("cannot read the plugin configuration (status {})", e.0))?;
     let config = Config::parse(&raw).map_err(|e| e.to_string())?;
-    let keys = resolve_provider_keys(&config, |var| std::env::var(var).ok()).map_err(|e| e.to_string())?;
+    let gw = Gateway::compile(config, |var| std::env::var(var).ok()).map_err(|e| e.to_string())?;
+    let config = &gw.config;
     let metrics = Metrics::define()?;
     let limits = StoreLimits {
         max_bytes: config.cache.max_bytes,
@@ -88,5 +88,5 @@ fn load() -> Result<Runtime, String> {
         seed: fastpath::seed_for(&raw),
     };
     let needs_route_name = config.policies.iter().any(|p| p.matcher.route.is_some());
-    Ok(Runtime { config, keys, metrics, limits, fast, needs_route_name })
+    Ok(Runtime { gw, metrics, limits, fast, needs_route_name })
 }

@@ -129,7 +129,12 @@ mod filter {
             Some(ContextType::HttpContext)
         }
         fn create_http_context(&self, _: u32) -> Option<Box<dyn HttpContext>> {
-            Some(Box::new(NoopHttp { mode: self.mode, probes: self.probes.clone(), counter: self.counter, steps: self.steps }))
+            Some(Box::new(NoopHttp {
+                mode: self.mode,
+                probes: self.probes.clone(),
+                counter: self.counter,
+                steps: self.steps,
+            }))
         }
     }
 
@@ -169,13 +174,22 @@ mod filter {
                     let _ = hostcalls::get_map(MapType::HttpRequestHeaders);
                 }
                 if step(b'c') {
-                    let _ = hostcalls::set_map_value(MapType::HttpRequestHeaders, "x-semgate-cluster", Some("provider_openai"));
+                    let _ = hostcalls::set_map_value(
+                        MapType::HttpRequestHeaders,
+                        "x-semgate-cluster",
+                        Some("provider_openai"),
+                    );
                 }
                 if step(b'p') {
-                    let _ = hostcalls::set_map_value(MapType::HttpRequestHeaders, ":path", Some("/v1/chat/completions"));
+                    let _ =
+                        hostcalls::set_map_value(MapType::HttpRequestHeaders, ":path", Some("/v1/chat/completions"));
                 }
                 if step(b'a') {
-                    let _ = hostcalls::set_map_value(MapType::HttpRequestHeaders, "authorization", Some("Bearer sk-fake-provider"));
+                    let _ = hostcalls::set_map_value(
+                        MapType::HttpRequestHeaders,
+                        "authorization",
+                        Some("Bearer sk-fake-provider"),
+                    );
                 }
                 if step(b'e') {
                     let _ = hostcalls::set_map_value(MapType::HttpRequestHeaders, "accept-encoding", None);
@@ -194,7 +208,8 @@ mod filter {
                     let _ = hostcalls::set_map_value(MapType::HttpResponseHeaders, "x-semgate-cache", Some("miss"));
                 }
                 if step(b'y') {
-                    let _ = hostcalls::set_map_value(MapType::HttpResponseHeaders, "x-semgate-provider", Some("openai"));
+                    let _ =
+                        hostcalls::set_map_value(MapType::HttpResponseHeaders, "x-semgate-provider", Some("openai"));
                 }
             }
             Action::Continue

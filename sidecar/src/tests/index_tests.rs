@@ -106,3 +106,55 @@ fn the_shortlisted_scan_finds_the_exact_nearest_among_many() {
         assert_eq!(got[0].score, want[0].0);
     }
 }
+
+#[test]
+fn the_journal_is_private_and_bounded() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = std::env::temp_dir().join(format!("semgate-index-priv-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let path = dir.join("data").join("vectors.journal");
+    let big = |id: u64| Record { response: vec![b'x'; 100_000], ..rec(id, "a", &[1.0, 0.0, 0.0], id, 1_000_000) };
+    let max_bytes = 1_000_000;
+    {
+        let idx = FlatIndex::open_bounded(&path, 3, 1000, max_bytes, 0).unwrap();
+        for id in 0..100 {
+            idx.insert(big(id)).unwrap();
+        }
+        idx.flush().unwrap();
+        // Live records stay under the byte bound; the file under twice that (or the minimum).
+        assert!(idx.len() <= 10, "{}", idx.len());
+        let on_disk = std::fs::metadata(&path).unwrap().len() as usize;
+        assert!(on_disk <= 2 * max_bytes + record_bytes(&big(0)), "journal grew to {on_disk}");
+        assert_eq!(on_disk, idx.journal_bytes());
+        // The newest survive.
+        let ids: Vec<u64> =
+            idx.search("a", &unit(&[1.0, 0.0, 0.0]), 20, 1).unwrap().iter().map(|c| c.record.id).collect();
+        assert!(ids.contains(&99), "{ids:?}");
+        // A record larger than the whole bound is refused, not stored.
+        assert!(idx.insert(Record { response: vec![0; 2_000_000], ..rec(500, "a", &[1.0, 0.0, 0.0], 0, 10) }).is_err());
+    }
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&path), 0o600);
+    assert_eq!(mode(path.parent().unwrap()), 0o700);
+    // A reopened journal keeps the bound and the newest records.
+    let idx = FlatIndex::open_bounded(&path, 3, 1000, max_bytes, 1).unwrap();
+    assert!(idx.len() >= 1 && idx.len() <= 10);
+    assert_eq!(mode(&path), 0o600);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn an_existing_world_readable_journal_is_made_private() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = std::env::temp_dir().join(format!("semgate-index-perm-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("vectors.journal");
+    std::fs::write(&path, b"").unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let _idx = FlatIndex::open(&path, 3, 10, 0).unwrap();
+    assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
+    assert_eq!(std::fs::metadata(&dir).unwrap().permissions().mode() & 0o777, 0o700);
+    let _ = std::fs::remove_dir_all(&dir);
+}

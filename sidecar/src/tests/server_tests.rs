@@ -98,11 +98,9 @@ async fn exact_tier_is_shared_by_key() {
     let app = app();
     call(&app, "POST", "/v1/store", json!({"scope": "s", "key": "abc123", "text": "hello", "response": response("H")}))
         .await;
-    let (_, v) = call(&app, "GET", "/v1/exact/abc123", Value::Null).await;
-    assert_eq!(v["hit"], true);
-    assert_eq!(v["response"]["body_b64"], "H");
-    let (_, v) = call(&app, "GET", "/v1/exact/other", Value::Null).await;
-    assert_eq!(v["hit"], false);
+    // The old read-by-key endpoint is gone: the tier answers only through a lookup.
+    let (s, _) = call(&app, "GET", "/v1/exact/abc123", Value::Null).await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
     // A lookup that carries the key is answered by the exact tier, whatever its text.
     let (_, v) =
         call(&app, "POST", "/v1/lookup", json!({"scope": "s", "key": "abc123", "text": "unrelated words"})).await;
@@ -114,7 +112,7 @@ async fn exact_tier_is_shared_by_key() {
     assert_eq!((v["hit"].clone(), v["tier"].clone()), (json!(true), json!("semantic")));
     let (_, m) = call(&app, "GET", "/metrics", Value::Null).await;
     let m = m.as_str().unwrap().to_string();
-    assert!(m.contains("semgate_sidecar_exact_hits_total 2") && m.contains("semgate_sidecar_exact_entries 1"), "{m}");
+    assert!(m.contains("semgate_sidecar_exact_hits_total 1") && m.contains("semgate_sidecar_exact_entries 1"), "{m}");
 }
 
 #[tokio::test]
@@ -125,4 +123,70 @@ async fn bad_requests_are_client_errors_and_health_reports_the_model() {
     let (s, v) = call(&app, "GET", "/healthz", Value::Null).await;
     assert_eq!(s, StatusCode::OK);
     assert_eq!(v["model"], "hashing-test-double");
+}
+
+fn app_with_token(token: &str) -> Router {
+    let state = AppState::with_token(
+        ServerConfig { threshold: 0.6, max_entry_bytes: 10_000, ..ServerConfig::default() },
+        Arc::new(HashingEmbedder { dim: 256 }),
+        Arc::new(FlatIndex::in_memory(256, 1000)),
+        Some(token.to_string()),
+    );
+    router(state)
+}
+
+async fn call_with(app: &Router, uri: &str, auth: Option<&str>, body: Value) -> StatusCode {
+    let mut req = Request::builder().method("POST").uri(uri).header("content-type", "application/json");
+    if let Some(a) = auth {
+        req = req.header("authorization", a);
+    }
+    app.clone().oneshot(req.body(Body::from(body.to_string())).unwrap()).await.unwrap().status()
+}
+
+#[tokio::test]
+async fn data_endpoints_need_the_token_and_health_and_metrics_do_not() {
+    let token = "0123456789abcdef0123";
+    let app = app_with_token(token);
+    let store = json!({"scope": "s", "key": "k", "text": "hello there", "response": response("H")});
+    let lookup = json!({"scope": "s", "key": "k", "text": "hello there", "threshold": 0.0, "guard": false});
+    for auth in [None, Some("Bearer wrong-token-wrong-token"), Some("Bearer "), Some(token), Some("Basic x")] {
+        assert_eq!(call_with(&app, "/v1/store", auth, store.clone()).await, StatusCode::UNAUTHORIZED, "{auth:?}");
+        assert_eq!(call_with(&app, "/v1/lookup", auth, lookup.clone()).await, StatusCode::UNAUTHORIZED, "{auth:?}");
+    }
+    let bearer = format!("Bearer {token}");
+    assert_eq!(call_with(&app, "/v1/store", Some(&bearer), store).await, StatusCode::NO_CONTENT);
+    assert_eq!(call_with(&app, "/v1/lookup", Some(&bearer), lookup).await, StatusCode::OK);
+    let (s, _) = call(&app, "GET", "/healthz", Value::Null).await;
+    assert_eq!(s, StatusCode::OK);
+    let (s, m) = call(&app, "GET", "/metrics", Value::Null).await;
+    assert_eq!(s, StatusCode::OK);
+    assert!(m.as_str().unwrap().contains("semgate_sidecar_unauthorized_total 10"), "{m}");
+}
+
+#[test]
+fn token_comparison_is_exact() {
+    assert!(constant_time_eq(b"abc", b"abc"));
+    assert!(!constant_time_eq(b"abc", b"abd"));
+    assert!(!constant_time_eq(b"abc", b"abcd"));
+    assert!(!constant_time_eq(b"", b"a"));
+    assert!(constant_time_eq(b"", b""));
+}
+
+#[tokio::test]
+async fn stores_with_foreign_headers_or_over_the_size_limit_are_refused() {
+    let token = "0123456789abcdef0123";
+    let app = app_with_token(token);
+    let bearer = format!("Bearer {token}");
+    let with_ct = |ct: &str| json!({"scope": "s", "text": "hi", "response": {"status": 200, "headers": [["content-type", ct]], "body_b64": "e30=", "stream": false}});
+    for ct in ["application/json\r\nset-cookie: a=b", "text/html", "application/json; boundary=x", "application/json\n"]
+    {
+        assert_eq!(call_with(&app, "/v1/store", Some(&bearer), with_ct(ct)).await, StatusCode::BAD_REQUEST, "{ct:?}");
+    }
+    for ct in ["application/json", "text/event-stream", "application/json; charset=utf-8"] {
+        assert_eq!(call_with(&app, "/v1/store", Some(&bearer), with_ct(ct)).await, StatusCode::NO_CONTENT, "{ct:?}");
+    }
+    let extra = json!({"scope": "s", "text": "hi", "response": {"status": 200, "headers": [["set-cookie", "a=b"]], "body_b64": "e30=", "stream": false}});
+    assert_eq!(call_with(&app, "/v1/store", Some(&bearer), extra).await, StatusCode::BAD_REQUEST);
+    let big = json!({"scope": "s", "text": "hi", "response": response(&"A".repeat(20_000))});
+    assert_eq!(call_with(&app, "/v1/store", Some(&bearer), big).await, StatusCode::PAYLOAD_TOO_LARGE);
 }

@@ -2,18 +2,22 @@
 
 use super::*;
 
-fn config(extra: &str) -> Config {
+fn config(extra: &str) -> Gateway {
     let base = r#"{"auth":{"keys":[{"key":"sk-demo","tenant":"demo"},{"key":"sk-b","tenant":"team-b"}]},
         "providers":{"openai":{"cluster":"provider_openai","api_key_env":"OPENAI_API_KEY","authority":"api.openai.com"}},
         "models":[{"match":"gpt-*","provider":"openai"}]"#;
-    Config::parse(format!("{base}{extra}}}").as_bytes()).unwrap()
+    compile(Config::parse(format!("{base}{extra}}}").as_bytes()).unwrap())
+}
+
+fn compile(c: Config) -> Gateway {
+    Gateway::compile(c, |v| (v == "OPENAI_API_KEY").then(|| "sk-provider".to_string())).unwrap()
 }
 
 fn head<'a>(path: &'a str, auth: Option<&'a str>) -> RequestHead<'a> {
     RequestHead { method: "POST", path, authorization: auth, ..Default::default() }
 }
 
-fn admitted(c: &Config, h: &RequestHead) -> Admitted {
+fn admitted(c: &Gateway, h: &RequestHead) -> Admitted {
     match admit(c, h) {
         HeadDecision::ReadBody(a) => a,
         other => panic!("{other:?}"),
@@ -22,13 +26,9 @@ fn admitted(c: &Config, h: &RequestHead) -> Admitted {
 
 const BODY: &[u8] = br#"{"model":"gpt-4o","messages":[{"role":"user","content":"hi"}]}"#;
 
-fn keys() -> ProviderKeys {
-    [("openai".to_string(), "sk-provider".to_string())].into()
-}
-
 #[test]
 fn provider_keys_come_from_env_and_missing_ones_fail_at_load() {
-    let c = config("");
+    let c = config("").config;
     let k = resolve_provider_keys(&c, |v| (v == "OPENAI_API_KEY").then(|| "sk-real".to_string())).unwrap();
     assert_eq!(k["openai"], "sk-real");
     let e = resolve_provider_keys(&c, |_| None).unwrap_err();
@@ -39,7 +39,19 @@ fn provider_keys_come_from_env_and_missing_ones_fail_at_load() {
 #[test]
 fn admission() {
     let c = config("");
-    assert_eq!(admit(&c, &head("/v1/models", None)), HeadDecision::PassThrough);
+    // Every path needs a key; a path the gateway does not serve is refused after that.
+    assert_eq!(admit(&c, &head("/v1/models", None)), HeadDecision::Reject(GatewayError::Unauthorized));
+    let unknown = GatewayError::UnknownPath { method: "POST".into(), path: "/v1/models".into() };
+    assert_eq!(admit(&c, &head("/v1/models", Some("Bearer sk-demo"))), HeadDecision::Reject(unknown));
+    for odd in ["/v1/chat/completions/", "/V1/CHAT/COMPLETIONS", "/v1/chat%2Fcompletions", "/v1/chat/completions%20"] {
+        assert!(
+            matches!(
+                admit(&c, &head(odd, Some("Bearer sk-demo"))),
+                HeadDecision::Reject(GatewayError::UnknownPath { .. })
+            ),
+            "{odd}"
+        );
+    }
     assert_eq!(admit(&c, &head("/v1/chat/completions", None)), HeadDecision::Reject(GatewayError::Unauthorized));
     assert_eq!(
         admit(&c, &head("/v1/chat/completions", Some("Bearer nope"))),
@@ -48,6 +60,7 @@ fn admission() {
     let a = admitted(&c, &head("/v1/chat/completions?x=1", Some("Bearer sk-demo")));
     assert_eq!(a.tenant, "demo");
     assert_eq!(a.path, "/v1/chat/completions");
+    assert!(a.has_query);
     let a = admitted(&c, &head("/captioning/v1/chat/completions", Some("Bearer sk-b")));
     assert_eq!(a.tenant, "team-b");
     let get = RequestHead { method: "GET", ..head("/v1/chat/completions", Some("Bearer sk-demo")) };
@@ -58,18 +71,105 @@ fn admission() {
 }
 
 #[test]
-fn tenant_header_overrides_key_when_configured() {
-    let c = Config::parse(
-        br#"{"auth":{"tenant_header":"x-tenant"},"providers":{"p":{"cluster":"c"}},"models":[{"match":"*","provider":"p"}]}"#,
-    )
-    .unwrap();
-    let h = RequestHead { tenant: Some("acme"), ..head("/v1/chat/completions", None) };
-    assert_eq!(admitted(&c, &h).tenant, "acme");
-    assert_eq!(admit(&c, &head("/v1/chat/completions", None)), HeadDecision::Reject(GatewayError::Unauthorized));
+fn the_tenant_header_never_replaces_the_key() {
+    let raw = br#"{"auth":{"tenant_header":"x-tenant","tenant_header_trusted":true,
+        "keys":[{"key":"sk-a","tenant":"a","tenants":["shop-1"]},{"key":"sk-b","tenant":"b"}]},
+        "providers":{"p":{"cluster":"c"}},"models":[{"match":"*","provider":"p"}]}"#;
+    let c = compile(Config::parse(raw).unwrap());
+    // No key, or a bad key, with the header: 401.
+    let h = RequestHead { tenant: Some("shop-1"), ..head("/v1/chat/completions", None) };
+    assert_eq!(admit(&c, &h), HeadDecision::Reject(GatewayError::Unauthorized));
+    let h = RequestHead { tenant: Some("shop-1"), ..head("/v1/chat/completions", Some("Bearer nope")) };
+    assert_eq!(admit(&c, &h), HeadDecision::Reject(GatewayError::Unauthorized));
+    // A valid key narrows to what it allows, and nothing else.
+    let h = RequestHead { tenant: Some("shop-1"), ..head("/v1/chat/completions", Some("Bearer sk-a")) };
+    assert_eq!(admitted(&c, &h).tenant, "a/shop-1");
+    let h = RequestHead { tenant: Some("b"), ..head("/v1/chat/completions", Some("Bearer sk-a")) };
+    assert!(matches!(admit(&c, &h), HeadDecision::Reject(GatewayError::Forbidden(_))));
+    let h = RequestHead { tenant: Some("shop-1"), ..head("/v1/chat/completions", Some("Bearer sk-b")) };
+    assert!(matches!(admit(&c, &h), HeadDecision::Reject(GatewayError::Forbidden(_))));
+    assert_eq!(admitted(&c, &head("/v1/chat/completions", Some("Bearer sk-b"))).tenant, "b");
     // Without tenant_header configured, a client cannot pick its tenant by header.
     let c = config("");
     let h = RequestHead { tenant: Some("acme"), ..head("/v1/chat/completions", Some("Bearer sk-demo")) };
     assert_eq!(admitted(&c, &h).tenant, "demo");
+}
+
+#[test]
+fn passthrough_paths_are_relayed_with_the_provider_key_and_need_a_client_key() {
+    let c = config(r#","passthrough":[{"path_prefix":"/v1/models","provider":"openai"}]"#);
+    let get = RequestHead { method: "GET", ..head("/v1/models", Some("Bearer sk-demo")) };
+    match admit(&c, &get) {
+        HeadDecision::Relay(up) => {
+            assert_eq!(up.cluster, "provider_openai");
+            assert_eq!(up.authorization.as_deref(), Some("Bearer sk-provider"));
+        }
+        other => panic!("{other:?}"),
+    }
+    let get = RequestHead { method: "GET", ..head("/v1/models", None) };
+    assert_eq!(admit(&c, &get), HeadDecision::Reject(GatewayError::Unauthorized));
+    // Only the listed methods.
+    assert!(matches!(
+        admit(&c, &head("/v1/models", Some("Bearer sk-demo"))),
+        HeadDecision::Reject(GatewayError::UnknownPath { .. })
+    ));
+}
+
+#[test]
+fn only_listed_client_headers_go_upstream() {
+    let c = config("");
+    let names = [
+        ":method",
+        ":path",
+        "authorization",
+        "x-api-key",
+        "api-key",
+        "content-type",
+        "openai-organization",
+        "openai-project",
+        "x-semgate-cluster",
+        "x-semgate-cache",
+        "accept-encoding",
+        "user-agent",
+        "cookie",
+        "x-envoy-upstream-rq-timeout-ms",
+        "traceparent",
+    ];
+    let dropped = c.headers_to_drop(names.into_iter());
+    assert_eq!(
+        dropped,
+        [
+            "authorization",
+            "x-api-key",
+            "api-key",
+            "openai-organization",
+            "openai-project",
+            "x-semgate-cluster",
+            "x-semgate-cache",
+            "accept-encoding",
+            "cookie",
+            "x-envoy-upstream-rq-timeout-ms"
+        ]
+    );
+    let c = config(r#","forward_headers":["openai-beta"]"#);
+    assert_eq!(c.headers_to_drop(["openai-beta", "content-type"].into_iter()), ["content-type"]);
+}
+
+#[test]
+fn an_entry_is_served_only_while_younger_than_the_readers_ttl() {
+    assert!(fresh_for(1_000, 10, 10_999));
+    assert!(!fresh_for(1_000, 10, 11_000));
+    assert!(fresh_for(5_000, 10, 1_000), "a clock step back is not an expiry");
+}
+
+#[test]
+fn a_query_string_is_not_part_of_the_request() {
+    let c = config("");
+    let a = admitted(&c, &head("/v1/chat/completions?api-version=1", Some("Bearer sk-demo")));
+    let b = admitted(&c, &head("/v1/chat/completions?api-version=2", Some("Bearer sk-demo")));
+    // Both forward the provider's path without the query, so they may share an entry.
+    assert_eq!(plan(&c, &a, BODY).unwrap().cache, plan(&c, &b, BODY).unwrap().cache);
+    assert!(a.has_query && b.has_query);
 }
 
 #[test]
@@ -85,12 +185,19 @@ fn client_directives() {
 fn plan_routes_by_model_and_sets_provider_key() {
     let c = config("");
     let a = admitted(&c, &head("/v1/chat/completions", Some("Bearer sk-demo")));
-    let p = plan(&c, &keys(), &a, BODY).unwrap();
+    let p = plan(&c, &a, BODY).unwrap();
     assert_eq!(p.upstream.cluster, "provider_openai");
     assert_eq!(p.upstream.authorization.as_deref(), Some("Bearer sk-provider"));
     assert_eq!(p.upstream.authority.as_deref(), Some("api.openai.com"));
     assert!(matches!(p.cache, CachePlan::Lookup { ttl_s: 3600, .. }));
-    let e = plan(&c, &keys(), &a, br#"{"model":"claude-3","messages":[{"role":"user","content":"hi"}]}"#).unwrap_err();
+    let e = plan(&c, &a, br#"{"model":"claude-3","messages":[{"role":"user","content":"hi"}]}"#).unwrap_err();
+    assert_eq!(e, GatewayError::UnknownModel("claude-3".into()));
+    // A provider's stored content type is kept only in the gateway's own form.
+    let t = ResponseTee::start(200, Some("application/json; x=\"\r\nset-cookie: a\""), None, 1024).unwrap();
+    let body = br#"{"choices":[]}"#;
+    let mut t = t;
+    t.push(body);
+    assert_eq!(t.finish().unwrap().content_type, "application/json");
     assert_eq!(e, GatewayError::UnknownModel("claude-3".into()));
 }
 
@@ -99,8 +206,8 @@ fn tenants_get_different_keys_for_the_same_body() {
     let c = config("");
     let a = admitted(&c, &head("/v1/chat/completions", Some("Bearer sk-demo")));
     let b = admitted(&c, &head("/v1/chat/completions", Some("Bearer sk-b")));
-    let ka = plan(&c, &keys(), &a, BODY).unwrap().cache.store_as().unwrap().0;
-    let kb = plan(&c, &keys(), &b, BODY).unwrap().cache.store_as().unwrap().0;
+    let ka = plan(&c, &a, BODY).unwrap().cache.store_as().unwrap().0;
+    let kb = plan(&c, &b, BODY).unwrap().cache.store_as().unwrap().0;
     assert_ne!(ka, kb);
 }
 
@@ -109,9 +216,9 @@ fn sampling_heavy_requests_bypass() {
     let c = config("");
     let a = admitted(&c, &head("/v1/chat/completions", Some("Bearer sk-demo")));
     let hot = br#"{"model":"gpt-4o","messages":[{"role":"user","content":"hi"}],"temperature":1.5}"#;
-    assert_eq!(plan(&c, &keys(), &a, hot).unwrap().cache, CachePlan::Bypass(BypassReason::Temperature));
+    assert_eq!(plan(&c, &a, hot).unwrap().cache, CachePlan::Bypass(BypassReason::Temperature));
     let many = br#"{"model":"gpt-4o","messages":[{"role":"user","content":"hi"}],"n":3}"#;
-    assert_eq!(plan(&c, &keys(), &a, many).unwrap().cache, CachePlan::Bypass(BypassReason::MultipleChoices));
+    assert_eq!(plan(&c, &a, many).unwrap().cache, CachePlan::Bypass(BypassReason::MultipleChoices));
 }
 
 #[test]
@@ -123,14 +230,14 @@ fn policies_by_path_prefix_route_and_tenant() {
             {"match":{"tenant":"team-b"},"cache":{"max_temperature":0.2}}]"#,
     );
     let a = admitted(&c, &head("/suggest/v1/chat/completions", Some("Bearer sk-demo")));
-    assert_eq!(plan(&c, &keys(), &a, BODY).unwrap().cache, CachePlan::Bypass(BypassReason::Disabled));
+    assert_eq!(plan(&c, &a, BODY).unwrap().cache, CachePlan::Bypass(BypassReason::Disabled));
     let mut h = head("/v1/chat/completions", Some("Bearer sk-demo"));
     h.route_name = Some("captioning");
     let a = admitted(&c, &h);
-    assert!(matches!(plan(&c, &keys(), &a, BODY).unwrap().cache, CachePlan::Lookup { ttl_s: 86400, .. }));
+    assert!(matches!(plan(&c, &a, BODY).unwrap().cache, CachePlan::Lookup { ttl_s: 86400, .. }));
     let a = admitted(&c, &head("/v1/chat/completions", Some("Bearer sk-b")));
     let warm = br#"{"model":"gpt-4o","messages":[{"role":"user","content":"hi"}],"temperature":0.5}"#;
-    assert_eq!(plan(&c, &keys(), &a, warm).unwrap().cache, CachePlan::Bypass(BypassReason::Temperature));
+    assert_eq!(plan(&c, &a, warm).unwrap().cache, CachePlan::Bypass(BypassReason::Temperature));
 }
 
 #[test]
@@ -138,9 +245,9 @@ fn client_bypass_and_refresh() {
     let c = config("");
     let mut h = head("/v1/chat/completions", Some("Bearer sk-demo"));
     h.cache_control = Some("no-store");
-    assert_eq!(plan(&c, &keys(), &admitted(&c, &h), BODY).unwrap().cache, CachePlan::Bypass(BypassReason::Client));
+    assert_eq!(plan(&c, &admitted(&c, &h), BODY).unwrap().cache, CachePlan::Bypass(BypassReason::Client));
     h.cache_control = Some("no-cache");
-    assert!(matches!(plan(&c, &keys(), &admitted(&c, &h), BODY).unwrap().cache, CachePlan::Refresh { .. }));
+    assert!(matches!(plan(&c, &admitted(&c, &h), BODY).unwrap().cache, CachePlan::Refresh { .. }));
 }
 
 #[test]
@@ -192,16 +299,16 @@ fn semantic_settings_per_route_and_per_model() {
         ]"#,
     );
     let auth = Some("Bearer sk-demo");
-    let plain = plan(&c, &keys(), &admitted(&c, &head("/v1/chat/completions", auth)), BODY).unwrap();
+    let plain = plan(&c, &admitted(&c, &head("/v1/chat/completions", auth)), BODY).unwrap();
     assert_eq!(plain.semantic, SemanticPolicy { enabled: true, threshold: Some(0.9), ttl_s: Some(60) });
     let mini = br#"{"model":"gpt-4o-mini","messages":[{"role":"user","content":"hi"}]}"#;
-    let other_model = plan(&c, &keys(), &admitted(&c, &head("/v1/chat/completions", auth)), mini).unwrap();
+    let other_model = plan(&c, &admitted(&c, &head("/v1/chat/completions", auth)), mini).unwrap();
     assert_eq!(other_model.semantic, SemanticPolicy { enabled: true, threshold: Some(0.8), ttl_s: Some(600) });
-    let support = plan(&c, &keys(), &admitted(&c, &head("/support/v1/chat/completions", auth)), mini).unwrap();
+    let support = plan(&c, &admitted(&c, &head("/support/v1/chat/completions", auth)), mini).unwrap();
     assert!(!support.semantic.enabled);
     assert!(matches!(support.cache, CachePlan::Lookup { .. }), "the exact layer stays on");
     // A policy cannot turn the layer on when the sidecar is not configured.
     let off = config(r#","policies":[{"match":{},"cache":{"semantic":true}}]"#);
-    let p = plan(&off, &keys(), &admitted(&off, &head("/v1/chat/completions", auth)), BODY).unwrap();
+    let p = plan(&off, &admitted(&off, &head("/v1/chat/completions", auth)), BODY).unwrap();
     assert!(!p.semantic.enabled);
 }

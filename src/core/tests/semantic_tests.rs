@@ -99,6 +99,12 @@ fn store_and_lookup_bodies_round_trip() {
     assert_eq!(parse_lookup(br#"{"hit":false,"score":0.2}"#, false).unwrap(), None);
     assert!(parse_lookup(b"<html>", false).is_err());
     assert!(parse_lookup(br#"{"hit":true}"#, false).is_err());
+    // An entry whose content type the gateway never produces is not replayed.
+    for ct in ["application/json\r\nset-cookie: a=b", "text/html", "application/json; x=y"] {
+        let bad = json!({"hit": true, "score": 0.99, "response": {"status": 200, "headers": [["content-type", ct]],
+            "body_b64": "e30=", "stream": false}});
+        assert_eq!(parse_lookup(bad.to_string().as_bytes(), false), Err(LookupError::UnsafeEntry), "{ct:?}");
+    }
     let key = CacheKey([7; 32]);
     let lookup: Value = serde_json::from_slice(&lookup_body(
         &query,
