@@ -9,7 +9,9 @@ use std::borrow::Cow;
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
-use super::openai::{self, ChunkWriter, Completion, ErrorOut, FinishReason, Part, ToolCallOut, ToolChoice, Usage};
+use super::openai::{
+    self, Choice, ChunkWriter, Completion, ErrorOut, FinishReason, Part, ToolCallOut, ToolChoice, Usage,
+};
 use super::{EventData, RequestOptions, ResponseContext, TranslateError};
 
 const PROVIDER: &str = "anthropic";
@@ -305,13 +307,16 @@ pub fn from_response(body: &[u8], ctx: &ResponseContext<'_>) -> Option<(Vec<u8>,
         }
     }
     let usage = msg.usage.to_openai();
+    let choice = Choice {
+        content: (!text.is_empty() || calls.is_empty()).then_some(text.as_str()),
+        tool_calls: &calls,
+        finish_reason: msg.stop_reason.as_deref().map(finish_reason),
+    };
     let completion = Completion {
         id: msg.id.as_deref().unwrap_or_default(),
         model: msg.model.as_deref().unwrap_or(ctx.model),
         created: ctx.created,
-        content: (!text.is_empty() || calls.is_empty()).then_some(text.as_str()),
-        tool_calls: &calls,
-        finish_reason: msg.stop_reason.as_deref().map(finish_reason),
+        choices: &[choice],
         usage,
     };
     Some((completion.to_json(), usage))

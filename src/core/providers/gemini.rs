@@ -8,7 +8,9 @@ use std::borrow::Cow;
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
-use super::openai::{self, ChunkWriter, Completion, ErrorOut, FinishReason, Part, ToolCallOut, ToolChoice, Usage};
+use super::openai::{
+    self, Choice, ChunkWriter, Completion, ErrorOut, FinishReason, Part, ToolCallOut, ToolChoice, Usage,
+};
 use super::{EventData, ResponseContext, TranslateError};
 
 // ---------------------------------------------------------------- request
@@ -68,6 +70,10 @@ fn gemini_schema(v: &mut Value) {
 
 /// An OpenAI chat request as a Gemini `GenerateContentRequest` (the model goes in the path).
 pub fn to_request(mut obj: Map<String, Value>) -> Result<Value, TranslateError> {
+    let streaming = obj.get("stream").and_then(Value::as_bool) == Some(true);
+    if streaming && obj.get("n").and_then(Value::as_u64).is_some_and(|n| n > 1) {
+        return Err(TranslateError::invalid("gemini streams one choice per request: `n` must be 1", "n"));
+    }
     let Some(Value::Array(messages)) = obj.remove("messages") else {
         return Err(TranslateError::invalid("`messages` must be a non-empty array", "messages"));
     };
@@ -331,31 +337,56 @@ fn arguments(fc: &FunctionCall<'_>) -> String {
     fc.args.as_ref().map_or_else(|| "{}".to_string(), Value::to_string)
 }
 
-/// A `GenerateContentResponse` as a `chat.completion` body, with its usage.
+/// A `GenerateContentResponse` as a `chat.completion` body, with its usage: one choice per
+/// candidate (`n` asks for several).
 pub fn from_response(body: &[u8], ctx: &ResponseContext<'_>) -> Option<(Vec<u8>, Usage)> {
     let resp: Response = serde_json::from_slice(body).ok()?;
-    let mut text = String::new();
-    let mut calls = Vec::new();
-    for part in resp.parts() {
-        if let Some(fc) = &part.function_call {
-            let id = call_id(fc, calls.len() as u32);
-            calls.push(ToolCallOut::new(id, fc.name.as_deref().unwrap_or_default(), arguments(fc)));
-        } else if let (Some(t), true) = (&part.text, is_answer_text(part)) {
-            text.push_str(t);
+    let mut texts = Vec::with_capacity(resp.candidates.len().max(1));
+    let mut calls = Vec::with_capacity(texts.capacity());
+    let blocked =
+        resp.prompt_feedback.as_ref().and_then(|f| f.block_reason.as_ref()).map(|_| FinishReason::ContentFilter);
+    let mut finishes = Vec::with_capacity(texts.capacity());
+    for candidate in &resp.candidates {
+        let mut text = String::new();
+        let mut tool_calls = Vec::new();
+        for part in candidate.content.as_ref().map_or(&[][..], |c| c.parts.as_slice()) {
+            if let Some(fc) = &part.function_call {
+                let id = call_id(fc, tool_calls.len() as u32);
+                tool_calls.push(ToolCallOut::new(id, fc.name.as_deref().unwrap_or_default(), arguments(fc)));
+            } else if let (Some(t), true) = (&part.text, is_answer_text(part)) {
+                text.push_str(t);
+            }
         }
+        let finish = match candidate.finish_reason.as_deref().map(finish_reason) {
+            Some(FinishReason::Stop) if !tool_calls.is_empty() => Some(FinishReason::ToolCalls),
+            other => other,
+        };
+        texts.push(text);
+        calls.push(tool_calls);
+        finishes.push(finish);
     }
-    let finish = match resp.finish_reason() {
-        Some(FinishReason::Stop) if !calls.is_empty() => Some(FinishReason::ToolCalls),
-        other => other,
-    };
+    if resp.candidates.is_empty() {
+        // A blocked prompt has no candidates: still one (empty, filtered) choice for the client.
+        texts.push(String::new());
+        calls.push(Vec::new());
+        finishes.push(blocked);
+    }
+    let choices: Vec<Choice> = texts
+        .iter()
+        .zip(&calls)
+        .zip(finishes)
+        .map(|((text, calls), finish_reason)| Choice {
+            content: (!text.is_empty() || calls.is_empty()).then_some(text.as_str()),
+            tool_calls: calls,
+            finish_reason,
+        })
+        .collect();
     let usage = resp.usage_metadata.unwrap_or_default().to_openai();
     let completion = Completion {
         id: resp.response_id.as_deref().unwrap_or("gemini"),
         model: resp.model_version.as_deref().unwrap_or(ctx.model),
         created: ctx.created,
-        content: (!text.is_empty() || calls.is_empty()).then_some(text.as_str()),
-        tool_calls: &calls,
-        finish_reason: finish,
+        choices: &choices,
         usage,
     };
     Some((completion.to_json(), usage))

@@ -338,8 +338,16 @@ struct CompletionOut<'a> {
     object: &'static str,
     created: u64,
     model: &'a str,
-    choices: [ChoiceOut<'a>; 1],
+    choices: Vec<ChoiceOut<'a>>,
     usage: Usage,
+}
+
+/// One choice of an answer, in provider-neutral form.
+pub struct Choice<'a> {
+    /// `None` when the answer has no text (only tool calls), as OpenAI writes it.
+    pub content: Option<&'a str>,
+    pub tool_calls: &'a [ToolCallOut<'a>],
+    pub finish_reason: Option<FinishReason>,
 }
 
 /// A whole answer in provider-neutral form, ready to be written as a `chat.completion`.
@@ -347,28 +355,32 @@ pub struct Completion<'a> {
     pub id: &'a str,
     pub model: &'a str,
     pub created: u64,
-    /// `None` when the answer has no text (only tool calls), as OpenAI writes it.
-    pub content: Option<&'a str>,
-    pub tool_calls: &'a [ToolCallOut<'a>],
-    pub finish_reason: Option<FinishReason>,
+    pub choices: &'a [Choice<'a>],
     pub usage: Usage,
 }
 
 impl Completion<'_> {
     pub fn to_json(&self) -> Vec<u8> {
+        let choices = self
+            .choices
+            .iter()
+            .enumerate()
+            .map(|(i, c)| ChoiceOut {
+                index: i as u32,
+                message: MessageOut { role: "assistant", content: c.content, tool_calls: c.tool_calls },
+                finish_reason: c.finish_reason,
+            })
+            .collect();
+        let text: usize = self.choices.iter().map(|c| c.content.map_or(0, str::len)).sum();
         let body = CompletionOut {
             id: self.id,
             object: "chat.completion",
             created: self.created,
             model: self.model,
-            choices: [ChoiceOut {
-                index: 0,
-                message: MessageOut { role: "assistant", content: self.content, tool_calls: self.tool_calls },
-                finish_reason: self.finish_reason,
-            }],
+            choices,
             usage: self.usage,
         };
-        let mut out = Vec::with_capacity(256 + self.content.map_or(0, str::len));
+        let mut out = Vec::with_capacity(256 + text);
         // Serializing plain structs into a Vec cannot fail.
         let _ = serde_json::to_writer(&mut out, &body);
         out

@@ -177,6 +177,11 @@ fn gemini_refuses_empty_parts_and_unknown_tool_results() {
         assert_eq!(refused(kind, &chat(json!([{"role": "system", "content": "s"}]))).1, "messages");
         let tool = json!([{"role": "user", "content": "x"}, {"role": "tool", "tool_call_id": "nope", "content": "1"}]);
         assert_eq!(refused(kind, &chat(tool)).1, "messages[1].tool_call_id");
+        // Several candidates come back as several choices, but a stream carries only one.
+        let body = json!({"model": "m", "n": 2, "stream": true, "messages": [{"role": "user", "content": "x"}]});
+        assert_eq!(refused(kind, &body.to_string()).1, "n");
+        let body = json!({"model": "m", "n": 2, "messages": [{"role": "user", "content": "x"}]});
+        assert_eq!(request(kind, &body.to_string(), None).unwrap()["generationConfig"]["candidateCount"], 2);
     }
     // A tool answer that is not a JSON object is wrapped; `required` and a named function map to ANY.
     let body = json!({"model": "m", "tool_choice": "required", "messages": [
@@ -249,6 +254,7 @@ fn gemini_responses_match_fixtures() {
             (fixture!("gemini/response_text.json"), fixture!("gemini/response_text.openai.json")),
             (fixture!("gemini/response_function_call.json"), fixture!("gemini/response_function_call.openai.json")),
             (fixture!("gemini/response_safety.json"), fixture!("gemini/response_safety.openai.json")),
+            (fixture!("gemini/response_candidates.json"), fixture!("gemini/response_candidates.openai.json")),
         ] {
             let (status, body, usage) = response(kind, 200, input);
             assert_eq!((status, body), (200, json_of(expected)));
