@@ -9,6 +9,7 @@ pub mod fastpath;
 pub mod gateway;
 pub mod headermap;
 pub mod key;
+pub mod providers;
 pub mod request;
 pub mod semantic;
 pub mod sse;

@@ -1,5 +1,6 @@
-//! Request routing: admin endpoints (uncounted), the OpenAI chat and embeddings
-//! endpoints and the echo fallback, plus the per-request `x-fake-*` controls.
+//! Request routing: admin endpoints (uncounted), the OpenAI chat and embeddings endpoints,
+//! Anthropic Messages, Gemini/Vertex `generateContent` and the echo fallback, plus the
+//! per-request `x-fake-*` controls.
 
 use std::fmt;
 use std::sync::Arc;
@@ -14,9 +15,9 @@ use tokio::sync::{mpsc, watch};
 
 use crate::answer::{self, Usage};
 use crate::body::{Msg, TrackedBody};
-use crate::embeddings;
 use crate::openai::{self, StreamRenderer};
 use crate::state::{wait_hold, App, ControlSettings, Controls, Injection, Stats, Tracker};
+use crate::{anthropic, embeddings, gemini};
 
 /// Largest request body read (bigger ones get 413).
 const MAX_BODY: usize = 32 << 20;
@@ -274,25 +275,33 @@ async fn provider(app: Arc<App>, req: Request<Incoming>) -> HandlerResult {
     let tracker = Tracker::start(app.clone());
     let (parts, body) = req.into_parts();
     app.stats.record_last(&parts.headers, path_and_query(&parts));
-    let is_chat = parts.method == Method::POST && parts.uri.path() == "/v1/chat/completions";
-    let is_embeddings = parts.method == Method::POST && parts.uri.path() == "/v1/embeddings";
-    if is_chat {
-        Stats::inc(&app.stats.chat_requests);
+    let api = Api::of(&parts.method, parts.uri.path());
+    match api {
+        Api::Chat => Stats::inc(&app.stats.chat_requests),
+        Api::Embeddings => Stats::inc(&app.stats.embedding_requests),
+        Api::Anthropic => Stats::inc(&app.stats.anthropic_requests),
+        Api::Gemini(_) => Stats::inc(&app.stats.gemini_requests),
+        Api::Echo => {}
     }
-    if is_embeddings {
-        Stats::inc(&app.stats.embedding_requests);
-    }
+    let shape = api.shape();
 
     let body = match read_body(body).await {
         Ok(b) => b,
         Err(BodyError::TooLarge) => {
             let msg = format!("Request body larger than {MAX_BODY} bytes.");
-            return Ok(error_answer(&app, tracker, 413, &msg, None, Some("body_too_large")));
+            return Ok(answer(&app, tracker, 413, shape.error(413, &msg, Some("body_too_large")), false));
         }
         Err(BodyError::Broken) => return Err(Dropped),
     };
 
-    if let Some(expected) = &app.expected_auth {
+    if let Some(key) = app.cfg.require_key.as_deref().filter(|_| shape != Shape::OpenAi) {
+        if let Some((status, message)) = provider_key_error(shape, &parts.headers, key) {
+            if status == 401 {
+                Stats::inc(&app.stats.unauthorized);
+            }
+            return Ok(answer(&app, tracker, status, shape.error(status, message, Some("invalid_api_key")), false));
+        }
+    } else if let Some(expected) = &app.expected_auth {
         let got = parts.headers.get(header::AUTHORIZATION);
         if got.map(HeaderValue::as_bytes) != Some(expected.as_slice()) {
             Stats::inc(&app.stats.unauthorized);
@@ -307,15 +316,95 @@ async fn provider(app: Arc<App>, req: Request<Incoming>) -> HandlerResult {
 
     let ctl = match RequestControls::parse(&parts.headers) {
         Ok(c) => c,
-        Err(msg) => return Ok(error_answer(&app, tracker, 400, &msg, None, Some("invalid_fake_header"))),
+        Err(msg) => {
+            return Ok(answer(&app, tracker, 400, shape.error(400, &msg, Some("invalid_fake_header")), false));
+        }
     };
 
-    if is_chat {
-        chat(&app, tracker, &ctl, &body).await
-    } else if is_embeddings {
-        embed(&app, tracker, &ctl, &body).await
-    } else {
-        echo(&app, tracker, &ctl, &parts, &body).await
+    match api {
+        Api::Chat => chat(&app, tracker, &ctl, &body).await,
+        Api::Embeddings => embed(&app, tracker, &ctl, &body).await,
+        Api::Anthropic => messages(&app, tracker, &ctl, &body).await,
+        Api::Gemini(route) => {
+            let alt_sse = parts.uri.query().is_some_and(|q| q.split('&').any(|kv| kv == "alt=sse"));
+            generate(&app, tracker, &ctl, route, alt_sse, &body).await
+        }
+        Api::Echo => echo(&app, tracker, &ctl, &parts, &body).await,
+    }
+}
+
+/// Which provider API a request speaks, from its method and path.
+enum Api {
+    Chat,
+    Embeddings,
+    Anthropic,
+    Gemini(gemini::Route),
+    Echo,
+}
+
+impl Api {
+    fn of(method: &Method, path: &str) -> Api {
+        if method != Method::POST {
+            return Api::Echo;
+        }
+        match path {
+            "/v1/chat/completions" => Api::Chat,
+            "/v1/embeddings" => Api::Embeddings,
+            "/v1/messages" => Api::Anthropic,
+            _ => gemini::route(path).map_or(Api::Echo, Api::Gemini),
+        }
+    }
+
+    fn shape(&self) -> Shape {
+        match self {
+            Api::Anthropic => Shape::Anthropic,
+            Api::Gemini(_) => Shape::Gemini,
+            Api::Chat | Api::Embeddings | Api::Echo => Shape::OpenAi,
+        }
+    }
+}
+
+/// Whose error bodies a request gets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Shape {
+    OpenAi,
+    Anthropic,
+    Gemini,
+}
+
+impl Shape {
+    fn error(self, status: u16, message: &str, code: Option<&str>) -> Bytes {
+        match self {
+            Shape::OpenAi => openai::error_json(message, "invalid_request_error", None, code),
+            Shape::Anthropic => anthropic::error_json(anthropic::error_type(status), message),
+            Shape::Gemini => gemini::error_json(status, message),
+        }
+    }
+
+    fn injected(self, status: u16) -> Bytes {
+        match self {
+            Shape::OpenAi => openai::injected_error_json(status),
+            Shape::Anthropic => anthropic::injected_error_json(status),
+            Shape::Gemini => gemini::injected_error_json(status),
+        }
+    }
+}
+
+/// With `--require-key`, what Anthropic and Google would answer a request whose credentials
+/// are missing or wrong: Anthropic wants `x-api-key` and `anthropic-version`; Google takes
+/// `x-goog-api-key` (AI Studio) or `Authorization: Bearer` (Vertex).
+fn provider_key_error(shape: Shape, headers: &HeaderMap, key: &str) -> Option<(u16, &'static str)> {
+    let has = |name: &str, value: &str| headers.get(name).is_some_and(|v| v.as_bytes() == value.as_bytes());
+    match shape {
+        Shape::Anthropic if !has("x-api-key", key) => Some((401, "invalid x-api-key")),
+        Shape::Anthropic if !headers.contains_key("anthropic-version") => {
+            Some((400, "anthropic-version: header is required"))
+        }
+        Shape::Gemini if !has("x-goog-api-key", key) && !has("authorization", &format!("Bearer {key}")) => Some((
+            401,
+            "Request had invalid authentication credentials. Expected an API key or an OAuth 2 access token.",
+        )),
+        _ => None,
     }
 }
 
@@ -357,21 +446,7 @@ async fn chat(app: &App, tracker: Tracker, ctl: &RequestControls, body: &[u8]) -
     let mut resp = if chat.stream {
         let renderer =
             StreamRenderer { id, model: chat.model.into_owned(), created, include_usage: chat.include_usage };
-        let job = StreamJob {
-            pieces: answer::split(&content, ctl.chunks),
-            content,
-            renderer,
-            usage,
-            delay: Duration::from_millis(ctl.chunk_delay_ms.unwrap_or(app.cfg.chunk_delay_ms)),
-            hold: plan.hold.take(),
-            abort_after_first: plan.mid_stream(),
-        };
-        let (tx, rx) = mpsc::channel(16);
-        tokio::spawn(job.run(tx));
-        app.stats.count_status(200);
-        let mut resp = response(StatusCode::OK, EVENT_STREAM, TrackedBody::stream(rx, Some(tracker)));
-        resp.headers_mut().insert(header::CACHE_CONTROL, NO_CACHE);
-        resp
+        stream_answer(app, tracker, ctl, &mut plan, Renderer::OpenAi(renderer), content, usage)
     } else {
         let body = openai::completion_json(&id, created, &chat.model, &content, usage);
         answer(app, tracker, 200, body, plan.mid_stream())
@@ -380,11 +455,152 @@ async fn chat(app: &App, tracker: Tracker, ctl: &RequestControls, body: &[u8]) -
     Ok(resp)
 }
 
-/// Produces the SSE events of one streamed chat answer into the body channel.
+/// `POST /v1/messages`: Anthropic's shape of the same deterministic answer.
+async fn messages(app: &App, tracker: Tracker, ctl: &RequestControls, body: &[u8]) -> HandlerResult {
+    let req = match anthropic::parse_messages(body) {
+        Ok(r) => r,
+        Err(e) => return Ok(answer(app, tracker, 400, Shape::Anthropic.error(400, &e.message, None), false)),
+    };
+    if req.stream {
+        Stats::inc(&app.stats.stream_requests);
+    }
+    let n = app.next_serial();
+    let mut plan = Plan::new(app, ctl, app.controls.decide());
+    plan.before_response(req.stream && plan.status.is_none()).await?;
+    if let Some(status) = plan.status {
+        return Ok(answer(app, tracker, status, Shape::Anthropic.injected(status), plan.mid_stream()));
+    }
+    let content = answer::answer_text(n, &req.prompt);
+    let usage = Usage::new(&req.prompt, &content);
+    let id = anthropic::message_id(n);
+    let mut resp = if req.stream {
+        let renderer = anthropic::StreamRenderer { id, model: req.model, usage };
+        stream_answer(app, tracker, ctl, &mut plan, Renderer::Anthropic(renderer), content, usage)
+    } else {
+        let body = anthropic::message_json(&id, &req.model, &content, usage);
+        answer(app, tracker, 200, body, plan.mid_stream())
+    };
+    resp.headers_mut().insert("x-fake-serial", HeaderValue::from(n));
+    Ok(resp)
+}
+
+/// `POST .../models/{model}:generateContent` and `:streamGenerateContent?alt=sse`, for AI
+/// Studio and Vertex paths alike.
+async fn generate(
+    app: &App,
+    tracker: Tracker,
+    ctl: &RequestControls,
+    route: gemini::Route,
+    alt_sse: bool,
+    body: &[u8],
+) -> HandlerResult {
+    if route.stream && !alt_sse {
+        let msg = "fake-provider streams generateContent only as server-sent events: add ?alt=sse";
+        return Ok(answer(app, tracker, 400, Shape::Gemini.error(400, msg, None), false));
+    }
+    let prompt = match gemini::parse_generate(body) {
+        Ok(p) => p,
+        Err(e) => return Ok(answer(app, tracker, 400, Shape::Gemini.error(400, &e.message, None), false)),
+    };
+    if route.stream {
+        Stats::inc(&app.stats.stream_requests);
+    }
+    let n = app.next_serial();
+    let mut plan = Plan::new(app, ctl, app.controls.decide());
+    plan.before_response(route.stream && plan.status.is_none()).await?;
+    if let Some(status) = plan.status {
+        return Ok(answer(app, tracker, status, Shape::Gemini.injected(status), plan.mid_stream()));
+    }
+    let content = answer::answer_text(n, &prompt);
+    let usage = Usage::new(&prompt, &content);
+    let id = gemini::response_id(n);
+    let mut resp = if route.stream {
+        let renderer = gemini::StreamRenderer { id, model: route.model, usage };
+        stream_answer(app, tracker, ctl, &mut plan, Renderer::Gemini(renderer), content, usage)
+    } else {
+        let body = gemini::response_json(&id, &route.model, &content, usage);
+        answer(app, tracker, 200, body, plan.mid_stream())
+    };
+    resp.headers_mut().insert("x-fake-serial", HeaderValue::from(n));
+    Ok(resp)
+}
+
+/// Starts the producer of a streamed answer and returns the counted 200 response it feeds.
+fn stream_answer(
+    app: &App,
+    tracker: Tracker,
+    ctl: &RequestControls,
+    plan: &mut Plan,
+    renderer: Renderer,
+    content: String,
+    usage: Usage,
+) -> Response<TrackedBody> {
+    let job = StreamJob {
+        pieces: answer::split(&content, ctl.chunks),
+        content,
+        renderer,
+        usage,
+        delay: Duration::from_millis(ctl.chunk_delay_ms.unwrap_or(app.cfg.chunk_delay_ms)),
+        hold: plan.hold.take(),
+        abort_after_first: plan.mid_stream(),
+    };
+    let (tx, rx) = mpsc::channel(16);
+    tokio::spawn(job.run(tx));
+    app.stats.count_status(200);
+    let mut resp = response(StatusCode::OK, EVENT_STREAM, TrackedBody::stream(rx, Some(tracker)));
+    resp.headers_mut().insert(header::CACHE_CONTROL, NO_CACHE);
+    resp
+}
+
+/// The SSE events of one answer in each provider's shape.
+enum Renderer {
+    OpenAi(StreamRenderer),
+    Anthropic(anthropic::StreamRenderer),
+    Gemini(gemini::StreamRenderer),
+}
+
+impl Renderer {
+    /// What goes before the first content piece (Gemini sends nothing but content).
+    fn start(&self) -> Option<Bytes> {
+        match self {
+            Renderer::OpenAi(r) => Some(r.role()),
+            Renderer::Anthropic(r) => Some(r.start()),
+            Renderer::Gemini(_) => None,
+        }
+    }
+
+    fn content(&self, piece: &str) -> Bytes {
+        match self {
+            Renderer::OpenAi(r) => r.content(piece),
+            Renderer::Anthropic(r) => r.content(piece),
+            Renderer::Gemini(r) => r.content(piece),
+        }
+    }
+
+    /// Events after the content and before the last one (which ends the response).
+    fn tail(&self, usage: Usage) -> Vec<Bytes> {
+        match self {
+            Renderer::OpenAi(r) if r.include_usage => vec![r.finish(), r.usage(usage)],
+            Renderer::OpenAi(r) => vec![r.finish()],
+            Renderer::Anthropic(r) => r.tail(),
+            Renderer::Gemini(_) => Vec::new(),
+        }
+    }
+
+    fn last(&self) -> Bytes {
+        match self {
+            Renderer::OpenAi(_) => StreamRenderer::done(),
+            Renderer::Anthropic(r) => r.last(),
+            Renderer::Gemini(r) => r.last(),
+        }
+    }
+}
+
+/// Produces the SSE events of one streamed answer into the body channel.
 struct StreamJob {
     content: String,
     pieces: Vec<std::ops::Range<usize>>,
-    renderer: StreamRenderer,
+    renderer: Renderer,
     usage: Usage,
     delay: Duration,
     hold: Option<watch::Receiver<bool>>,
@@ -408,10 +624,19 @@ impl StreamJob {
             }
             tx.send(msg).await.map_err(|_| ())
         };
-        tx.send(Msg::Data(r.role())).await.map_err(|_| ())?;
+        let mut first = true;
+        if let Some(start) = r.start() {
+            tx.send(Msg::Data(start)).await.map_err(|_| ())?;
+            first = false;
+        }
         for range in &self.pieces {
             let piece = self.content.get(range.clone()).unwrap_or_default();
-            send(Msg::Data(r.content(piece))).await?;
+            if first {
+                first = false;
+                tx.send(Msg::Data(r.content(piece))).await.map_err(|_| ())?;
+            } else {
+                send(Msg::Data(r.content(piece))).await?;
+            }
             if self.abort_after_first {
                 return send(Msg::Abort).await;
             }
@@ -422,11 +647,10 @@ impl StreamJob {
                 _ = tx.closed() => return Err(()),
             }
         }
-        send(Msg::Data(r.finish())).await?;
-        if r.include_usage {
-            send(Msg::Data(r.usage(self.usage))).await?;
+        for event in r.tail(self.usage) {
+            send(Msg::Data(event)).await?;
         }
-        send(Msg::Last(StreamRenderer::done())).await
+        send(Msg::Last(r.last())).await
     }
 }
 

@@ -1,11 +1,13 @@
-//! `fake-provider`: a fake OpenAI-style LLM provider for gateway tests and
-//! benchmarks. See README.md for flags, endpoints and `x-fake-*` headers.
+//! `fake-provider`: a fake LLM provider (OpenAI, Anthropic and Gemini shapes) for gateway
+//! tests and benchmarks. See README.md for flags, endpoints and `x-fake-*` headers.
 
 mod answer;
+mod anthropic;
 mod app;
 mod body;
 mod config;
 mod embeddings;
+mod gemini;
 mod openai;
 mod state;
 

@@ -65,6 +65,10 @@ pub struct Stats {
     pub embedding_requests: AtomicU64,
     /// Texts embedded in 200 answers.
     pub embedding_inputs: AtomicU64,
+    /// Requests to Anthropic's `/v1/messages`.
+    pub anthropic_requests: AtomicU64,
+    /// Requests to Gemini's and Vertex's `generateContent` and `streamGenerateContent`.
+    pub gemini_requests: AtomicU64,
     pub unauthorized: AtomicU64,
     by_status: Box<[AtomicU64]>,
     last: Mutex<Last>,
@@ -90,6 +94,8 @@ impl Default for Stats {
             stream_requests: AtomicU64::new(0),
             embedding_requests: AtomicU64::new(0),
             embedding_inputs: AtomicU64::new(0),
+            anthropic_requests: AtomicU64::new(0),
+            gemini_requests: AtomicU64::new(0),
             unauthorized: AtomicU64::new(0),
             by_status: (0..STATUS_SLOTS).map(|_| AtomicU64::new(0)).collect(),
             last: Mutex::new(Last::default()),
@@ -140,6 +146,8 @@ impl Stats {
             &self.stream_requests,
             &self.embedding_requests,
             &self.embedding_inputs,
+            &self.anthropic_requests,
+            &self.gemini_requests,
             &self.unauthorized,
         ] {
             c.store(0, Relaxed);
@@ -171,6 +179,8 @@ impl Stats {
             "stream_requests": self.stream_requests.load(Relaxed),
             "embedding_requests": self.embedding_requests.load(Relaxed),
             "embedding_inputs": self.embedding_inputs.load(Relaxed),
+            "anthropic_requests": self.anthropic_requests.load(Relaxed),
+            "gemini_requests": self.gemini_requests.load(Relaxed),
             "last_authorization": last.authorization,
             "last_path": last.path,
             "last_accept_encoding": last.accept_encoding,
@@ -218,13 +228,14 @@ impl Drop for Tracker {
 
 // ---------------------------------------------------------------- controls
 
-/// Global error injection set by `POST /control`; applies to chat and embeddings requests.
+/// Global error injection set by `POST /control`; applies to chat, embeddings, Anthropic and
+/// Gemini requests (not to echo).
 pub struct Controls {
     fail_status: AtomicU64,
     fail_fraction: AtomicU64, // f64 bits
     drop_fraction: AtomicU64, // f64 bits
     latency_ms: AtomicU64,
-    /// Counts chat and embeddings requests since the last `/control` or `/reset`; drives the
+    /// Counts the requests it applies to since the last `/control` or `/reset`; drives the
     /// deterministic fraction decisions.
     seq: AtomicU64,
 }
@@ -323,7 +334,7 @@ impl Controls {
         }
     }
 
-    /// Decides injection for the next chat or embeddings request.
+    /// Decides injection for the next provider request.
     pub fn decide(&self) -> Injection {
         let fail_f = f64::from_bits(self.fail_fraction.load(Relaxed));
         let drop_f = f64::from_bits(self.drop_fraction.load(Relaxed));

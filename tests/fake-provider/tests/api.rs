@@ -639,3 +639,289 @@ fn embeddings_errors_key_and_injection() {
     assert_eq!(stat(&stats, "unauthorized"), 1);
     assert_eq!((by_status(&stats, "503"), by_status(&stats, "500"), by_status(&stats, "400")), (1, 1, 1));
 }
+
+// ---------------------------------------------------------------- Anthropic Messages
+
+const ANTHROPIC_HEADERS: [(&str, &str); 2] = [("x-api-key", "sekret"), ("anthropic-version", "2023-06-01")];
+
+fn anthropic_body(text: &str, stream: bool) -> Value {
+    json!({
+        "model": "claude-test",
+        "max_tokens": 64,
+        "system": "be brief",
+        "messages": [{ "role": "user", "content": text }],
+        "stream": stream
+    })
+}
+
+/// Splits an SSE body into (event name, JSON data) pairs, checking the `event:`/`data:` framing.
+fn named_events(text: &str) -> Vec<(String, Value)> {
+    assert!(text.ends_with("\n\n"), "stream must end with a blank line: {text:?}");
+    text[..text.len() - 2]
+        .split("\n\n")
+        .map(|ev| {
+            let (name, data) = ev.split_once('\n').unwrap_or_else(|| panic!("bad event {ev:?}"));
+            let name = name.strip_prefix("event: ").unwrap_or_else(|| panic!("bad event {ev:?}"));
+            let data = data.strip_prefix("data: ").unwrap_or_else(|| panic!("bad event {ev:?}"));
+            (name.to_owned(), serde_json::from_str(data).expect("event JSON"))
+        })
+        .collect()
+}
+
+#[test]
+fn anthropic_json_shape_and_usage() {
+    let s = Server::start(&[]);
+    let r = s.request("POST", "/v1/messages", &[], &anthropic_body("What is the answer?", false).to_string());
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.head.header("x-fake-serial"), Some("1"));
+    let v = r.json();
+    assert_eq!(v["id"], "msg_fake_1");
+    assert_eq!((&v["type"], &v["role"], &v["model"]), (&json!("message"), &json!("assistant"), &json!("claude-test")));
+    assert_eq!(v["content"], json!([{ "type": "text", "text": "Answer #1 to: What is the answer?" }]));
+    assert_eq!(v["stop_reason"], "end_turn");
+    // The same text as the OpenAI shape's test: 8 + 19 bytes -> 7 tokens; 7 words.
+    assert_eq!(v["usage"], json!({ "input_tokens": 7, "output_tokens": 7 }));
+
+    // Image blocks count, tool results are prompt but not quoted.
+    let body = json!({ "model": "m", "max_tokens": 5, "messages": [
+        { "role": "user", "content": "weather?" },
+        { "role": "assistant", "content": [{ "type": "tool_use", "id": "t1", "name": "w", "input": {} }] },
+        { "role": "user", "content": [
+            { "type": "tool_result", "tool_use_id": "t1", "content": "sunny" },
+            { "type": "text", "text": "and this" },
+            { "type": "image", "source": { "type": "base64", "media_type": "image/png", "data": "AA" } }
+        ]}
+    ]});
+    let v = s.request("POST", "/v1/messages", &[], &body.to_string()).json();
+    assert_eq!(v["content"][0]["text"], "Answer #2 to: and this [1 image(s)]");
+    let stats = s.stats();
+    assert_eq!(stat(&stats, "anthropic_requests"), 2);
+    assert_eq!(stat(&stats, "chat_requests"), 0);
+    assert_eq!(stat(&stats, "completed"), 2);
+}
+
+#[test]
+fn anthropic_stream_events() {
+    let s = Server::start(&[]);
+    let r = s.request("POST", "/v1/messages", &[], &anthropic_body("hello stream", true).to_string());
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.head.header("content-type"), Some("text/event-stream"));
+    let events = named_events(&r.text());
+    let names: Vec<&str> = events.iter().map(|(n, _)| n.as_str()).collect();
+    let mut expected = vec!["message_start", "content_block_start", "ping"];
+    expected.extend(["content_block_delta"; 5]); // "Answer #1 to: hello stream"
+    expected.extend(["content_block_stop", "message_delta", "message_stop"]);
+    assert_eq!(names, expected);
+    for (name, data) in &events {
+        assert_eq!(data["type"], name.as_str(), "the data repeats the event name");
+    }
+    let start = &events[0].1["message"];
+    assert_eq!((&start["id"], &start["model"]), (&json!("msg_fake_1"), &json!("claude-test")));
+    assert_eq!(start["usage"]["input_tokens"], 5); // ceil((8 + 12) / 4)
+    let text: String = events[3..8].iter().map(|(_, d)| d["delta"]["text"].as_str().expect("text_delta")).collect();
+    assert_eq!(text, "Answer #1 to: hello stream");
+    assert_eq!(events[9].1["delta"]["stop_reason"], "end_turn");
+    assert_eq!(events[9].1["usage"]["output_tokens"], 5);
+
+    // Mid-stream drop: the start and the first delta arrive, then the stream is cut.
+    let mut c = s.conn();
+    c.send(
+        "POST",
+        "/v1/messages",
+        &[("x-fake-drop", "mid-stream")],
+        anthropic_body("a b c", true).to_string().as_bytes(),
+    );
+    let head = c.read_head().expect("head");
+    let (got, result) = c.read_body(&head);
+    assert!(result.is_err(), "stream must be truncated");
+    let got = String::from_utf8_lossy(&got);
+    assert!(got.contains("\"text\":\"Answer\"") && !got.contains("message_stop"), "{got}");
+
+    let stats = s.stats();
+    assert_eq!(stat(&stats, "stream_requests"), 2);
+    assert_eq!((stat(&stats, "completed"), stat(&stats, "aborted")), (1, 1));
+}
+
+#[test]
+fn anthropic_validation_and_keys() {
+    let s = Server::start(&["--require-key", "sekret"]);
+    let post = |headers: &[(&str, &str)], body: &Value| s.request("POST", "/v1/messages", headers, &body.to_string());
+    let good = anthropic_body("x", false);
+
+    // Credentials: x-api-key (a Bearer header is not Anthropic's), then anthropic-version.
+    let r = post(&[("Authorization", "Bearer sekret")], &good);
+    assert_eq!(r.status(), 401);
+    assert_eq!(
+        r.json(),
+        json!({ "type": "error", "error": { "type": "authentication_error", "message": "invalid x-api-key" } })
+    );
+    let r = post(&[("x-api-key", "sekret")], &good);
+    assert_eq!(r.status(), 400);
+    assert_eq!(r.json()["error"]["message"], "anthropic-version: header is required");
+    assert_eq!(post(&ANTHROPIC_HEADERS, &good).status(), 200);
+
+    let error_of = |body: Value| {
+        let r = post(&ANTHROPIC_HEADERS, &body);
+        assert_eq!(r.status(), 400, "{body}");
+        let v = r.json();
+        assert_eq!(v["type"], "error");
+        assert_eq!(v["error"]["type"], "invalid_request_error");
+        v["error"]["message"].as_str().expect("message").to_owned()
+    };
+    let mut no_max = good.clone();
+    no_max.as_object_mut().expect("object").remove("max_tokens");
+    assert_eq!(error_of(no_max), "max_tokens: Field required");
+    let assistant_first =
+        json!({ "model": "m", "max_tokens": 5, "messages": [{ "role": "assistant", "content": "x" }] });
+    assert!(error_of(assistant_first).contains("first message must use the \"user\" role"));
+    let repeated = json!({ "model": "m", "max_tokens": 5, "messages": [
+        { "role": "user", "content": "x" }, { "role": "user", "content": "y" }] });
+    assert!(error_of(repeated).contains("roles must alternate"));
+    assert!(error_of(json!({ "model": "m", "max_tokens": 5, "messages": [] })).contains("at least one message"));
+
+    // Injected failures come in Anthropic's error shape.
+    let r = s.request(
+        "POST",
+        "/v1/messages",
+        &[ANTHROPIC_HEADERS[0], ANTHROPIC_HEADERS[1], ("x-fake-status", "529")],
+        &good.to_string(),
+    );
+    assert_eq!(r.status(), 529);
+    assert_eq!(r.json()["error"]["type"], "overloaded_error");
+    assert_eq!(s.post("/control", r#"{"fail_status":429,"fail_fraction":1}"#).status(), 200);
+    let r = post(&ANTHROPIC_HEADERS, &anthropic_body("x", true));
+    assert_eq!(r.status(), 429);
+    assert_eq!(r.json()["error"]["type"], "rate_limit_error");
+
+    let stats = s.stats();
+    assert_eq!(stat(&stats, "anthropic_requests"), 9);
+    assert_eq!(stat(&stats, "unauthorized"), 1);
+    assert_eq!((by_status(&stats, "200"), by_status(&stats, "400")), (1, 5));
+    assert_eq!(stats["last_path"], "/v1/messages");
+}
+
+// ---------------------------------------------------------------- Gemini / Vertex
+
+const GEMINI_JSON: &str = "/v1beta/models/gemini-test:generateContent";
+const GEMINI_SSE: &str = "/v1beta/models/gemini-test:streamGenerateContent?alt=sse";
+const VERTEX_JSON: &str = "/v1/projects/p1/locations/us-central1/publishers/google/models/gemini-test:generateContent";
+const VERTEX_SSE: &str =
+    "/v1/projects/p1/locations/us-central1/publishers/google/models/gemini-test:streamGenerateContent?alt=sse";
+
+fn gemini_body(text: &str) -> String {
+    json!({
+        "systemInstruction": { "parts": [{ "text": "be brief" }] },
+        "contents": [{ "role": "user", "parts": [{ "text": text }] }]
+    })
+    .to_string()
+}
+
+#[test]
+fn gemini_and_vertex_json_shape_and_usage() {
+    let s = Server::start(&[]);
+    for (n, path) in [(1, GEMINI_JSON), (2, VERTEX_JSON)] {
+        let r = s.request("POST", path, &[], &gemini_body("What is the answer?"));
+        assert_eq!(r.status(), 200, "{path}");
+        let v = r.json();
+        let text = format!("Answer #{n} to: What is the answer?");
+        assert_eq!(
+            v["candidates"],
+            json!([{ "content": { "parts": [{ "text": text }], "role": "model" }, "finishReason": "STOP", "index": 0 }])
+        );
+        assert_eq!(
+            v["usageMetadata"],
+            json!({ "promptTokenCount": 7, "candidatesTokenCount": 7, "totalTokenCount": 14 })
+        );
+        assert_eq!(v["modelVersion"], "gemini-test");
+        assert_eq!(v["responseId"], format!("fake-{n}"));
+    }
+    // Images in either spelling count; a turn of function responses is not the user's words.
+    let body = json!({ "contents": [
+        { "role": "user", "parts": [{ "text": "describe" }, { "inlineData": { "mimeType": "image/png", "data": "AA" } },
+            { "file_data": { "mime_type": "image/jpeg", "file_uri": "https://example.com/a.jpg" } }] },
+        { "role": "model", "parts": [{ "functionCall": { "name": "f", "args": {} } }] },
+        { "role": "user", "parts": [{ "functionResponse": { "name": "f", "response": {} } }] }
+    ]});
+    let v = s.request("POST", GEMINI_JSON, &[], &body.to_string()).json();
+    assert_eq!(v["candidates"][0]["content"]["parts"][0]["text"], "Answer #3 to: describe [2 image(s)]");
+    let stats = s.stats();
+    assert_eq!(stat(&stats, "gemini_requests"), 3);
+    assert_eq!(stat(&stats, "completed"), 3);
+    assert_eq!(stats["last_path"], GEMINI_JSON);
+}
+
+#[test]
+fn gemini_and_vertex_stream_events() {
+    let s = Server::start(&[]);
+    for (n, path) in [(1, GEMINI_SSE), (2, VERTEX_SSE)] {
+        let r = s.request("POST", path, &[("x-fake-chunks", "3")], &gemini_body("hi"));
+        assert_eq!(r.status(), 200);
+        assert_eq!(r.head.header("content-type"), Some("text/event-stream"));
+        let text = r.text();
+        assert!(text.ends_with("\r\n\r\n"), "Google frames events with CRLF: {text:?}");
+        let events: Vec<Value> = text[..text.len() - 4]
+            .split("\r\n\r\n")
+            .map(|ev| serde_json::from_str(ev.strip_prefix("data: ").expect("data event")).expect("event JSON"))
+            .collect();
+        assert_eq!(events.len(), 3 + 1, "{text}");
+        let joined: String = events
+            .iter()
+            .map(|e| e["candidates"][0]["content"]["parts"][0]["text"].as_str().expect("text").to_owned())
+            .collect();
+        assert_eq!(joined, format!("Answer #{n} to: hi"));
+        assert!(events[..3].iter().all(|e| e["candidates"][0].get("finishReason").is_none()));
+        let last = &events[3];
+        assert_eq!(last["candidates"][0]["finishReason"], "STOP");
+        assert_eq!(
+            last["usageMetadata"],
+            json!({ "promptTokenCount": 3, "candidatesTokenCount": 4, "totalTokenCount": 7 })
+        );
+        assert_eq!(last["responseId"], format!("fake-{n}"));
+    }
+    // Without alt=sse the real API streams a JSON array; the fake speaks only SSE.
+    let r = s.request("POST", "/v1beta/models/g:streamGenerateContent", &[], &gemini_body("x"));
+    assert_eq!(r.status(), 400);
+    assert_eq!(r.json()["error"]["status"], "INVALID_ARGUMENT");
+    let stats = s.stats();
+    assert_eq!(stat(&stats, "stream_requests"), 2);
+    assert_eq!(stat(&stats, "gemini_requests"), 3);
+}
+
+#[test]
+fn gemini_validation_keys_and_injection() {
+    let s = Server::start(&["--require-key", "sekret"]);
+    let key = ("x-goog-api-key", "sekret");
+    let r = s.request("POST", GEMINI_JSON, &[], &gemini_body("x"));
+    assert_eq!(r.status(), 401);
+    assert_eq!(r.json()["error"]["status"], "UNAUTHENTICATED");
+    assert_eq!(s.request("POST", GEMINI_JSON, &[("x-goog-api-key", "wrong")], &gemini_body("x")).status(), 401);
+    assert_eq!(s.request("POST", GEMINI_JSON, &[key], &gemini_body("x")).status(), 200);
+    assert_eq!(s.request("POST", VERTEX_JSON, &[("Authorization", "Bearer sekret")], &gemini_body("x")).status(), 200);
+
+    let error_of = |body: Value| {
+        let r = s.request("POST", VERTEX_JSON, &[key], &body.to_string());
+        assert_eq!(r.status(), 400, "{body}");
+        let v = r.json();
+        assert_eq!((&v["error"]["code"], &v["error"]["status"]), (&json!(400), &json!("INVALID_ARGUMENT")));
+        v["error"]["message"].as_str().expect("message").to_owned()
+    };
+    assert!(error_of(json!({ "contents": [] })).contains("contents is not specified"));
+    assert!(error_of(json!({})).contains("contents is not specified"));
+    let empty_parts =
+        json!({ "contents": [{ "role": "user", "parts": [{ "text": "a" }] }, { "role": "model", "parts": [] }] });
+    assert!(error_of(empty_parts).contains("contents[1].parts: contents.parts must not be empty"));
+
+    let r = s.request("POST", GEMINI_SSE, &[key, ("x-fake-status", "503")], &gemini_body("x"));
+    assert_eq!(r.status(), 503);
+    assert_eq!(r.head.header("content-type"), Some("application/json"));
+    assert_eq!(r.json()["error"]["status"], "UNAVAILABLE");
+    assert_eq!(s.post("/control", r#"{"fail_status":500,"fail_fraction":0.5}"#).status(), 200);
+    let statuses: Vec<u16> =
+        (0..4).map(|_| s.request("POST", GEMINI_JSON, &[key], &gemini_body("x")).status()).collect();
+    assert_eq!(statuses, [200, 500, 200, 500]);
+
+    let stats = s.stats();
+    assert_eq!(stat(&stats, "gemini_requests"), 12);
+    assert_eq!(stat(&stats, "unauthorized"), 2);
+    assert_eq!(by_status(&stats, "500"), 2);
+}
