@@ -12,3 +12,5 @@ pub mod request;
 pub mod semantic;
 pub mod sse;
 pub mod store;
+
+pub mod budget;
