@@ -10,6 +10,7 @@ pub mod estimate;
 
 pub mod period;
 pub mod prices;
+pub mod reservation;
 
 pub mod usage;
 

@@ -1,0 +1,217 @@
+//! Unit tests of `core::budget::reservation`, with the burst simulation of `docs/budgets.md`.
+
+use super::*;
+use crate::core::store::tests::MemKv;
+
+const NOW: u64 = 1_795_996_800_000; // 2026-11-30T00:00Z, a Monday
+
+fn scope(level: ScopeLevel, id: &str, usd_micros: u64) -> BudgetScope {
+    BudgetScope { level, id: id.to_string(), limit_micros: usd_micros, period: Period::Monthly }
+}
+
+/// xorshift64*: a seeded generator, so every run of the simulation is the same run.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}
+
+#[test]
+fn reserve_settle_release_move_money_between_the_fields() {
+    let kv = MemKv::default();
+    let ledger = BudgetLedger { kv: &kv };
+    let s = [scope(ScopeLevel::Key, "k1", 1_000)];
+    let key = s[0].record_key(NOW);
+    assert_eq!(key, "semgate:bud:key:k1:2026-11");
+    let a = ledger.reserve(&s, 400, NOW).unwrap();
+    let b = ledger.reserve(&s, 400, NOW).unwrap();
+    assert_eq!(ledger.read(&key), BudgetRecord { reserved: 800, in_flight: 2, ..Default::default() });
+    let BudgetError::Refused(r) = ledger.reserve(&s, 201, NOW).unwrap_err() else { panic!() };
+    assert_eq!((r.spent_micros, r.reserved_micros, r.estimate_micros), (0, 800, 201));
+    assert_eq!(r.retry_after_ms, IN_FLIGHT_RETRY_MS, "only in-flight room is missing: retry soon");
+    assert!(ledger.reserve(&s, 200, NOW).is_ok(), "exactly at the budget is allowed");
+    ledger.settle(&a, 350).unwrap();
+    ledger.release(&b).unwrap();
+    let rec = ledger.read(&key);
+    assert_eq!((rec.spent, rec.reserved, rec.in_flight), (350, 200, 1));
+    assert_eq!((rec.unsynced_spent, rec.unsynced_requests), (350, 1));
+}
+
+#[test]
+fn a_spent_budget_refuses_until_the_period_resets() {
+    let kv = MemKv::default();
+    let ledger = BudgetLedger { kv: &kv };
+    let s = [BudgetScope { period: Period::Daily, ..scope(ScopeLevel::Key, "k", 100) }];
+    let r = ledger.reserve(&s, 10, NOW + 3_600_000).unwrap();
+    ledger.settle(&r, 95).unwrap();
+    let BudgetError::Refused(refusal) = ledger.reserve(&s, 10, NOW + 3_600_000).unwrap_err() else { panic!() };
+    assert_eq!(refusal.reset_ms, NOW + 86_400_000);
+    assert_eq!(refusal.retry_after_ms, 23 * 3_600_000);
+    // The next day is a new record.
+    assert!(ledger.reserve(&s, 10, NOW + 86_400_000).is_ok());
+}
+
+#[test]
+fn a_reservation_must_fit_key_and_team_and_a_refusal_leaves_no_hold() {
+    let kv = MemKv::default();
+    let ledger = BudgetLedger { kv: &kv };
+    let team = scope(ScopeLevel::Team, "search", 500);
+    let k1 = [scope(ScopeLevel::Key, "k1", 1_000), team.clone()];
+    let k2 = [scope(ScopeLevel::Key, "k2", 1_000), team.clone()];
+    let a = ledger.reserve(&k1, 300, NOW).unwrap();
+    let BudgetError::Refused(r) = ledger.reserve(&k2, 300, NOW).unwrap_err() else { panic!() };
+    assert_eq!((r.level, r.id.as_str()), (ScopeLevel::Team, "search"));
+    assert_eq!(ledger.read(&k2[0].record_key(NOW)), BudgetRecord::default(), "the key's hold was undone");
+    ledger.settle(&a, 300).unwrap();
+    assert_eq!(ledger.read(&team.record_key(NOW)).spent, 300);
+    assert_eq!(ledger.read(&k1[0].record_key(NOW)).spent, 300);
+    assert!(ledger.reserve(&k2, 200, NOW).is_ok());
+}
+
+#[test]
+fn contention_is_retried_and_counted_once() {
+    let kv = MemKv::default();
+    let ledger = BudgetLedger { kv: &kv };
+    let s = [scope(ScopeLevel::Key, "k", 1_000)];
+    let r = ledger.reserve(&s, 100, NOW).unwrap();
+    *kv.interfere.borrow_mut() = 5;
+    ledger.settle(&r, 120).unwrap();
+    assert_eq!(ledger.read(&s[0].record_key(NOW)).spent, 120);
+    *kv.interfere.borrow_mut() = 10_000;
+    assert_eq!(ledger.reserve(&s, 1, NOW), Err(BudgetError::Contended));
+}
+
+#[test]
+fn ledger_sync_learns_the_other_replicas_spend() {
+    let kv = MemKv::default();
+    let ledger = BudgetLedger { kv: &kv };
+    let s = [scope(ScopeLevel::Key, "k", 1_000)];
+    let key = s[0].record_key(NOW);
+    let r = ledger.reserve(&s, 100, NOW).unwrap();
+    ledger.settle(&r, 100).unwrap();
+    let sent = ledger.pending_sync(&key);
+    assert_eq!(sent, SyncDelta { spent: 100, requests: 1, saved: 0 });
+    // While the sync is in flight this replica spends 50 more.
+    let r = ledger.reserve(&s, 50, NOW).unwrap();
+    ledger.settle(&r, 50).unwrap();
+    // The ledger has our 100 and 700 from elsewhere.
+    let rec = ledger.ack_sync(&key, sent, 800).unwrap();
+    assert_eq!((rec.others, rec.spent, rec.unsynced_spent), (700, 150, 50));
+    assert!(!rec.fits(151, 1_000));
+    assert!(rec.fits(150, 1_000));
+    // A replay of the same answer changes nothing more.
+    let again = ledger.ack_sync(&key, SyncDelta::default(), 800).unwrap();
+    assert_eq!(again.others, 700);
+}
+
+#[test]
+fn cache_savings_and_unreserved_charges_reach_the_sync() {
+    let kv = MemKv::default();
+    let ledger = BudgetLedger { kv: &kv };
+    let s = [scope(ScopeLevel::Key, "k", 1_000), scope(ScopeLevel::Customer, "k/acme", 100)];
+    ledger.charge(&s, 0, 42, NOW).unwrap();
+    ledger.charge(&s, 7, 0, NOW).unwrap();
+    assert_eq!(ledger.pending_sync(&s[1].record_key(NOW)), SyncDelta { spent: 7, requests: 2, saved: 42 });
+}
+
+/// One burst: `requests` concurrent requests on one key whose budget has room for about
+/// `room` estimates, interleaved at random; actual costs between 0 and twice the estimate.
+/// Returns (final spent, budget, the exact bound of the derivation, the formula's bound).
+fn burst(seed: u64, requests: usize, room: u64) -> (u64, u64, u64, u64) {
+    let kv = MemKv::default();
+    let ledger = BudgetLedger { kv: &kv };
+    let estimate = 10_000u64;
+    let budget = room * estimate + estimate / 3;
+    let s = [scope(ScopeLevel::Key, "burst", budget)];
+    let key = s[0].record_key(NOW);
+    let mut rng = Rng(seed | 1);
+    let mut started = 0;
+    // In flight: (reservation, actual cost it will have).
+    let mut in_flight: Vec<(Reservation, u64)> = Vec::new();
+    let mut max_in_flight = 0u64;
+    let mut max_error = 0u64;
+    // Positive errors of the requests in flight right after the latest admission.
+    let mut errors_after_last: Vec<u64> = Vec::new();
+    while started < requests || !in_flight.is_empty() {
+        let start = started < requests && (in_flight.is_empty() || rng.below(10) < 7);
+        if start {
+            started += 1;
+            let before = ledger.read(&key);
+            match ledger.reserve(&s, estimate, NOW) {
+                Ok(r) => {
+                    let actual = rng.below(2 * estimate + 1);
+                    max_error = max_error.max(actual.saturating_sub(estimate));
+                    in_flight.push((r, actual));
+                    max_in_flight = max_in_flight.max(in_flight.len() as u64);
+                    // A new admission: what can still overshoot is everything now in flight.
+                    errors_after_last = in_flight.iter().map(|(_, a)| a.saturating_sub(estimate)).collect();
+                }
+                Err(BudgetError::Refused(_)) => {
+                    // (b): a refusal only when the request did not fit.
+                    assert!(
+                        before.spent + before.reserved + estimate > budget,
+                        "seed {seed}: refused with room: {before:?}"
+                    );
+                }
+                Err(e) => panic!("{e}"),
+            }
+        } else {
+            let i = rng.below(in_flight.len() as u64) as usize;
+            let (r, actual) = in_flight.swap_remove(i);
+            // One in ten fails or is abandoned: its reservation comes back.
+            if rng.below(10) == 0 {
+                ledger.release(&r).unwrap();
+            } else {
+                ledger.settle(&r, actual).unwrap();
+            }
+        }
+        let rec = ledger.read(&key);
+        assert_eq!(rec.in_flight, in_flight.len() as u64);
+    }
+    let rec = ledger.read(&key);
+    assert_eq!((rec.reserved, rec.in_flight), (0, 0), "every reservation was returned");
+    let exact: u64 = errors_after_last.iter().sum();
+    (rec.spent, budget, exact, single_replica_bound(max_in_flight, max_error))
+}
+
+#[test]
+fn a_burst_of_200_on_room_for_50_overshoots_at_most_the_bound() {
+    let mut worst = 0;
+    for seed in 1..=200 {
+        let (spent, budget, exact, formula) = burst(seed, 200, 50);
+        assert!(exact <= formula);
+        assert!(spent <= budget + exact, "seed {seed}: spent {spent} > {budget} + {exact}");
+        worst = worst.max(spent.saturating_sub(budget));
+    }
+    // Costs up to twice the estimate do overshoot: the bound is not vacuous.
+    assert!(worst > 0);
+}
+
+#[test]
+fn exact_costs_never_overshoot() {
+    let kv = MemKv::default();
+    let ledger = BudgetLedger { kv: &kv };
+    let s = [scope(ScopeLevel::Key, "k", 505)];
+    let holds: Vec<_> = (0..200).filter_map(|_| ledger.reserve(&s, 10, NOW).ok()).collect();
+    assert_eq!(holds.len(), 50);
+    for r in &holds {
+        ledger.settle(r, 10).unwrap();
+    }
+    assert_eq!(ledger.read(&s[0].record_key(NOW)).spent, 500);
+}
+
+#[test]
+fn the_multi_replica_bound_adds_what_others_spend_unseen() {
+    assert_eq!(single_replica_bound(50, 10_000), 500_000);
+    // 3 replicas, 50 in flight each, 20 admissions per window, $0.02 a request at most.
+    assert_eq!(multi_replica_bound(3, 50, 10_000, 20, 20_000), 500_000 + 2 * 70 * 20_000);
+    assert_eq!(multi_replica_bound(1, 50, 10_000, 20, 20_000), 500_000, "one replica: no staleness");
+}
