@@ -122,7 +122,14 @@ impl<'a, S: SharedData> RateBuckets<'a, S> {
 
     /// Take `amount` (1 for requests, the estimate for tokens) if the bucket holds it.
     /// A refused take changes nothing.
-    pub fn take(&self, kind: LimitKind, id: &str, limit: u64, amount: u64, now_ms: u64) -> Result<RateDecision, BucketError> {
+    pub fn take(
+        &self,
+        kind: LimitKind,
+        id: &str,
+        limit: u64,
+        amount: u64,
+        now_ms: u64,
+    ) -> Result<RateDecision, BucketError> {
         let key = Self::key(kind, id);
         for _ in 0..CAS_RETRIES {
             let (mut b, cas) = self.read(&key, limit, now_ms);
@@ -169,14 +176,7 @@ fn decision(kind: LimitKind, allowed: bool, b: Bucket, limit: u64, retry_after_m
     let full = limit as i128 * MILLI;
     let missing = (full - b.milli).max(0) as u128;
     let reset_ms = (missing * MS_PER_MIN as u128).div_ceil(limit.max(1) as u128 * MILLI as u128) as u64;
-    RateDecision {
-        allowed,
-        kind,
-        limit,
-        remaining: (b.milli.max(0) / MILLI) as u64,
-        reset_ms,
-        retry_after_ms,
-    }
+    RateDecision { allowed, kind, limit, remaining: (b.milli.max(0) / MILLI) as u64, reset_ms, retry_after_ms }
 }
 
 #[cfg(test)]

@@ -29,7 +29,12 @@ pub struct EstimateConfig {
 
 impl Default for EstimateConfig {
     fn default() -> Self {
-        EstimateConfig { bytes_per_token: 4, image_tokens: 1600, default_output_tokens: 1024, max_output_tokens: 16_384 }
+        EstimateConfig {
+            bytes_per_token: 4,
+            image_tokens: 1600,
+            default_output_tokens: 1024,
+            max_output_tokens: 16_384,
+        }
     }
 }
 
@@ -69,7 +74,9 @@ pub fn estimate_input_tokens(request: &Value, cfg: &EstimateConfig) -> u64 {
     let mut images = 0u64;
     walk(request, &mut text_bytes, &mut images);
     let messages = request.get("messages").and_then(Value::as_array).map_or(0, |m| m.len() as u64);
-    text_bytes.div_ceil(cfg.bytes_per_token.max(1) as u64) + images * cfg.image_tokens as u64 + messages * TOKENS_PER_MESSAGE
+    text_bytes.div_ceil(cfg.bytes_per_token.max(1) as u64)
+        + images * cfg.image_tokens as u64
+        + messages * TOKENS_PER_MESSAGE
 }
 
 /// Sum string bytes, counting image parts (OpenAI `image_url`/`input_image`, Anthropic
@@ -83,7 +90,9 @@ fn walk(v: &Value, text: &mut u64, images: &mut u64) {
                 *images += 1;
                 return;
             }
-            map.iter().filter(|(k, _)| !matches!(k.as_str(), "model" | "role")).for_each(|(_, v)| walk(v, text, images));
+            map.iter()
+                .filter(|(k, _)| !matches!(k.as_str(), "model" | "role"))
+                .for_each(|(_, v)| walk(v, text, images));
         }
         Value::Number(_) | Value::Bool(_) | Value::Null => {}
     }

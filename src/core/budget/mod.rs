@@ -13,7 +13,7 @@ pub mod prices;
 pub mod reservation;
 
 pub mod usage;
-
+pub mod virtual_keys;
 
 /// Micro-dollars in one US dollar.
 pub const MICROS_PER_USD: u64 = 1_000_000;

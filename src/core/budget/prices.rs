@@ -35,7 +35,12 @@ impl Price {
 
 /// USD per 1M tokens as written in the table (input, output, cached input), to micro-dollars.
 const fn usd(input_x1000: u64, output_x1000: u64, cached_x1000: u64) -> Price {
-    Price { input: input_x1000 * 1000, output: output_x1000 * 1000, cached_input: cached_x1000 * 1000, cache_write: input_x1000 * 1000 }
+    Price {
+        input: input_x1000 * 1000,
+        output: output_x1000 * 1000,
+        cached_input: cached_x1000 * 1000,
+        cache_write: input_x1000 * 1000,
+    }
 }
 
 /// Anthropic: cache reads 0.1x input, 5-minute cache writes 1.25x input.
@@ -126,6 +131,16 @@ impl PriceTable {
             }
         }
         None
+    }
+
+    /// Whether some provider prices `model` (load-time checks, before routing is known).
+    pub fn prices_model(&self, model: &str) -> bool {
+        self.price(None, model).is_some()
+            || self
+                .overrides
+                .keys()
+                .filter_map(|k| k.split_once('/'))
+                .any(|(p, _)| self.price(Some(p), model).is_some())
     }
 
     /// Every model the built-in table prices, as `vendor/model`.

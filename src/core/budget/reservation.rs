@@ -70,7 +70,8 @@ pub struct BudgetRecord {
 
 impl BudgetRecord {
     fn decode(b: &[u8]) -> Option<Self> {
-        let [spent, reserved, in_flight, others, unsynced_spent, unsynced_requests, unsynced_saved] = read_u64s::<7>(b)?;
+        let [spent, reserved, in_flight, others, unsynced_spent, unsynced_requests, unsynced_saved] =
+            read_u64s::<7>(b)?;
         Some(BudgetRecord { spent, reserved, in_flight, others, unsynced_spent, unsynced_requests, unsynced_saved })
     }
 

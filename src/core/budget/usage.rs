@@ -50,7 +50,12 @@ pub fn usage_of(v: &Value) -> Option<TokenUsage> {
 fn openai(u: &Value) -> TokenUsage {
     let prompt = num(u, &["prompt_tokens"]).unwrap_or(0);
     let cached = num(u, &["prompt_tokens_details", "cached_tokens"]).unwrap_or(0).min(prompt);
-    TokenUsage { input: prompt - cached, output: num(u, &["completion_tokens"]).unwrap_or(0), cached_input: cached, cache_write: 0 }
+    TokenUsage {
+        input: prompt - cached,
+        output: num(u, &["completion_tokens"]).unwrap_or(0),
+        cached_input: cached,
+        cache_write: 0,
+    }
 }
 
 fn anthropic(u: &Value) -> TokenUsage {

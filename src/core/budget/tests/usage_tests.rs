@@ -20,10 +20,7 @@ fn openai_usage_subtracts_cached_tokens_from_the_prompt() {
 fn anthropic_usage_keeps_cache_reads_and_writes_apart() {
     let body = br#"{"type":"message","usage":{"input_tokens":50,"output_tokens":300,
         "cache_read_input_tokens":2000,"cache_creation_input_tokens":400}}"#;
-    assert_eq!(
-        parse_usage(body).unwrap(),
-        TokenUsage { input: 50, output: 300, cached_input: 2000, cache_write: 400 }
-    );
+    assert_eq!(parse_usage(body).unwrap(), TokenUsage { input: 50, output: 300, cached_input: 2000, cache_write: 400 });
 }
 
 #[test]
@@ -39,7 +36,9 @@ fn bodies_without_usage_or_not_json_give_none() {
     assert_eq!(parse_usage(br#"{"usage":null}"#), None);
     assert_eq!(parse_usage(b"not json"), None);
     // A cached count larger than the prompt (a buggy upstream) cannot underflow.
-    let odd = parse_usage(br#"{"usage":{"prompt_tokens":5,"completion_tokens":1,"prompt_tokens_details":{"cached_tokens":9}}}"#);
+    let odd = parse_usage(
+        br#"{"usage":{"prompt_tokens":5,"completion_tokens":1,"prompt_tokens_details":{"cached_tokens":9}}}"#,
+    );
     assert_eq!(odd.unwrap().input, 0);
 }
 
