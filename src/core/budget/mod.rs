@@ -7,6 +7,7 @@
 
 pub mod bucket;
 pub mod estimate;
+pub mod ledger;
 
 pub mod period;
 pub mod prices;

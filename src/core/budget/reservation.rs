@@ -1,14 +1,13 @@
 //! Budgets as reservations in shared data. Each scope a request is charged to (its key, the
 //! key's team, the end customer below the key) has, per period, one record
-//! `semgate:bud:<scope>:<period id>` = {spent, reserved, in_flight, others, unsynced spent,
-//! unsynced requests, unsynced saved}, all micro-dollars or counts, written with
-//! compare-and-swap.
+//! `semgate:bud:<level>:<id>:<period id>` = {spent, reserved, in_flight, others}, micro-dollars
+//! and a count, written with compare-and-swap.
 //!
 //! A request reserves its estimate in every scope before it is sent; it is admitted only if
 //! `spent + others + reserved + estimate <= budget` holds in each. When it ends, `settle`
 //! moves the reservation to `spent` at the actual cost; a failure, abort or disconnect
 //! `release`s it. `others` is what the other replicas spent, learned from the ledger
-//! (`ack_sync`). Why this bounds the overspend, and by how much, is `docs/budgets.md`.
+//! (`apply_ledger`); spend to report is kept apart, in `ledger::UsageBook`. Why this bounds the overspend, and by how much, is `docs/budgets.md`.
 
 use super::period::Period;
 use super::{read_u64s, write_u64s};
@@ -62,29 +61,16 @@ pub struct BudgetRecord {
     pub in_flight: u64,
     /// Spent at the other replicas, as of the last ledger sync.
     pub others: u64,
-    /// Spend, requests and cache savings not yet acknowledged by the ledger.
-    pub unsynced_spent: u64,
-    pub unsynced_requests: u64,
-    pub unsynced_saved: u64,
 }
 
 impl BudgetRecord {
     fn decode(b: &[u8]) -> Option<Self> {
-        let [spent, reserved, in_flight, others, unsynced_spent, unsynced_requests, unsynced_saved] =
-            read_u64s::<7>(b)?;
-        Some(BudgetRecord { spent, reserved, in_flight, others, unsynced_spent, unsynced_requests, unsynced_saved })
+        let [spent, reserved, in_flight, others] = read_u64s::<4>(b)?;
+        Some(BudgetRecord { spent, reserved, in_flight, others })
     }
 
     fn encode(&self) -> Vec<u8> {
-        write_u64s(&[
-            self.spent,
-            self.reserved,
-            self.in_flight,
-            self.others,
-            self.unsynced_spent,
-            self.unsynced_requests,
-            self.unsynced_saved,
-        ])
+        write_u64s(&[self.spent, self.reserved, self.in_flight, self.others])
     }
 
     /// Spend known globally (here and elsewhere), without the reservations.
@@ -128,15 +114,6 @@ pub enum BudgetError {
     Contended,
     #[error("the host refused a shared-data call")]
     Host,
-}
-
-/// What one sync reports for a record: the deltas sent to the ledger, and after the ledger
-/// answered, its global total.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct SyncDelta {
-    pub spent: u64,
-    pub requests: u64,
-    pub saved: u64,
 }
 
 pub struct BudgetLedger<'a, S: SharedData> {
@@ -213,8 +190,6 @@ impl<'a, S: SharedData> BudgetLedger<'a, S> {
                 rec.reserved = rec.reserved.saturating_sub(r.micros);
                 rec.in_flight = rec.in_flight.saturating_sub(1);
                 rec.spent = rec.spent.saturating_add(actual);
-                rec.unsynced_spent = rec.unsynced_spent.saturating_add(actual);
-                rec.unsynced_requests += 1;
                 Ok(())
             })?
             .ok();
@@ -235,15 +210,11 @@ impl<'a, S: SharedData> BudgetLedger<'a, S> {
         Ok(())
     }
 
-    /// Cost without a reservation (a request admitted while shared data failed) and cache
-    /// hits (`saved`: what the provider would have charged): counted for the ledger too.
-    pub fn charge(&self, scopes: &[BudgetScope], actual: u64, saved: u64, now_ms: u64) -> Result<(), BudgetError> {
+    /// Cost without a reservation: a request admitted while shared data failed (fail open).
+    pub fn charge(&self, scopes: &[BudgetScope], actual: u64, now_ms: u64) -> Result<(), BudgetError> {
         for scope in scopes {
             self.update::<()>(&scope.record_key(now_ms), |rec| {
                 rec.spent = rec.spent.saturating_add(actual);
-                rec.unsynced_spent = rec.unsynced_spent.saturating_add(actual);
-                rec.unsynced_saved = rec.unsynced_saved.saturating_add(saved);
-                rec.unsynced_requests += 1;
                 Ok(())
             })?
             .ok();
@@ -251,24 +222,18 @@ impl<'a, S: SharedData> BudgetLedger<'a, S> {
         Ok(())
     }
 
-    /// What a sync should send for a record: everything not yet acknowledged. The host keeps
-    /// the sync (id and deltas) and resends it unchanged until the ledger answers, so a lost
-    /// answer never counts anything twice.
-    pub fn pending_sync(&self, record_key: &str) -> SyncDelta {
-        let rec = self.read(record_key);
-        SyncDelta { spent: rec.unsynced_spent, requests: rec.unsynced_requests, saved: rec.unsynced_saved }
-    }
-
-    /// The ledger acknowledged `sent` and reports `global_spent` for the scope (all replicas,
-    /// this one included): drop what was sent from the unsynced counters and learn `others`.
-    pub fn ack_sync(&self, record_key: &str, sent: SyncDelta, global_spent: u64) -> Result<BudgetRecord, BudgetError> {
+    /// The ledger's view of a scope for this record's period: `global_spent` by all replicas,
+    /// `own_spent` of it by this one. Others' spend is the difference; this replica's own
+    /// spend is at least what the ledger has of it (after a restart shared data starts at 0).
+    pub fn apply_ledger(
+        &self,
+        record_key: &str,
+        global_spent: u64,
+        own_spent: u64,
+    ) -> Result<BudgetRecord, BudgetError> {
         let rec = self.update::<()>(record_key, |rec| {
-            rec.unsynced_spent = rec.unsynced_spent.saturating_sub(sent.spent);
-            rec.unsynced_requests = rec.unsynced_requests.saturating_sub(sent.requests);
-            rec.unsynced_saved = rec.unsynced_saved.saturating_sub(sent.saved);
-            // This replica's part of the global total is what it has synced so far.
-            let own_synced = rec.spent.saturating_sub(rec.unsynced_spent);
-            rec.others = global_spent.saturating_sub(own_synced);
+            rec.spent = rec.spent.max(own_spent);
+            rec.others = global_spent.saturating_sub(own_spent);
             Ok(())
         })?;
         Ok(rec.unwrap_or_default())

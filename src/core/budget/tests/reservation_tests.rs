@@ -42,7 +42,6 @@ fn reserve_settle_release_move_money_between_the_fields() {
     ledger.release(&b).unwrap();
     let rec = ledger.read(&key);
     assert_eq!((rec.spent, rec.reserved, rec.in_flight), (350, 200, 1));
-    assert_eq!((rec.unsynced_spent, rec.unsynced_requests), (350, 1));
 }
 
 #[test]
@@ -90,36 +89,40 @@ fn contention_is_retried_and_counted_once() {
 }
 
 #[test]
-fn ledger_sync_learns_the_other_replicas_spend() {
+fn the_ledger_view_adds_the_other_replicas_spend() {
     let kv = MemKv::default();
     let ledger = BudgetLedger { kv: &kv };
     let s = [scope(ScopeLevel::Key, "k", 1_000)];
     let key = s[0].record_key(NOW);
     let r = ledger.reserve(&s, 100, NOW).unwrap();
-    ledger.settle(&r, 100).unwrap();
-    let sent = ledger.pending_sync(&key);
-    assert_eq!(sent, SyncDelta { spent: 100, requests: 1, saved: 0 });
-    // While the sync is in flight this replica spends 50 more.
-    let r = ledger.reserve(&s, 50, NOW).unwrap();
-    ledger.settle(&r, 50).unwrap();
-    // The ledger has our 100 and 700 from elsewhere.
-    let rec = ledger.ack_sync(&key, sent, 800).unwrap();
-    assert_eq!((rec.others, rec.spent, rec.unsynced_spent), (700, 150, 50));
-    assert!(!rec.fits(151, 1_000));
+    ledger.settle(&r, 150).unwrap();
+    // The ledger has 100 of our 150 (the rest is not synced yet) and 700 from elsewhere.
+    let rec = ledger.apply_ledger(&key, 800, 100).unwrap();
+    assert_eq!((rec.others, rec.spent), (700, 150));
     assert!(rec.fits(150, 1_000));
-    // A replay of the same answer changes nothing more.
-    let again = ledger.ack_sync(&key, SyncDelta::default(), 800).unwrap();
-    assert_eq!(again.others, 700);
+    assert!(!rec.fits(151, 1_000));
+    // Applying the same view again changes nothing.
+    assert_eq!(ledger.apply_ledger(&key, 800, 100).unwrap(), rec);
 }
 
 #[test]
-fn cache_savings_and_unreserved_charges_reach_the_sync() {
+fn after_a_restart_the_ledger_restores_this_replicas_spend() {
+    let kv = MemKv::default();
+    let ledger = BudgetLedger { kv: &kv };
+    let s = [scope(ScopeLevel::Key, "k", 1_000)];
+    let rec = ledger.apply_ledger(&s[0].record_key(NOW), 900, 600).unwrap();
+    assert_eq!((rec.spent, rec.others), (600, 300));
+    assert!(matches!(ledger.reserve(&s, 101, NOW), Err(BudgetError::Refused(_))));
+}
+
+#[test]
+fn unreserved_charges_count_in_every_scope() {
     let kv = MemKv::default();
     let ledger = BudgetLedger { kv: &kv };
     let s = [scope(ScopeLevel::Key, "k", 1_000), scope(ScopeLevel::Customer, "k/acme", 100)];
-    ledger.charge(&s, 0, 42, NOW).unwrap();
-    ledger.charge(&s, 7, 0, NOW).unwrap();
-    assert_eq!(ledger.pending_sync(&s[1].record_key(NOW)), SyncDelta { spent: 7, requests: 2, saved: 42 });
+    ledger.charge(&s, 7, NOW).unwrap();
+    assert_eq!(ledger.read(&s[1].record_key(NOW)).spent, 7);
+    assert_eq!(ledger.read(&s[0].record_key(NOW)).spent, 7);
 }
 
 /// One burst: `requests` concurrent requests on one key whose budget has room for about
