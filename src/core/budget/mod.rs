@@ -22,7 +22,7 @@ pub const MICROS_PER_USD: u64 = 1_000_000;
 /// Dollars as written in a config (a JSON number) to micro-dollars, rounded to the nearest
 /// micro-dollar once at load; `None` for negative, non-finite or absurd (>= 1e12 USD) values.
 pub fn usd_to_micros(usd: f64) -> Option<u64> {
-    if !usd.is_finite() || usd < 0.0 || usd >= 1e12 {
+    if !(0.0..1e12).contains(&usd) {
         return None;
     }
     Some((usd * MICROS_PER_USD as f64).round() as u64)

@@ -217,4 +217,6 @@ fn the_multi_replica_bound_adds_what_others_spend_unseen() {
     // 3 replicas, 50 in flight each, 20 admissions per window, $0.02 a request at most.
     assert_eq!(multi_replica_bound(3, 50, 10_000, 20, 20_000), 500_000 + 2 * 70 * 20_000);
     assert_eq!(multi_replica_bound(1, 50, 10_000, 20, 20_000), 500_000, "one replica: no staleness");
+    // The worked example of docs/budgets.md: $2.36.
+    assert_eq!(multi_replica_bound(3, 20, 10_000, 34, 20_000), 2_360_000);
 }
