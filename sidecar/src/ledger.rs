@@ -18,9 +18,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use semgate::core::budget::ledger::{
-    current_periods, rollup_periods, LedgerDelta, SyncRequest, SyncResponse, TotalRow, Totals,
-};
+use semgate::core::budget::ledger::{current_periods, rollup_periods, SyncRequest, SyncResponse, TotalRow, Totals};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use std::collections::{BTreeMap, HashSet, VecDeque};
@@ -29,6 +27,8 @@ use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
+
+pub mod redis;
 
 /// Sync ids remembered per replica for idempotency.
 pub const SEEN_PER_REPLICA: usize = 4096;
@@ -39,7 +39,7 @@ pub const MAX_DELTAS: usize = 10_000;
 pub enum LedgerError {
     #[error("{0}")]
     Invalid(String),
-    #[error("ledger journal: {0}")]
+    #[error("ledger I/O: {0}")]
     Io(#[from] std::io::Error),
     #[error("ledger backend: {0}")]
     Backend(String),
@@ -91,8 +91,37 @@ pub fn validate(req: &SyncRequest) -> Result<(), LedgerError> {
         if d.team.as_deref() == Some("") || d.customer.as_deref() == Some("") {
             return bad(format!("`deltas[{i}]`: `team` and `customer` must not be empty when set"));
         }
+        let names = [Some(&d.key_id), d.team.as_ref(), d.customer.as_ref()];
+        if names.iter().flatten().any(|n| n.len() > 256 || n.chars().any(char::is_control)) {
+            return bad(format!("`deltas[{i}]`: names must be at most 256 bytes, without control characters"));
+        }
     }
     Ok(())
+}
+
+/// What a sync adds, per (level, id, period): (spent, requests, saved). Each delta counts for
+/// its key, team and customer, on its day, ISO week and month.
+pub fn rollup(req: &SyncRequest) -> BTreeMap<(Level, String, String), (u64, u64, u64)> {
+    let mut out: BTreeMap<(Level, String, String), (u64, u64, u64)> = BTreeMap::new();
+    for d in &req.deltas {
+        let Some(periods) = rollup_periods(&d.period) else { continue };
+        let mut scopes = vec![(Level::Key, d.key_id.clone())];
+        if let Some(t) = &d.team {
+            scopes.push((Level::Team, t.clone()));
+        }
+        if let Some(c) = &d.customer {
+            scopes.push((Level::Customer, format!("{}/{c}", d.key_id)));
+        }
+        for (level, id) in scopes {
+            for period in &periods {
+                let t = out.entry((level, id.clone(), period.clone())).or_default();
+                t.0 = t.0.saturating_add(d.spent_micros);
+                t.1 = t.1.saturating_add(d.requests);
+                t.2 = t.2.saturating_add(d.saved_micros);
+            }
+        }
+    }
+    out
 }
 
 /// The ledger's state: totals per (level, id, period) and the sync ids seen per replica.
@@ -124,61 +153,51 @@ impl LedgerBook {
         if self.seen(&req.replica, &req.sync_id) {
             return false;
         }
-        for d in &req.deltas {
-            self.add(&req.replica, d);
+        for (scope, (spent, requests, saved)) in rollup(req) {
+            let t = self.totals.entry(scope).or_default();
+            t.spent_micros = t.spent_micros.saturating_add(spent);
+            t.requests = t.requests.saturating_add(requests);
+            t.saved_micros = t.saved_micros.saturating_add(saved);
+            let own = t.by_replica.entry(req.replica.clone()).or_default();
+            *own = own.saturating_add(spent);
         }
         self.remember(&req.replica, &req.sync_id);
         true
     }
 
-    fn add(&mut self, replica: &str, d: &LedgerDelta) {
-        let Some(periods) = rollup_periods(&d.period) else { return };
-        let mut scopes = vec![(Level::Key, d.key_id.clone())];
-        if let Some(t) = &d.team {
-            scopes.push((Level::Team, t.clone()));
-        }
-        if let Some(c) = &d.customer {
-            scopes.push((Level::Customer, format!("{}/{c}", d.key_id)));
-        }
-        for (level, id) in scopes {
-            for period in &periods {
-                let t = self.totals.entry((level, id.clone(), period.clone())).or_default();
-                t.spent_micros = t.spent_micros.saturating_add(d.spent_micros);
-                t.requests = t.requests.saturating_add(d.requests);
-                t.saved_micros = t.saved_micros.saturating_add(d.saved_micros);
-                let own = t.by_replica.entry(replica.to_string()).or_default();
-                *own = own.saturating_add(d.spent_micros);
-            }
-        }
-    }
-
     /// Totals of the given periods (all when `None`), with `replica`'s share when given.
     pub fn view(&self, periods: Option<&[String]>, replica: Option<&str>) -> Totals {
-        let mut out = Totals::default();
-        for ((level, id, period), t) in &self.totals {
-            if periods.is_some_and(|ps| !ps.contains(period)) {
-                continue;
-            }
-            let row = TotalRow {
-                id: id.clone(),
-                period: period.clone(),
-                spent_micros: t.spent_micros,
-                requests: t.requests,
-                saved_micros: t.saved_micros,
-                own_spent_micros: replica.map(|r| t.by_replica.get(r).copied().unwrap_or(0)),
-            };
-            match level {
-                Level::Key => out.keys.push(row),
-                Level::Team => out.teams.push(row),
-                Level::Customer => out.customers.push(row),
-            }
-        }
-        out
+        let rows = self.totals.iter().filter(|((_, _, p), _)| periods.is_none_or(|ps| ps.contains(p)));
+        group(rows.map(|((level, id, period), t)| (*level, row(id, period, t, replica))))
     }
 
     pub fn answer(&self, req: &SyncRequest, replayed: bool, now_ms: u64) -> SyncResponse {
         SyncResponse { replayed, totals: self.view(Some(&current_periods(now_ms)), Some(&req.replica)) }
     }
+}
+
+fn row(id: &str, period: &str, t: &Total, replica: Option<&str>) -> TotalRow {
+    TotalRow {
+        id: id.to_string(),
+        period: period.to_string(),
+        spent_micros: t.spent_micros,
+        requests: t.requests,
+        saved_micros: t.saved_micros,
+        own_spent_micros: replica.map(|r| t.by_replica.get(r).copied().unwrap_or(0)),
+    }
+}
+
+/// Rows into the answer's three groups.
+pub fn group(rows: impl Iterator<Item = (Level, TotalRow)>) -> Totals {
+    let mut out = Totals::default();
+    for (level, r) in rows {
+        match level {
+            Level::Key => out.keys.push(r),
+            Level::Team => out.teams.push(r),
+            Level::Customer => out.customers.push(r),
+        }
+    }
+    out
 }
 
 /// One journal line: an applied sync, or the snapshot a compaction wrote.
