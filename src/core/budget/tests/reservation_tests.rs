@@ -220,3 +220,75 @@ fn the_multi_replica_bound_adds_what_others_spend_unseen() {
     // The worked example of docs/budgets.md: $2.36.
     assert_eq!(multi_replica_bound(3, 20, 10_000, 34, 20_000), 2_360_000);
 }
+
+/// Several replicas, each with its own shared data, learning the others' spend from a ledger
+/// they sync with in turn. Returns (global spent, budget, the multi-replica bound).
+fn replicated_burst(seed: u64, replicas: usize, requests: usize, sync_every: usize) -> (u64, u64, u64) {
+    let kvs: Vec<MemKv> = (0..replicas).map(|_| MemKv::default()).collect();
+    let estimate = 10_000u64;
+    let budget = 50 * estimate;
+    let s = [scope(ScopeLevel::Key, "k", budget)];
+    let key = s[0].record_key(NOW);
+    let mut rng = Rng(seed | 1);
+    // What the ledger has of each replica (its spend at its last sync).
+    let mut synced = vec![0u64; replicas];
+    let mut in_flight: Vec<Vec<(Reservation, u64)>> = vec![Vec::new(); replicas];
+    let mut admitted_at: Vec<Vec<usize>> = vec![Vec::new(); replicas];
+    let (mut started, mut step) = (0, 0);
+    let (mut max_in_flight, mut max_error, mut max_cost) = (0u64, 0u64, 0u64);
+    while started < requests || in_flight.iter().any(|f| !f.is_empty()) {
+        step += 1;
+        if step % sync_every == 0 {
+            let r = (step / sync_every) % replicas;
+            let ledger = BudgetLedger { kv: &kvs[r] };
+            synced[r] = ledger.read(&key).spent;
+            ledger.apply_ledger(&key, synced.iter().sum(), synced[r]).unwrap();
+        }
+        let r = rng.below(replicas as u64) as usize;
+        let ledger = BudgetLedger { kv: &kvs[r] };
+        if started < requests && (in_flight[r].is_empty() || rng.below(10) < 6) {
+            started += 1;
+            let view = ledger.read(&key);
+            match ledger.reserve(&s, estimate, NOW) {
+                Ok(res) => {
+                    let actual = rng.below(2 * estimate + 1);
+                    max_error = max_error.max(actual.saturating_sub(estimate));
+                    max_cost = max_cost.max(actual);
+                    in_flight[r].push((res, actual));
+                    admitted_at[r].push(step);
+                    max_in_flight = max_in_flight.max(in_flight[r].len() as u64);
+                }
+                Err(BudgetError::Refused(_)) => assert!(!view.fits(estimate, budget), "refused with room in view"),
+                Err(e) => panic!("{e}"),
+            }
+        } else if !in_flight[r].is_empty() {
+            let i = rng.below(in_flight[r].len() as u64) as usize;
+            let (res, actual) = in_flight[r].swap_remove(i);
+            ledger.settle(&res, actual).unwrap();
+        }
+    }
+    // Spend settled at one replica is visible to another within two rounds of syncs.
+    let staleness = 2 * replicas * sync_every;
+    let most_in_window = admitted_at
+        .iter()
+        .map(|steps| {
+            steps.iter().enumerate().map(|(i, s)| steps[i..].partition_point(|t| *t < s + staleness)).max().unwrap_or(0)
+        })
+        .max()
+        .unwrap_or(0) as u64;
+    let spent: u64 = kvs.iter().map(|kv| BudgetLedger { kv }.read(&key).spent).sum();
+    (spent, budget, multi_replica_bound(replicas as u64, max_in_flight, max_error, most_in_window, max_cost))
+}
+
+#[test]
+fn replicas_syncing_through_the_ledger_overshoot_at_most_the_multi_replica_bound() {
+    for seed in 1..=50 {
+        for (replicas, sync_every) in [(2, 3), (3, 5), (4, 20)] {
+            let (spent, budget, bound) = replicated_burst(seed, replicas, 300, sync_every);
+            assert!(spent <= budget + bound, "seed {seed}, {replicas} replicas: {spent} > {budget} + {bound}");
+        }
+    }
+    // Without syncs each replica would spend its whole budget: the ledger is what holds it.
+    let (spent, budget, _) = replicated_burst(7, 3, 300, 1_000_000);
+    assert!(spent > 2 * budget);
+}
