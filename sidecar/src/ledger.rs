@@ -263,7 +263,8 @@ impl FileLedger {
             let reader = BufReader::new(File::open(path)?);
             for line in reader.split(b'\n') {
                 let line = line?;
-                // A torn last line (a crash mid-append) was never answered: skip it.
+                // A line that does not parse (a torn last line, from a crash mid-append) was never
+                // answered: skip it; the compaction below drops it.
                 match serde_json::from_slice::<JournalEntry>(&line) {
                     Ok(JournalEntry::Sync(s)) => {
                         book.apply(&s);

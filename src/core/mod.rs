@@ -1,6 +1,7 @@
 //! The gateway's pure logic: no host calls, every decision a function of its inputs, so all
 //! of it is unit-tested natively (and compiled to Wasm under Node's WASI in CI).
 
+pub mod budget;
 pub mod config;
 pub mod entry;
 pub mod errors;
@@ -12,5 +13,3 @@ pub mod request;
 pub mod semantic;
 pub mod sse;
 pub mod store;
-
-pub mod budget;

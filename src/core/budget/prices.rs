@@ -1,12 +1,14 @@
 //! What tokens cost: integer micro-dollars per million tokens for each kind of token, a
 //! built-in table of common models, config overrides, and `cost` of a usage.
 //!
-//! Built-in prices are the providers' list prices for standard (non-batch) requests, as
-//! published on their pricing pages (platform.openai.com/docs/pricing,
-//! docs.anthropic.com/en/docs/about-claude/pricing, ai.google.dev/gemini-api/docs/pricing)
-//! and checked on 2026-12-02. Gemini models with a long-context tier are priced at the short
-//! tier (prompts up to 200k tokens, 128k for 1.5): override them if long prompts matter.
-//! Prices change: set `prices` in the config to pin what your contract says.
+//! Built-in prices are the providers' list prices for standard (non-batch) requests, from
+//! their pricing pages (platform.openai.com/docs/pricing, platform.claude.com/docs/en/about-
+//! claude/pricing, ai.google.dev/gemini-api/docs/pricing), looked up on 2026-12-02: input and
+//! output prices of all rows, and Anthropic's cache rates, were confirmed then; OpenAI's and
+//! Gemini's cached-input rates are the ones those pages listed in 2025 and were not re-checked.
+//! Gemini models with a long-context tier are priced at the short tier (prompts up to 200k
+//! tokens, 128k for 1.5): override them if long prompts matter. Prices change: set `prices`
+//! in the config to pin what your contract says.
 
 use super::usage::TokenUsage;
 use std::collections::BTreeMap;
@@ -33,54 +35,44 @@ impl Price {
     }
 }
 
-/// USD per 1M tokens as written in the table (input, output, cached input), to micro-dollars.
-const fn usd(input_x1000: u64, output_x1000: u64, cached_x1000: u64) -> Price {
-    Price {
-        input: input_x1000 * 1000,
-        output: output_x1000 * 1000,
-        cached_input: cached_x1000 * 1000,
-        cache_write: input_x1000 * 1000,
-    }
+/// Input, output and cached-input prices; a cache write costs what input costs.
+const fn usd(input: u64, output: u64, cached_input: u64) -> Price {
+    Price { input, output, cached_input, cache_write: input }
 }
 
 /// Anthropic: cache reads 0.1x input, 5-minute cache writes 1.25x input.
-const fn anthropic(input_x1000: u64, output_x1000: u64) -> Price {
-    Price {
-        input: input_x1000 * 1000,
-        output: output_x1000 * 1000,
-        cached_input: input_x1000 * 100,
-        cache_write: input_x1000 * 1250,
-    }
+const fn anthropic(input: u64, output: u64) -> Price {
+    Price { input, output, cached_input: input / 10, cache_write: input / 4 * 5 }
 }
 
-/// (vendor, model, price), prices in thousandths of a dollar per 1M tokens.
+/// (vendor, model, price), prices in micro-dollars per 1M tokens ($2.50 = 2_500_000).
 const BUILT_IN: &[(&str, &str, Price)] = &[
-    ("openai", "gpt-4o", usd(2_500, 10_000, 1_250)),
-    ("openai", "gpt-4o-mini", usd(150, 600, 75)),
-    ("openai", "gpt-4.1", usd(2_000, 8_000, 500)),
-    ("openai", "gpt-4.1-mini", usd(400, 1_600, 100)),
-    ("openai", "gpt-4.1-nano", usd(100, 400, 25)),
-    ("openai", "o1", usd(15_000, 60_000, 7_500)),
-    ("openai", "o1-mini", usd(1_100, 4_400, 550)),
-    ("openai", "o3", usd(2_000, 8_000, 500)),
-    ("openai", "o3-mini", usd(1_100, 4_400, 550)),
-    ("openai", "o4-mini", usd(1_100, 4_400, 275)),
-    ("anthropic", "claude-3-5-sonnet", anthropic(3_000, 15_000)),
-    ("anthropic", "claude-3-5-haiku", anthropic(800, 4_000)),
-    ("anthropic", "claude-3-7-sonnet", anthropic(3_000, 15_000)),
-    ("anthropic", "claude-sonnet-4", anthropic(3_000, 15_000)),
-    ("anthropic", "claude-sonnet-4-5", anthropic(3_000, 15_000)),
-    ("anthropic", "claude-haiku-4-5", anthropic(1_000, 5_000)),
-    ("anthropic", "claude-opus-4", anthropic(15_000, 75_000)),
-    ("anthropic", "claude-opus-4-1", anthropic(15_000, 75_000)),
-    ("anthropic", "claude-opus-4-5", anthropic(5_000, 25_000)),
-    ("gemini", "gemini-1.5-pro", usd(1_250, 5_000, 312)),
-    ("gemini", "gemini-1.5-flash", usd(75, 300, 19)),
-    ("gemini", "gemini-2.0-flash", usd(100, 400, 25)),
-    ("gemini", "gemini-2.0-flash-lite", usd(75, 300, 19)),
-    ("gemini", "gemini-2.5-pro", usd(1_250, 10_000, 125)),
-    ("gemini", "gemini-2.5-flash", usd(300, 2_500, 30)),
-    ("gemini", "gemini-2.5-flash-lite", usd(100, 400, 10)),
+    ("openai", "gpt-4o", usd(2_500_000, 10_000_000, 1_250_000)),
+    ("openai", "gpt-4o-mini", usd(150_000, 600_000, 75_000)),
+    ("openai", "gpt-4.1", usd(2_000_000, 8_000_000, 500_000)),
+    ("openai", "gpt-4.1-mini", usd(400_000, 1_600_000, 100_000)),
+    ("openai", "gpt-4.1-nano", usd(100_000, 400_000, 25_000)),
+    ("openai", "o1", usd(15_000_000, 60_000_000, 7_500_000)),
+    ("openai", "o1-mini", usd(1_100_000, 4_400_000, 550_000)),
+    ("openai", "o3", usd(2_000_000, 8_000_000, 500_000)),
+    ("openai", "o3-mini", usd(1_100_000, 4_400_000, 550_000)),
+    ("openai", "o4-mini", usd(1_100_000, 4_400_000, 275_000)),
+    ("anthropic", "claude-3-5-sonnet", anthropic(3_000_000, 15_000_000)),
+    ("anthropic", "claude-3-5-haiku", anthropic(800_000, 4_000_000)),
+    ("anthropic", "claude-3-7-sonnet", anthropic(3_000_000, 15_000_000)),
+    ("anthropic", "claude-sonnet-4", anthropic(3_000_000, 15_000_000)),
+    ("anthropic", "claude-sonnet-4-5", anthropic(3_000_000, 15_000_000)),
+    ("anthropic", "claude-haiku-4-5", anthropic(1_000_000, 5_000_000)),
+    ("anthropic", "claude-opus-4", anthropic(15_000_000, 75_000_000)),
+    ("anthropic", "claude-opus-4-1", anthropic(15_000_000, 75_000_000)),
+    ("anthropic", "claude-opus-4-5", anthropic(5_000_000, 25_000_000)),
+    ("gemini", "gemini-1.5-pro", usd(1_250_000, 5_000_000, 312_500)),
+    ("gemini", "gemini-1.5-flash", usd(75_000, 300_000, 18_750)),
+    ("gemini", "gemini-2.0-flash", usd(100_000, 400_000, 25_000)),
+    ("gemini", "gemini-2.0-flash-lite", usd(75_000, 300_000, 18_750)),
+    ("gemini", "gemini-2.5-pro", usd(1_250_000, 10_000_000, 125_000)),
+    ("gemini", "gemini-2.5-flash", usd(300_000, 2_500_000, 30_000)),
+    ("gemini", "gemini-2.5-flash-lite", usd(100_000, 400_000, 10_000)),
 ];
 
 /// Prices by `provider/model` (config overrides) and by model (built-in), resolved once.

@@ -159,26 +159,22 @@ impl<'a, S: SharedData> BudgetLedger<'a, S> {
                 if !rec.fits(estimate, scope.limit_micros) {
                     return Err(*rec);
                 }
-                rec.reserved += estimate;
+                rec.reserved = rec.reserved.saturating_add(estimate);
                 rec.in_flight += 1;
                 Ok(())
             });
-            let refused = match outcome {
+            let failure = match outcome {
                 Ok(Ok(_)) => {
                     holds.push((scope.level, key));
                     continue;
                 }
-                Ok(Err(rec)) => Some(refusal(scope, &rec, estimate, now_ms)),
-                Err(_) => None,
+                Ok(Err(rec)) => BudgetError::Refused(refusal(scope, &rec, estimate, now_ms)),
+                Err(e) => e,
             };
             // Undo the holds of the scopes before this one (best effort: a failed undo only
             // holds room until the period ends, it never lets spend through).
             let _ = self.release(&Reservation { micros: estimate, holds });
-            return Err(match (refused, outcome) {
-                (Some(r), _) => BudgetError::Refused(r),
-                (None, Err(e)) => e,
-                (None, Ok(_)) => BudgetError::Contended,
-            });
+            return Err(failure);
         }
         Ok(Reservation { micros: estimate, holds })
     }

@@ -86,8 +86,9 @@ pub struct StreamUsage {
 impl StreamUsage {
     /// Feed one event's `data` (the SSE parser's `SseEvent::data`).
     pub fn feed(&mut self, data: &str) {
-        // Most chunks carry text only: skip the parse unless the chunk can hold usage.
-        if !data.contains("sage") {
+        // Most chunks carry text only: skip the parse unless the chunk can hold usage
+        // (`usage` or Gemini's `usageMetadata`).
+        if !data.contains("usage") {
             return;
         }
         let Ok(v) = serde_json::from_str::<Value>(data) else { return };
