@@ -191,3 +191,73 @@ fn seen_ids_are_bounded_per_replica() {
     assert!(book.seen("r", &(SEEN_PER_REPLICA + 9).to_string()));
     assert!(!book.apply(&req("r", "4100", 1)));
 }
+
+/// Shared data of one replica, as the filter's tests fake it.
+#[derive(Default)]
+struct Kv(Mutex<std::collections::HashMap<String, (Vec<u8>, u32)>>);
+
+impl semgate::core::store::SharedData for Kv {
+    fn get(&self, key: &str) -> Option<(Vec<u8>, u32)> {
+        self.0.lock().unwrap().get(key).cloned()
+    }
+    fn set(&self, key: &str, value: &[u8], cas: Option<u32>) -> Result<(), semgate::core::store::SetError> {
+        let mut map = self.0.lock().unwrap();
+        let version = map.get(key).map(|v| v.1);
+        if cas.is_some() && cas != version {
+            return Err(semgate::core::store::SetError::CasMismatch);
+        }
+        map.insert(key.to_string(), (value.to_vec(), version.unwrap_or(0) + 1));
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn two_replicas_share_one_budget_through_the_ledger() {
+    use semgate::core::budget::ledger::{update_book, LedgerDelta};
+    use semgate::core::budget::period::Period;
+    use semgate::core::budget::reservation::{BudgetError, BudgetLedger, BudgetScope, ScopeLevel};
+    let app = app();
+    let scope = BudgetScope { level: ScopeLevel::Key, id: "k".into(), limit_micros: 1_000, period: Period::Monthly };
+    let replicas = [Kv::default(), Kv::default()];
+    // Each replica spends 400 on its own, under the budget in its own view.
+    for (i, kv) in replicas.iter().enumerate() {
+        let budget = BudgetLedger { kv };
+        let r = budget.reserve(std::slice::from_ref(&scope), 400, NOW).unwrap();
+        budget.settle(&r, 400).unwrap();
+        let day = Period::Daily.window(NOW).id;
+        let delta = LedgerDelta {
+            key_id: "k".into(),
+            team: None,
+            customer: Some(format!("c{i}")),
+            period: day,
+            spent_micros: 400,
+            requests: 1,
+            saved_micros: 0,
+        };
+        update_book(kv, |b| b.record(delta.clone())).unwrap();
+    }
+    // Both sync; the second learns the first's spend, then the first learns the second's.
+    for round in 0..2 {
+        for (i, kv) in replicas.iter().enumerate() {
+            let replica = format!("r{i}");
+            let sync = update_book(kv, |b| b.begin_sync(&replica)).unwrap();
+            let (s, v) = call(&app, "POST", "/v1/ledger/sync", serde_json::to_value(&sync).unwrap()).await;
+            assert_eq!(s, StatusCode::OK, "round {round}: {v}");
+            let answer: SyncResponse = serde_json::from_value(v).unwrap();
+            assert!(update_book(kv, |b| b.ack(&sync.sync_id)).unwrap());
+            let budget = BudgetLedger { kv };
+            for (key, row) in answer.totals.record_keys() {
+                budget.apply_ledger(&key, row.spent_micros, row.own_spent_micros.unwrap_or(0)).unwrap();
+            }
+        }
+    }
+    for kv in &replicas {
+        let budget = BudgetLedger { kv };
+        assert_eq!(budget.read(&scope.record_key(NOW)).known_spent(), 800);
+        assert!(matches!(budget.reserve(std::slice::from_ref(&scope), 201, NOW), Err(BudgetError::Refused(_))));
+        assert!(budget.reserve(std::slice::from_ref(&scope), 200, NOW).is_ok());
+    }
+    let (_, v) = call(&app, "GET", "/v1/ledger", Value::Null).await;
+    assert_eq!(row(&v, "customers", "k/c1", "2026-12")["spent_micros"], 400);
+    assert_eq!(row(&v, "keys", "k", "2026-12")["requests"], 2);
+}
