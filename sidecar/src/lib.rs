@@ -1,11 +1,12 @@
 //! semgate-sidecar: the semantic cache's embedding and vector service (protocol in
 //! shared/DESIGN.md). `embed` (models), `guard` (semantic-hit verification), `exact` (the shared
-//! exact tier), `index` (vector store), `server` (the HTTP API).
+//! exact tier), `index` (vector store), `ledger` (global spend), `server` (the HTTP API).
 
 pub mod embed;
 pub mod exact;
 pub mod guard;
 pub mod index;
+pub mod ledger;
 pub mod quant;
 pub mod server;
 pub mod synthetic;

@@ -2,6 +2,7 @@
 //! of it is unit-tested natively (and compiled to Wasm under Node's WASI in CI).
 
 pub mod auth;
+pub mod budget;
 pub mod config;
 pub mod entry;
 pub mod errors;
