@@ -6,6 +6,11 @@
 //!                    [--embed-timeout-ms 10000] [--embed-batch 64]]
 //!                   [--vectors embedded|chroma] [--chroma-url http://127.0.0.1:8000]
 //!                   [--chroma-collection semgate] [--token-file FILE]
+//!                   [--ledger embedded|redis://HOST:PORT|off]
+//!
+//! `--ledger` keeps the spend ledger that Envoy replicas sync to (`/v1/ledger/sync`,
+//! `GET /v1/ledger`): `embedded` (the default) journals it under `--data-dir`; `redis://`
+//! keeps it in a Redis server that several sidecars share.
 //!
 //! `/v1/lookup` and `/v1/store` require `Authorization: Bearer <token>`: the token is read from
 //! `--token-file` or the environment variable `SEMGATE_SIDECAR_TOKEN`. Without one the sidecar
@@ -27,7 +32,7 @@ use semgate_sidecar::embed::openai::{key_from_env, OpenAiConfig, OpenAiEmbedder}
 use semgate_sidecar::embed::{CachedEmbedder, Embedder, HashingEmbedder};
 use semgate_sidecar::index::chroma::ChromaStore;
 use semgate_sidecar::index::{FlatIndex, VectorStore};
-use semgate_sidecar::server::{now_ms, router, AppState, ServerConfig};
+use semgate_sidecar::server::{now_ms, router_with, AppState, ServerConfig};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -38,6 +43,8 @@ const EMBED_CACHE_BYTES: usize = 50_000 * 384 * 4;
 
 const USAGE: &str =
     "usage: semgate-sidecar [--listen ADDR] [--data-dir DIR] [--config FILE] [--threshold F] [--max-entries N]
+       [--ledger embedded|redis://HOST:PORT|off]  the spend ledger replicas sync to (default embedded,
+                            journaled under --data-dir; redis:// shares one between sidecars)
        [--token-file FILE]  bearer token for /v1/lookup and /v1/store (or env SEMGATE_SIDECAR_TOKEN);
                             required unless --listen is a loopback address
        [--embedder local|wordllama|openai|hashing]
@@ -74,6 +81,7 @@ struct Args {
     embed_timeout_ms: u64,
     embed_batch: usize,
     token_file: Option<PathBuf>,
+    ledger: String,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -95,6 +103,7 @@ fn parse_args() -> Result<Args, String> {
         embed_timeout_ms: 10_000,
         embed_batch: 64,
         token_file: None,
+        ledger: "embedded".into(),
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -119,6 +128,7 @@ fn parse_args() -> Result<Args, String> {
             }
             "--embed-batch" => a.embed_batch = value()?.parse().map_err(|e| format!("--embed-batch: {e}"))?,
             "--token-file" => a.token_file = Some(value()?.into()),
+            "--ledger" => a.ledger = value()?,
             "--help" | "-h" => return Err(USAGE.into()),
             other => return Err(format!("unknown flag {other} (see --help)")),
         }
@@ -211,6 +221,23 @@ fn wordllama_embedder(args: &Args) -> Result<Arc<dyn Embedder>, String> {
     local_embedder(args)
 }
 
+/// The spend ledger the flags choose.
+fn ledger(args: &Args) -> Result<Option<semgate_sidecar::ledger::LedgerState>, String> {
+    use semgate_sidecar::ledger::{redis::RedisLedger, FileLedger, LedgerState, LedgerStore};
+    let store: Arc<dyn LedgerStore> = match args.ledger.as_str() {
+        "off" => return Ok(None),
+        "embedded" => {
+            let path = args.data_dir.join("ledger.journal");
+            Arc::new(FileLedger::open(&path, 1024).map_err(|e| format!("{}: {e}", path.display()))?)
+        }
+        url if url.starts_with("redis://") => {
+            Arc::new(RedisLedger::open(url).map_err(|e| format!("--ledger {url}: {e}"))?)
+        }
+        other => return Err(format!("unknown --ledger {other}: embedded, redis://HOST:PORT or off")),
+    };
+    Ok(Some(LedgerState::new(store)))
+}
+
 /// The vector store the flags choose, and where it keeps its data (for the startup line).
 fn vector_store(
     args: &Args,
@@ -262,8 +289,12 @@ async fn run() -> Result<(), String> {
     // Blocking setup calls (Chroma) are fine here: nothing is served yet.
     let (index, where_) = vector_store(&args, embedder.as_ref(), config.index_max_bytes)?;
     let state = AppState::with_token(config, embedder.clone(), index.clone(), token);
+    let ledger = ledger(&args)?;
     println!("semgate-sidecar listening on {addr} (model {}, {} entries, {where_})", embedder.model_id(), index.len());
-    axum::serve(listener, router(state)).with_graceful_shutdown(shutdown()).await.map_err(|e| e.to_string())?;
+    axum::serve(listener, router_with(state, ledger))
+        .with_graceful_shutdown(shutdown())
+        .await
+        .map_err(|e| e.to_string())?;
     index.flush().map_err(|e| e.to_string())?;
     eprintln!("semgate-sidecar: index flushed, {} entries", index.len());
     Ok(())

@@ -167,11 +167,19 @@ pub fn now_ms() -> u64 {
 }
 
 pub fn router(state: Arc<AppState>) -> Router {
-    let data = Router::new()
-        .route("/v1/lookup", post(lookup))
-        .route("/v1/store", post(store))
-        .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
-    Router::new().merge(data).route("/healthz", get(healthz)).route("/metrics", get(metrics)).with_state(state)
+    router_with(state, None)
+}
+
+/// The API, with the spend ledger's endpoints when the sidecar keeps one. Every data
+/// endpoint (lookup, store, ledger sync and view) needs the token.
+pub fn router_with(state: Arc<AppState>, ledger: Option<crate::ledger::LedgerState>) -> Router {
+    let mut data =
+        Router::new().route("/v1/lookup", post(lookup)).route("/v1/store", post(store)).with_state(state.clone());
+    if let Some(ledger) = ledger {
+        data = data.merge(crate::ledger::routes(ledger));
+    }
+    let data = data.route_layer(middleware::from_fn_with_state(state.clone(), require_token));
+    Router::new().route("/healthz", get(healthz)).route("/metrics", get(metrics)).with_state(state).merge(data)
 }
 
 /// Data endpoints answer only a caller that presents the configured token.
