@@ -5,6 +5,7 @@
 //! translation is tested natively against fixtures taken from each provider's API reference.
 
 pub mod anthropic;
+pub mod config;
 pub mod gemini;
 pub mod openai;
 
