@@ -120,6 +120,13 @@ pub fn upstream_path(
     })
 }
 
+/// The upstream `:path` for Vertex AI in express mode, where the API key names the project.
+pub fn vertex_express_path(model: &str, stream: bool) -> String {
+    let model = model.strip_prefix("models/").unwrap_or(model);
+    let method = if stream { "streamGenerateContent?alt=sse" } else { "generateContent" };
+    format!("/v1/publishers/google/models/{model}:{method}")
+}
+
 /// The body to send upstream, or `None` when the client's body goes as it is.
 pub fn translate_request(
     kind: ProviderKind,
