@@ -6,6 +6,8 @@
 
 pub mod anthropic;
 pub mod config;
+#[cfg(any(test, feature = "cli"))]
+pub mod envoy_gen;
 pub mod gemini;
 pub mod openai;
 
