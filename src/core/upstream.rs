@@ -141,6 +141,8 @@ pub struct AttemptState {
     pub all_keys_cooling: bool,
     /// 1 for the first attempt; `None` when neither Envoy nor the log could tell.
     pub attempt: Option<u32>,
+    /// This attempt's place in the attempt log (it may differ from Envoy's count).
+    pub logged: Option<u32>,
     pub request_id: Option<String>,
 }
 
@@ -228,6 +230,7 @@ pub fn plan_attempt<S: SharedData>(
         key,
         all_keys_cooling,
         attempt,
+        logged,
         request_id: req.request_id.map(str::to_string),
     };
     Ok(AttemptPlan { set_headers, remove_headers, body, state })
@@ -496,7 +499,7 @@ pub fn on_response_headers<S: SharedData>(
             cooled_key = Some(index);
         }
     }
-    if let (Some(id), Some(n)) = (&state.request_id, state.attempt) {
+    if let (Some(id), Some(n)) = (&state.request_id, state.logged) {
         log_attempt_status(kv, id, n, status);
     }
     let mut set_headers = vec![

@@ -232,9 +232,12 @@ fn attempts_are_numbered_and_logged_per_request() {
         ]
     );
     assert_eq!(read_attempts(&kv, "req-2"), vec![]);
-    // Envoy's own count wins when the virtual host sends it.
-    let r = AttemptRequest { envoy_attempt_count: Some("3"), ..req("vertex", CHAT, 0) };
-    assert_eq!(plan_attempt(&t, &kv, &r).unwrap().state.attempt, Some(3));
+    // Envoy's own count wins when the virtual host sends it; the log keeps its own index.
+    let r = AttemptRequest { envoy_attempt_count: Some("7"), ..req("vertex", CHAT, 0) };
+    let third = plan_attempt(&t, &kv, &r).unwrap();
+    assert_eq!((third.state.attempt, third.state.logged), (Some(7), Some(3)));
+    on_response_headers(&t, &kv, &third.state, 500, 0);
+    assert_eq!(read_attempts(&kv, "req-1")[2].status, Some(500));
     let r = AttemptRequest { request_id: None, ..req("vertex", CHAT, 0) };
     assert_eq!(plan_attempt(&t, &kv, &r).unwrap().state.attempt, None);
 }
