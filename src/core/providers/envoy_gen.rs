@@ -314,7 +314,10 @@ pub fn merge_into(envoy: &mut Value, gen: &Generated) -> Vec<String> {
             let current = l.get("per_connection_buffer_limit_bytes").and_then(Value::as_u64).unwrap_or(0);
             if current < gen.buffer_limit {
                 l["per_connection_buffer_limit_bytes"] = json!(gen.buffer_limit);
-                notes.push(format!("raised per_connection_buffer_limit_bytes of listener {}", l["name"]));
+                notes.push(format!(
+                    "raised per_connection_buffer_limit_bytes of listener {}",
+                    l["name"].as_str().unwrap_or("(unnamed)")
+                ));
             }
         }
     }
@@ -326,7 +329,7 @@ pub fn merge_into(envoy: &mut Value, gen: &Generated) -> Vec<String> {
             for r in routes {
                 if r.pointer("/route/cluster_header").and_then(Value::as_str) == Some(CLUSTER_HEADER) {
                     r["route"]["retry_policy"] = gen.retry_policy.clone();
-                    notes.push(format!("set retry_policy on route {}", r.get("name").unwrap_or(&Value::Null)));
+                    notes.push(format!("set retry_policy on route {}", r["name"].as_str().unwrap_or("(unnamed)")));
                     any = true;
                 }
             }
