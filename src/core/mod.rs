@@ -15,3 +15,4 @@ pub mod request;
 pub mod semantic;
 pub mod sse;
 pub mod store;
+pub mod upstream;

@@ -5,6 +5,9 @@
 //! translation is tested natively against fixtures taken from each provider's API reference.
 
 pub mod anthropic;
+pub mod config;
+#[cfg(any(test, feature = "cli"))]
+pub mod envoy_gen;
 pub mod gemini;
 pub mod openai;
 
@@ -117,6 +120,13 @@ pub fn upstream_path(
             format!("/v1/projects/{}/locations/{}/publishers/google/models/{model}:{method}", v.project, v.location)
         }
     })
+}
+
+/// The upstream `:path` for Vertex AI in express mode, where the API key names the project.
+pub fn vertex_express_path(model: &str, stream: bool) -> String {
+    let model = model.strip_prefix("models/").unwrap_or(model);
+    let method = if stream { "streamGenerateContent?alt=sse" } else { "generateContent" };
+    format!("/v1/publishers/google/models/{model}:{method}")
 }
 
 /// The body to send upstream, or `None` when the client's body goes as it is.
