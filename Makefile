@@ -92,6 +92,7 @@ test: unit model-test wasm-test integration
 
 unit:
 	cargo test --workspace
+	cargo test -p semgate --features cli --bin semgate-config
 
 wasm-test: wasm-target
 	@command -v node >/dev/null || { echo "node is needed to run the Wasm tests (apt-get install nodejs)"; exit 1; }
