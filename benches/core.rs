@@ -1,12 +1,12 @@
 //! Native timing of the core's per-request work (no Envoy): what a hit or a miss costs the
 //! filter before any host call. Prints ns per operation; run with `cargo bench --bench core`.
 
+use semgate::core::cache::entry::{BodyKind, CachedResponse, Entry};
+use semgate::core::cache::fastpath::{self, FastPath, FastPathLimits, RawRequest};
+use semgate::core::cache::store::{SetError, SharedData};
 use semgate::core::config::Config;
-use semgate::core::entry::{BodyKind, CachedResponse, Entry};
-use semgate::core::fastpath::{self, FastPath, FastPathLimits, RawRequest};
 use semgate::core::gateway::{admit, plan, Gateway, HeadDecision, RequestHead, ResponseTee};
-use semgate::core::headermap::{self, HeaderMap};
-use semgate::core::store::{SetError, SharedData};
+use semgate::core::wire::headermap::{self, HeaderMap};
 use std::hint::black_box;
 use std::time::Instant;
 

@@ -1,4 +1,4 @@
-//! The sidecar's HTTP API (protocol in docs/design.md): `/v1/lookup` answers from the shared
+//! The sidecar's HTTP API (protocol types in `semgate::core::protocol`, described in docs/design.md): `/v1/lookup` answers from the shared
 //! exact tier by key, else embeds the query, takes the nearest stored texts of the same scope
 //! above the threshold and returns the first one the guard accepts; `/v1/store` embeds and
 //! keeps an answer. Both need the bearer token the filter sends (when one is configured);
@@ -14,7 +14,8 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use serde::{Deserialize, Serialize};
+use semgate::core::protocol::{LookupRequest, LookupResponse, StoreRequest};
+use serde::Deserialize;
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -56,58 +57,6 @@ impl Default for ServerConfig {
             guard: GuardConfig::default(),
         }
     }
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct LookupRequest {
-    pub scope: String,
-    /// The filter's exact-cache key (hex): a live entry of the shared exact tier under it
-    /// answers before anything is embedded.
-    #[serde(default)]
-    pub key: Option<String>,
-    pub text: String,
-    #[serde(default)]
-    pub threshold: Option<f32>,
-    /// `false` turns the guard off for this lookup (evaluation, or an operator's choice).
-    #[serde(default)]
-    pub guard: Option<bool>,
-}
-
-#[derive(Debug, Serialize, Deserialize, PartialEq)]
-pub struct LookupResponse {
-    pub hit: bool,
-    /// `exact` (the shared exact tier, by key) or `semantic`; absent on a miss.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub tier: Option<String>,
-    pub score: f32,
-    /// When the answer was stored and until when it lives (ms since the epoch), so a filter
-    /// that copies a shared exact hit into its own cache keeps the original expiry.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub created_ms: Option<u64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub expires_ms: Option<u64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub entry_id: Option<u64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub response: Option<Value>,
-    /// Why the guard refused the candidates above the threshold, nearest first.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub guard_rejected: Vec<String>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct StoreRequest {
-    pub scope: String,
-    /// The filter's exact-cache key (hex): also stored in the shared exact tier.
-    #[serde(default)]
-    pub key: Option<String>,
-    pub text: String,
-    /// `{status, headers: [[name, value]], body_b64, stream}`: opaque to the sidecar.
-    pub response: Value,
-    #[serde(default)]
-    pub ttl_s: Option<u64>,
 }
 
 #[derive(Default)]

@@ -1,14 +1,15 @@
-//! The gateway's decisions for one request, as functions of what the host read: admit or
-//! refuse at the headers, plan the route and the cache at the end of the body, and decide
-//! whether the response that came back may be stored.
+//! The configuration compiled for the request path (`Gateway`: key table, provider routes
+//! with their header values, policy index, store and fast-path limits), and the two decisions
+//! that read it most: admit or refuse at the headers, plan the route and the cache at the end
+//! of the body.
 
 use crate::core::auth::KeyTable;
-use crate::core::config::{Config, ConfigError, ProviderConfig, CREDENTIAL_HEADERS};
-use crate::core::entry::{is_gateway_content_type, BodyKind, CachedResponse};
+use crate::core::cache::fastpath::{self, FastPathLimits};
+use crate::core::cache::key::{CacheKey, Scope};
+use crate::core::cache::store::StoreLimits;
+use crate::core::config::{Config, ConfigError, PolicyMatch, ProviderConfig, CREDENTIAL_HEADERS};
 use crate::core::errors::GatewayError;
-use crate::core::key::{CacheKey, Scope};
 use crate::core::request::{parse_chat_request, ChatRequest};
-use crate::core::sse::SseParser;
 use std::collections::BTreeMap;
 
 /// Provider keys resolved from the environment once, at load.
@@ -40,22 +41,38 @@ pub fn resolve_provider_keys(
 }
 
 /// The configuration compiled for the request path, once at load: the client key table,
-/// the provider keys as header values, and the forwarded-header allow-list.
+/// every provider's upstream headers, the policy index, and the cache's limits.
 #[derive(Debug, Clone)]
 pub struct Gateway {
     pub config: Config,
     pub keys: KeyTable,
     /// Provider name -> `Authorization` value sent upstream.
     pub provider_auth: ProviderKeys,
+    /// Provider name -> where its requests go, header values included (cloned per request,
+    /// never formatted).
+    pub upstreams: BTreeMap<String, Upstream>,
     /// `Authorization` value of the sidecar callouts (`semantic.token_env`).
     pub sidecar_auth: Option<String>,
+    pub policies: PolicyIndex,
+    pub limits: StoreLimits,
+    pub fast: FastPathLimits,
 }
 
 impl Gateway {
+    /// Parse, validate and compile the plugin configuration as Envoy hands it over; the fast
+    /// path's records are seeded with the bytes' fingerprint (see `fastpath::seed_for`).
+    pub fn load(raw: &[u8], env: impl Fn(&str) -> Option<String>) -> Result<Gateway, ConfigError> {
+        let mut gw = Gateway::compile(Config::parse(raw)?, env)?;
+        gw.fast.seed = fastpath::seed_for(raw);
+        Ok(gw)
+    }
+
     /// Resolve every key the config names through `env` (the VM's environment).
     pub fn compile(config: Config, env: impl Fn(&str) -> Option<String>) -> Result<Gateway, ConfigError> {
-        let provider_auth =
+        let provider_auth: ProviderKeys =
             resolve_provider_keys(&config, &env)?.into_iter().map(|(p, k)| (p, format!("Bearer {k}"))).collect();
+        let upstreams =
+            config.providers.iter().map(|(name, pc)| (name.clone(), upstream_for(name, pc, &provider_auth))).collect();
         let keys = KeyTable::compile(&config.auth, &env)?;
         let sidecar_auth = match &config.semantic.token_env {
             None => None,
@@ -69,7 +86,29 @@ impl Gateway {
                 }
             },
         };
-        Ok(Gateway { config, keys, provider_auth, sidecar_auth })
+        let policies = PolicyIndex::compile(&config);
+        let limits = StoreLimits {
+            max_bytes: config.cache.max_bytes,
+            max_entry_bytes: config.cache.max_entry_bytes,
+            slots: config.cache.slot_count(),
+            ways: config.cache.ways,
+        };
+        let fast = FastPathLimits {
+            slots: config.cache.fast_path_slots(),
+            max_record_bytes: config.cache.fast_path.max_record_bytes,
+            seed: 0,
+        };
+        Ok(Gateway { config, keys, provider_auth, upstreams, sidecar_auth, policies, limits, fast })
+    }
+
+    /// Some policy matches on the Envoy route name, so the host must read it (a property
+    /// read costs a host round trip: only then).
+    pub fn needs_route_name(&self) -> bool {
+        self.policies.needs_route_name
+    }
+
+    fn upstream(&self, provider: &str) -> Option<Upstream> {
+        self.upstreams.get(provider).cloned()
     }
 
     /// Client request headers that must not go upstream: credentials, `x-semgate-*`, and
@@ -152,8 +191,8 @@ pub fn admit(gw: &Gateway, head: &RequestHead) -> HeadDecision {
             .passthrough
             .iter()
             .find(|p| path.starts_with(p.path_prefix.as_str()) && p.methods.iter().any(|m| m == head.method));
-        return match relay.and_then(|r| config.providers.get_key_value(r.provider.as_str())) {
-            Some((name, pc)) => HeadDecision::Relay(upstream_for(name, pc, &gw.provider_auth)),
+        return match relay.and_then(|r| gw.upstream(&r.provider)) {
+            Some(up) => HeadDecision::Relay(up),
             None => HeadDecision::Reject(GatewayError::UnknownPath {
                 method: head.method.chars().take(16).collect(),
                 path: path.chars().take(256).collect(),
@@ -212,37 +251,55 @@ pub struct SemanticPolicy {
     pub ttl_s: Option<u64>,
 }
 
-/// Defaults from `cache` and `semantic`, then every matching entry of `policies` in order
-/// (later wins). `model` is the request's model.
-pub fn effective_policy(config: &Config, admitted: &Admitted, model: &str) -> EffectivePolicy {
-    let mut p = EffectivePolicy {
-        enabled: config.cache.enabled,
-        ttl_s: config.cache.ttl_s,
-        max_temperature: config.cache.max_temperature,
-        semantic: SemanticPolicy {
-            enabled: config.semantic.enabled,
-            threshold: config.semantic.threshold,
-            ttl_s: config.semantic.ttl_s,
-        },
-    };
-    for policy in &config.policies {
-        let m = &policy.matcher;
-        let matches = m.route.as_ref().is_none_or(|r| admitted.route_name.as_deref() == Some(r.as_str()))
-            && m.path_prefix.as_ref().is_none_or(|pre| admitted.path.starts_with(pre.as_str()))
-            && m.tenant.as_ref().is_none_or(|t| *t == admitted.tenant)
-            && m.model.as_ref().is_none_or(|name| name == model);
-        if matches {
-            let c = &policy.cache;
-            p.enabled = c.enabled.unwrap_or(p.enabled);
-            p.ttl_s = c.ttl_s.unwrap_or(p.ttl_s);
-            p.max_temperature = c.max_temperature.unwrap_or(p.max_temperature);
-            // A route can turn the layer off, never on without a sidecar configured.
-            p.semantic.enabled = config.semantic.enabled && c.semantic.unwrap_or(p.semantic.enabled);
-            p.semantic.threshold = c.semantic_threshold.or(p.semantic.threshold);
-            p.semantic.ttl_s = c.semantic_ttl_s.or(p.semantic.ttl_s);
+/// The cache policies compiled at load: the defaults from `cache` and `semantic` as one value,
+/// then the `policies` entries in order (later wins), each a matcher and its overrides.
+#[derive(Debug, Clone)]
+pub struct PolicyIndex {
+    defaults: EffectivePolicy,
+    rules: Vec<(PolicyMatch, crate::core::config::CacheOverride)>,
+    /// A route can turn the semantic layer off, never on without a sidecar configured.
+    semantic_configured: bool,
+    needs_route_name: bool,
+}
+
+impl PolicyIndex {
+    pub fn compile(config: &Config) -> PolicyIndex {
+        PolicyIndex {
+            defaults: EffectivePolicy {
+                enabled: config.cache.enabled,
+                ttl_s: config.cache.ttl_s,
+                max_temperature: config.cache.max_temperature,
+                semantic: SemanticPolicy {
+                    enabled: config.semantic.enabled,
+                    threshold: config.semantic.threshold,
+                    ttl_s: config.semantic.ttl_s,
+                },
+            },
+            rules: config.policies.iter().map(|p| (p.matcher.clone(), p.cache.clone())).collect(),
+            semantic_configured: config.semantic.enabled,
+            needs_route_name: config.policies.iter().any(|p| p.matcher.route.is_some()),
         }
     }
-    p
+
+    /// The policy for one request; `model` is the request's model.
+    pub fn resolve(&self, admitted: &Admitted, model: &str) -> EffectivePolicy {
+        let mut p = self.defaults;
+        for (m, c) in &self.rules {
+            let matches = m.route.as_ref().is_none_or(|r| admitted.route_name.as_deref() == Some(r.as_str()))
+                && m.path_prefix.as_ref().is_none_or(|pre| admitted.path.starts_with(pre.as_str()))
+                && m.tenant.as_ref().is_none_or(|t| *t == admitted.tenant)
+                && m.model.as_ref().is_none_or(|name| name == model);
+            if matches {
+                p.enabled = c.enabled.unwrap_or(p.enabled);
+                p.ttl_s = c.ttl_s.unwrap_or(p.ttl_s);
+                p.max_temperature = c.max_temperature.unwrap_or(p.max_temperature);
+                p.semantic.enabled = self.semantic_configured && c.semantic.unwrap_or(p.semantic.enabled);
+                p.semantic.threshold = c.semantic_threshold.or(p.semantic.threshold);
+                p.semantic.ttl_s = c.semantic_ttl_s.or(p.semantic.ttl_s);
+            }
+        }
+        p
+    }
 }
 
 /// Why a request does not use the cache; sent as `x-semgate-cache-reason`.
@@ -310,15 +367,17 @@ pub struct Plan {
 
 /// The body-phase decision: validate, route by model, and plan the cache.
 pub fn plan(gw: &Gateway, admitted: &Admitted, body: &[u8]) -> Result<Plan, GatewayError> {
-    let (config, keys) = (&gw.config, &gw.provider_auth);
+    let config = &gw.config;
     if body.len() as u64 > config.max_body_bytes {
         return Err(GatewayError::BodyTooLarge { size: body.len() as u64, limit: config.max_body_bytes });
     }
     let request = parse_chat_request(body)?;
-    let (provider, pc) =
-        config.route_model(&request.model).ok_or_else(|| GatewayError::UnknownModel(request.model.clone()))?;
-    let upstream = upstream_for(provider, pc, keys);
-    let policy = effective_policy(config, admitted, &request.model);
+    let upstream = config
+        .route_model(&request.model)
+        .and_then(|(provider, _)| gw.upstream(provider))
+        .ok_or_else(|| GatewayError::UnknownModel(request.model.clone()))?;
+    let provider = upstream.provider.as_str();
+    let policy = gw.policies.resolve(admitted, &request.model);
     let scope = Scope {
         tenant: admitted.tenant.clone(),
         provider: config.cache.cache_by_provider.then(|| provider.to_string()),
@@ -341,7 +400,7 @@ pub fn plan(gw: &Gateway, admitted: &Admitted, body: &[u8]) -> Result<Plan, Gate
     Ok(Plan { request, upstream, cache, semantic: policy.semantic })
 }
 
-/// `auth`: provider name -> the `Authorization` value (compiled at load).
+/// `auth`: provider name -> the `Authorization` value (compiled at load, with the rest).
 fn upstream_for(provider: &str, pc: &ProviderConfig, auth: &ProviderKeys) -> Upstream {
     Upstream {
         provider: provider.to_string(),
@@ -357,131 +416,6 @@ fn upstream_for(provider: &str, pc: &ProviderConfig, auth: &ProviderKeys) -> Ups
 /// reader's TTL.
 pub fn fresh_for(created_ms: u64, ttl_s: u64, now_ms: u64) -> bool {
     now_ms.saturating_sub(created_ms) < ttl_s.saturating_mul(1000)
-}
-
-/// Why a response is not stored.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum NotStorable {
-    Status,
-    ContentType,
-    Encoded,
-    TooLarge,
-    Truncated,
-    Invalid,
-}
-
-/// A bounded copy of a response body as it streams past, to store once it is complete.
-#[derive(Debug)]
-pub struct ResponseTee {
-    kind: BodyKind,
-    content_type: String,
-    limit: usize,
-    held: usize,
-    json: Vec<u8>,
-    sse: SseParser,
-    events: Vec<Vec<u8>>,
-    saw_done: bool,
-    saw_error: bool,
-    overflow: bool,
-}
-
-impl ResponseTee {
-    /// Start teeing a response, if its head says it could be stored.
-    pub fn start(
-        status: u16,
-        content_type: Option<&str>,
-        content_encoding: Option<&str>,
-        limit: usize,
-    ) -> Result<Self, NotStorable> {
-        if status != 200 {
-            return Err(NotStorable::Status);
-        }
-        if content_encoding.is_some_and(|e| !e.trim().eq_ignore_ascii_case("identity")) {
-            return Err(NotStorable::Encoded);
-        }
-        let ct = content_type.unwrap_or("").trim();
-        let media = ct.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
-        let kind = match media.as_str() {
-            "application/json" => BodyKind::Json,
-            "text/event-stream" => BodyKind::Sse,
-            _ => return Err(NotStorable::ContentType),
-        };
-        // What is stored is the gateway's own form of the type, never the provider's bytes.
-        let content_type = if is_gateway_content_type(ct) { ct.to_string() } else { media };
-        Ok(ResponseTee {
-            kind,
-            content_type,
-            limit,
-            held: 0,
-            json: Vec::new(),
-            sse: SseParser::new(),
-            events: Vec::new(),
-            saw_done: false,
-            saw_error: false,
-            overflow: false,
-        })
-    }
-
-    /// Copy the next piece; past the limit the copy is dropped (the response still flows).
-    pub fn push(&mut self, bytes: &[u8]) {
-        if self.overflow {
-            return;
-        }
-        self.held += bytes.len();
-        if self.held > self.limit {
-            self.overflow = true;
-            self.json = Vec::new();
-            self.events = Vec::new();
-            self.sse = SseParser::new();
-            return;
-        }
-        match self.kind {
-            BodyKind::Json => self.json.extend_from_slice(bytes),
-            BodyKind::Sse => {
-                for ev in self.sse.feed(bytes) {
-                    self.saw_done |= ev.is_done();
-                    // A provider may report a failure inside a 200 stream.
-                    self.saw_error |= ev.data.starts_with('{')
-                        && serde_json::from_str::<serde_json::Value>(&ev.data).is_ok_and(|v| v.get("error").is_some());
-                    self.events.push(ev.raw);
-                }
-            }
-        }
-    }
-
-    pub fn is_overflowed(&self) -> bool {
-        self.overflow
-    }
-
-    /// At the end of the stream: the response to store, if it is complete and well formed.
-    pub fn finish(self) -> Result<CachedResponse, NotStorable> {
-        if self.overflow {
-            return Err(NotStorable::TooLarge);
-        }
-        let chunks = match self.kind {
-            BodyKind::Json => {
-                // A complete completion: valid JSON with a `choices` array. Checked without
-                // building the document (every answer stored pays for this check).
-                #[derive(serde::Deserialize)]
-                struct Completion {
-                    #[serde(rename = "choices")]
-                    _choices: Vec<serde::de::IgnoredAny>,
-                }
-                serde_json::from_slice::<Completion>(&self.json).map_err(|_| NotStorable::Invalid)?;
-                vec![self.json]
-            }
-            BodyKind::Sse => {
-                if !self.saw_done || !self.sse.pending().iter().all(u8::is_ascii_whitespace) {
-                    return Err(NotStorable::Truncated);
-                }
-                if self.saw_error {
-                    return Err(NotStorable::Invalid);
-                }
-                self.events
-            }
-        };
-        Ok(CachedResponse { kind: self.kind, content_type: self.content_type, chunks })
-    }
 }
 
 #[cfg(test)]

@@ -1,13 +1,15 @@
 //! The semantic layer's pure side: which text the sidecar embeds, the scope a semantic hit
 //! must share exactly (tenant, provider, model, and a hash of everything but that text:
-//! system prompt, earlier turns, image digests, parameters), and the sidecar's JSON bodies.
+//! system prompt, earlier turns, image digests, parameters), and the sidecar's bodies
+//! (types in `core::protocol`).
 
-use crate::core::entry::{is_gateway_content_type, BodyKind, CachedResponse};
-use crate::core::key::CacheKey;
+use crate::core::cache::entry::{is_gateway_content_type, BodyKind, CachedResponse};
+use crate::core::cache::key::CacheKey;
+use crate::core::protocol::{LookupRequest, LookupResponse, StoreRequest, StoredResponse};
 use crate::core::request::ChatRequest;
 use base64::Engine;
 use serde::Deserialize;
-use serde_json::{json, Value};
+use serde_json::Value;
 
 /// What the sidecar embeds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -161,30 +163,36 @@ pub fn semantic_query(
 
 /// `threshold`: the request's (policy) threshold; `None` leaves it to the sidecar.
 pub fn lookup_body(q: &SemanticQuery, key: &CacheKey, cfg: &SemanticConfig, threshold: Option<f64>) -> Vec<u8> {
-    let mut body = json!({"scope": q.scope, "text": q.text, "guard": cfg.guard});
-    if cfg.shared_exact {
-        body["key"] = json!(key.hex());
-    }
-    if let Some(t) = threshold {
-        body["threshold"] = json!(t);
-    }
-    body.to_string().into_bytes()
+    let body = LookupRequest {
+        scope: q.scope.clone(),
+        key: cfg.shared_exact.then(|| key.hex()),
+        text: q.text.clone(),
+        // The sidecar compares in f32; the decimal sent is the f32's shortest form.
+        threshold: threshold.map(|t| t as f32),
+        guard: Some(cfg.guard),
+    };
+    serde_json::to_vec(&body).unwrap_or_default()
 }
 
 /// The sidecar's response object for a stored answer.
-fn response_json(r: &CachedResponse) -> Value {
-    json!({
-        "status": 200,
-        "headers": [["content-type", r.content_type]],
-        "body_b64": base64::engine::general_purpose::STANDARD.encode(r.body()),
-        "stream": r.kind == BodyKind::Sse,
-    })
+fn stored_response(r: &CachedResponse) -> StoredResponse {
+    StoredResponse {
+        status: 200,
+        headers: vec![("content-type".into(), r.content_type.clone())],
+        body_b64: base64::engine::general_purpose::STANDARD.encode(r.body()),
+        stream: r.kind == BodyKind::Sse,
+    }
 }
 
 pub fn store_body(q: &SemanticQuery, key: &CacheKey, r: &CachedResponse, ttl_s: u64) -> Vec<u8> {
-    json!({"scope": q.scope, "key": key.hex(), "text": q.text, "response": response_json(r), "ttl_s": ttl_s})
-        .to_string()
-        .into_bytes()
+    let body = StoreRequest {
+        scope: q.scope.clone(),
+        key: Some(key.hex()),
+        text: q.text.clone(),
+        response: stored_response(r),
+        ttl_s: Some(ttl_s),
+    };
+    serde_json::to_vec(&body).unwrap_or_default()
 }
 
 /// Which of the sidecar's tiers answered.
@@ -198,7 +206,8 @@ pub enum HitTier {
 #[derive(Debug, Clone, PartialEq)]
 pub struct SemanticHit {
     pub tier: HitTier,
-    pub score: f64,
+    /// Cosine similarity as the sidecar computed it (f32).
+    pub score: f32,
     pub created_ms: Option<u64>,
     pub expires_ms: Option<u64>,
     pub response: CachedResponse,
@@ -237,40 +246,40 @@ impl std::fmt::Display for LookupError {
 
 /// A lookup answer: `Ok(Some)` on a usable hit, `Ok(None)` on a miss.
 pub fn parse_lookup(body: &[u8], want_stream: bool) -> Result<Option<SemanticHit>, LookupError> {
-    let v: Value = serde_json::from_slice(body).map_err(|e| format!("lookup answer is not JSON: {e}"))?;
-    if v.get("hit").and_then(Value::as_bool) != Some(true) {
+    let answer: LookupResponse<StoredResponse> =
+        serde_json::from_slice(body).map_err(|e| format!("lookup answer is not JSON: {e}"))?;
+    if !answer.hit {
         return Ok(None);
     }
-    let score = v.get("score").and_then(Value::as_f64).unwrap_or(0.0);
-    let tier = match v.get("tier").and_then(Value::as_str) {
+    let tier = match answer.tier.as_deref() {
         Some("exact") => HitTier::Exact,
         _ => HitTier::Semantic,
     };
-    let created_ms = v.get("created_ms").and_then(Value::as_u64);
-    let expires_ms = v.get("expires_ms").and_then(Value::as_u64);
-    let r = v.get("response").ok_or("hit without a response")?;
-    let body_b64 = r.get("body_b64").and_then(Value::as_str).ok_or("response without body_b64")?;
-    let body = base64::engine::general_purpose::STANDARD.decode(body_b64).map_err(|e| format!("body_b64: {e}"))?;
-    let stream = r.get("stream").and_then(Value::as_bool).unwrap_or(false);
-    if stream != want_stream {
+    let r = answer.response.ok_or("hit without a response")?;
+    let body = base64::engine::general_purpose::STANDARD.decode(&r.body_b64).map_err(|e| format!("body_b64: {e}"))?;
+    if r.stream != want_stream {
         // The scope includes `stream`, so this only happens with a foreign writer: miss.
         return Ok(None);
     }
     let content_type = r
-        .get("headers")
-        .and_then(Value::as_array)
-        .and_then(|hs| {
-            hs.iter().find(|h| h.get(0).and_then(Value::as_str).is_some_and(|n| n.eq_ignore_ascii_case("content-type")))
-        })
-        .and_then(|h| h.get(1).and_then(Value::as_str))
-        .unwrap_or(if stream { "text/event-stream" } else { "application/json" })
+        .headers
+        .iter()
+        .find(|(n, _)| n.eq_ignore_ascii_case("content-type"))
+        .map(|(_, v)| v.as_str())
+        .unwrap_or(if r.stream { "text/event-stream" } else { "application/json" })
         .to_string();
     if !is_gateway_content_type(&content_type) {
         return Err(LookupError::UnsafeEntry);
     }
-    let kind = if stream { BodyKind::Sse } else { BodyKind::Json };
+    let kind = if r.stream { BodyKind::Sse } else { BodyKind::Json };
     let response = CachedResponse { kind, content_type, chunks: vec![body] };
-    Ok(Some(SemanticHit { tier, score, created_ms, expires_ms, response }))
+    Ok(Some(SemanticHit {
+        tier,
+        score: answer.score,
+        created_ms: answer.created_ms,
+        expires_ms: answer.expires_ms,
+        response,
+    }))
 }
 
 #[cfg(test)]

@@ -2,7 +2,7 @@
 //! `Err(status)`. The SDK's own wrappers `panic!` on unexpected statuses (e.g. a header write
 //! after the headers left), and a panic traps the VM for every later request on that worker.
 
-use crate::core::headermap::{self, HeaderMap};
+use crate::core::wire::headermap::{self, HeaderMap};
 use std::ptr::null_mut;
 
 /// A proxy-wasm status code other than Ok.

@@ -3,17 +3,17 @@
 //! lookup, failing open), or route upstream and tee the response into the caches when it
 //! completes.
 
-use crate::core::entry::{CachedResponse, Entry};
+use crate::core::cache::entry::{CachedResponse, Entry};
+use crate::core::cache::fastpath::{self, FastLookup, FastPath, Probe, RawRequest};
+use crate::core::cache::key::CacheKey;
+use crate::core::cache::store::{CacheStore, Lookup, StoreError};
+use crate::core::cache::tee::{NotStorable, ResponseTee};
 use crate::core::errors::GatewayError;
-use crate::core::fastpath::{self, FastLookup, FastPath, Probe, RawRequest};
 use crate::core::gateway::{
-    admit, fresh_for, plan, Admitted, CachePlan, ClientDirective, HeadDecision, NotStorable, Plan, RequestHead,
-    ResponseTee, Upstream,
+    admit, fresh_for, plan, Admitted, CachePlan, ClientDirective, HeadDecision, Plan, RequestHead, Upstream,
 };
-use crate::core::headermap::HeaderMap;
-use crate::core::key::CacheKey;
 use crate::core::semantic::{self, HitTier, LookupError, SemanticHit, SemanticQuery};
-use crate::core::store::{CacheStore, Lookup, StoreError};
+use crate::core::wire::headermap::HeaderMap;
 use crate::host::abi::{self, Buffer, Headers, Level};
 use crate::host::root::Runtime;
 use crate::host::shared::EnvoySharedData;

@@ -2,10 +2,10 @@
 //! config makes `on_configure` fail, so Envoy refuses the filter instead of serving
 //! half-configured), resolves provider keys, defines metrics and lays out the cache slots.
 
+use crate::core::cache::fastpath::{self, FastPathLimits};
+use crate::core::cache::store::{CacheStore, StoreLimits};
 use crate::core::config::Config;
-use crate::core::fastpath::{self, FastPathLimits};
 use crate::core::gateway::Gateway;
-use crate::core::store::{CacheStore, StoreLimits};
 use crate::host::abi::{self, Buffer, Level};
 use crate::host::http::GatewayHttp;
 use crate::host::metrics::Metrics;

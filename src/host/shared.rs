@@ -1,6 +1,6 @@
 //! Envoy shared data as the core store's compare-and-swap map.
 
-use crate::core::store::{SetError, SharedData};
+use crate::core::cache::store::{SetError, SharedData};
 use crate::host::abi;
 
 pub struct EnvoySharedData;

@@ -1,6 +1,7 @@
 //! Unit tests of `core::gateway`.
 
 use super::*;
+use crate::core::cache::tee::{NotStorable, ResponseTee};
 
 fn config(extra: &str) -> Gateway {
     let base = r#"{"auth":{"keys":[{"key":"sk-demo","tenant":"demo"},{"key":"sk-b","tenant":"team-b"}]},

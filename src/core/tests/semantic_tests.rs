@@ -2,6 +2,7 @@
 
 use super::*;
 use crate::core::request::parse_chat_request;
+use serde_json::json;
 
 fn req(body: &str) -> ChatRequest {
     parse_chat_request(body.as_bytes()).unwrap()

@@ -17,8 +17,8 @@
 //! count may be off by that one entry until the way is next replaced. The memory held is at
 //! most `max_bytes` plus one entry per concurrent writer, whatever the traffic.
 
-use crate::core::entry::Entry;
-use crate::core::key::CacheKey;
+use crate::core::cache::entry::Entry;
+use crate::core::cache::key::CacheKey;
 
 /// A compare-and-swap map. `get` returns the value and its version; `set` with `Some(cas)`
 /// fails with `CasMismatch` if the value changed since it was read.

@@ -26,8 +26,8 @@
 //!   previous answer until that answer's expiry, as a second cache in front of the first would.
 //!   An eviction from the canonical store does not remove a record: it stays valid until expiry.
 
-use crate::core::entry::Entry;
-use crate::core::store::SharedData;
+use crate::core::cache::entry::Entry;
+use crate::core::cache::store::SharedData;
 use xxhash_rust::xxh3::xxh3_64_with_seed;
 
 const MAGIC: &[u8; 4] = b"SGF1";

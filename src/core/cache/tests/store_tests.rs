@@ -1,7 +1,7 @@
 //! Unit tests of `core::store`.
 
 use super::*;
-use crate::core::entry::{BodyKind, CachedResponse};
+use crate::core::cache::entry::{BodyKind, CachedResponse};
 use std::cell::RefCell;
 use std::collections::HashMap;
 

@@ -4,7 +4,7 @@
 //! kind u8 (0 json, 1 sse) | content-type len u16 + bytes | chunk count u32 |
 //! per chunk: len u32 + bytes. A JSON body is one chunk; an SSE body is its events in order.
 
-use crate::core::key::CacheKey;
+use crate::core::cache::key::CacheKey;
 
 const MAGIC: &[u8; 4] = b"SGE1";
 /// Bytes before the key: lets a lookup reject a slot after reading its first 36 bytes' worth.

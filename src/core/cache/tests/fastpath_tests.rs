@@ -1,9 +1,9 @@
 //! Unit tests of `core::fastpath`.
 
 use super::*;
-use crate::core::entry::{BodyKind, CachedResponse};
-use crate::core::key::CacheKey;
-use crate::core::store::tests::MemKv;
+use crate::core::cache::entry::{BodyKind, CachedResponse};
+use crate::core::cache::key::CacheKey;
+use crate::core::cache::store::tests::MemKv;
 
 const LIMITS: FastPathLimits = FastPathLimits { slots: 64, max_record_bytes: 16 << 10, seed: 42 };
 

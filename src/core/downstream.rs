@@ -1,0 +1,748 @@
+//! The downstream role's request path as decisions: each phase (request headers, the
+//! complete body, the sidecar's answer, the response headers and body) is a function of what
+//! the host read, the compiled `Gateway`, shared data behind `SharedData` and a clock value,
+//! and returns what the host must do. The host carries the value out and reports back only
+//! what it could not do (a refused local reply, a refused callout), which is one more step.
+//!
+//! The body decision runs in stages, each a function: the fast path, the plan and the exact
+//! lookup, the semantic lookup, then forwarding. A budget check is one more stage between the
+//! plan and the lookups, returning `BodyDecision::Reject` like any other refusal.
+
+use crate::core::cache::entry::{CachedResponse, Entry};
+use crate::core::cache::fastpath::{self, FastLookup, FastPath, Probe, RawRequest};
+use crate::core::cache::key::CacheKey;
+use crate::core::cache::store::{CacheStore, Lookup, SharedData, StoreError};
+use crate::core::cache::tee::{NotStorable, ResponseTee};
+use crate::core::errors::GatewayError;
+use crate::core::gateway::{
+    admit, fresh_for, plan, Admitted, CachePlan, ClientDirective, Gateway, HeadDecision, Plan, RequestHead, Upstream,
+};
+use crate::core::semantic::{self, HitTier, LookupError, SemanticHit, SemanticQuery};
+use crate::core::tally::{Counter, Gauge, LogLevel, Tally};
+use crate::core::wire::headermap::HeaderMap;
+
+/// Faults of the host, not the client's: each is a 5xx through the one error renderer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HostFault {
+    /// The VM has no configuration (Envoy does not serve with a plugin whose configure failed).
+    NotConfigured,
+    BodyUnreadable,
+    RouteNotSet,
+}
+
+impl HostFault {
+    pub fn error(self) -> GatewayError {
+        GatewayError::Internal(
+            match self {
+                HostFault::NotConfigured => "semgate is not configured",
+                HostFault::BodyUnreadable => "the request body could not be read",
+                HostFault::RouteNotSet => "the request could not be routed",
+            }
+            .into(),
+        )
+    }
+}
+
+/// Header changes on the request going upstream, in order: removals, then sets.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct RequestEdit {
+    pub remove: Vec<String>,
+    pub set: Vec<(&'static str, String)>,
+}
+
+impl RequestEdit {
+    /// Set what the gateway decided (cluster, the provider's path unless the client's is
+    /// already it, authority, key) and drop every client header that is not forwarded.
+    pub fn to(gw: &Gateway, client_headers: &HeaderMap, up: Upstream, path_is_upstream: bool) -> RequestEdit {
+        let mut remove = gw.headers_to_drop(client_headers.iter().map(|(k, _)| k));
+        // Replaced below rather than removed first: one host call, not two.
+        if up.authorization.is_some() {
+            remove.retain(|n| n != "authorization");
+        }
+        let mut set = Vec::with_capacity(4);
+        set.push(("x-semgate-cluster", up.cluster));
+        if !path_is_upstream {
+            set.push((":path", up.path));
+        }
+        if let Some(a) = up.authority {
+            set.push((":authority", a));
+        }
+        if let Some(a) = up.authorization {
+            set.push(("authorization", a));
+        }
+        RequestEdit { remove, set }
+    }
+}
+
+/// A request admitted at the headers, held until its body is complete.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Held {
+    pub admitted: Admitted,
+    /// The client's headers as read at the headers phase: what to drop is decided from them
+    /// only if the request goes upstream (each removal is a host call).
+    pub client_headers: HeaderMap,
+}
+
+#[derive(Debug, PartialEq)]
+pub enum HeadersDecision {
+    /// A `passthrough` path: apply the edit and let the request go (no body read, no cache).
+    Relay(RequestEdit),
+    Reject(GatewayError),
+    /// Hold the headers and read the body.
+    ReadBody(Held),
+}
+
+/// The request headers the headers phase reads, in one pass over the map.
+fn head_names(gw: &Gateway) -> [&str; 7] {
+    [
+        ":method",
+        ":path",
+        "authorization",
+        // An untrusted tenant header is never read ("" names no header).
+        gw.keys.trusted_tenant_header().unwrap_or(""),
+        "content-length",
+        "cache-control",
+        "x-semgate-cache",
+    ]
+}
+
+fn nonempty(v: Option<&str>) -> Option<&str> {
+    v.filter(|v| !v.is_empty())
+}
+
+/// `route_name`: the Envoy route's name, read only when `gw.needs_route_name()`.
+pub fn on_request_headers(
+    gw: &Gateway,
+    headers: HeaderMap,
+    route_name: Option<&str>,
+    end_of_stream: bool,
+    t: &mut impl Tally,
+) -> HeadersDecision {
+    let decision = {
+        let [method, path, authorization, tenant, content_length, cache_control, semgate_cache] =
+            headers.pick(head_names(gw));
+        let head = RequestHead {
+            method: nonempty(method).unwrap_or_default(),
+            path: nonempty(path).unwrap_or_default(),
+            authorization: nonempty(authorization),
+            tenant: nonempty(tenant),
+            content_length: nonempty(content_length),
+            cache_control: nonempty(cache_control),
+            semgate_cache: nonempty(semgate_cache),
+            route_name: route_name.filter(|r| !r.is_empty()),
+        };
+        admit(gw, &head)
+    };
+    match decision {
+        HeadDecision::Relay(up) => {
+            t.inc(Counter::Relayed);
+            HeadersDecision::Relay(RequestEdit::to(gw, &headers, up, true))
+        }
+        HeadDecision::Reject(e) => HeadersDecision::Reject(e),
+        HeadDecision::ReadBody(admitted) => {
+            t.inc(Counter::Requests);
+            if end_of_stream {
+                return HeadersDecision::Reject(GatewayError::InvalidJson("the request has no body".into()));
+            }
+            HeadersDecision::ReadBody(Held { admitted, client_headers: headers })
+        }
+    }
+}
+
+#[derive(Debug, PartialEq)]
+pub enum BodyProgress {
+    /// Keep buffering.
+    Wait,
+    /// The whole body is buffered: read it and call `on_complete_body`.
+    Complete,
+    Reject(GatewayError),
+}
+
+/// A body chunk arrived; `body_size` is what is buffered so far.
+pub fn on_request_body(gw: &Gateway, body_size: usize, end_of_stream: bool) -> BodyProgress {
+    let limit = gw.config.max_body_bytes;
+    if body_size as u64 > limit {
+        BodyProgress::Reject(GatewayError::BodyTooLarge { size: body_size as u64, limit })
+    } else if end_of_stream {
+        BodyProgress::Complete
+    } else {
+        BodyProgress::Wait
+    }
+}
+
+/// Which callout a token was given for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CalloutKind {
+    /// `/v1/lookup`: the request waits for its answer.
+    Lookup,
+    /// `/v1/store`: fire and forget.
+    Store,
+}
+
+/// An HTTP callout to the sidecar.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Callout<'g> {
+    pub kind: CalloutKind,
+    pub cluster: &'g str,
+    pub path: &'static str,
+    pub authorization: Option<&'g str>,
+    pub body: Vec<u8>,
+    pub timeout_ms: u64,
+}
+
+/// A store is not waited for; its timeout only bounds the callout's life in Envoy.
+const STORE_TIMEOUT_MS: u64 = 5_000;
+
+/// A local reply.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LocalReply {
+    pub status: u16,
+    pub headers: Vec<(&'static str, String)>,
+    pub body: Vec<u8>,
+}
+
+impl LocalReply {
+    /// The one renderer of errors: OpenAI-style JSON with the error's status.
+    pub fn error(e: &GatewayError) -> LocalReply {
+        LocalReply { status: e.status(), headers: vec![("content-type", "application/json".into())], body: e.to_json() }
+    }
+
+    fn cached(response: &CachedResponse, marks: Vec<(&'static str, String)>) -> LocalReply {
+        let mut headers = Vec::with_capacity(marks.len() + 1);
+        headers.push(("content-type", response.content_type.clone()));
+        headers.extend(marks);
+        LocalReply { status: 200, headers, body: response.body() }
+    }
+}
+
+/// A cache hit to answer with. Once the host tried, it calls `after_reply` with the outcome:
+/// the hit is then counted and its follow-up done, or the request goes on without it.
+#[derive(Debug)]
+pub struct CacheReply {
+    pub reply: LocalReply,
+    hit: Counter,
+    state: ReplyState,
+}
+
+#[derive(Debug)]
+enum ReplyState {
+    /// A fast-path hit: if refused, the canonical path runs.
+    Fast(Box<BodyCtx>),
+    /// A canonical exact hit: once sent, these bytes get a fast-path record.
+    Exact {
+        ctx: Box<BodyCtx>,
+        plan: Box<Plan>,
+        entry: Entry,
+        ttl_s: u64,
+    },
+    /// The sidecar's shared exact tier: once sent, a local copy.
+    Shared {
+        pending: Box<Pending>,
+        entry: Entry,
+    },
+    Semantic(Box<Pending>),
+}
+
+#[derive(Debug)]
+pub enum BodyDecision<'g> {
+    Reply(CacheReply),
+    Reject(GatewayError),
+    /// Send the lookup and hold the request; if the host cannot send it, `lookup_not_sent`.
+    AskSidecar(Callout<'g>, Box<Pending>),
+    Forward(Box<Forward>),
+}
+
+/// Route upstream: apply the edit (a refusal is `HostFault::RouteNotSet`), then count
+/// `counter` and keep `forwarded` for the response.
+#[derive(Debug)]
+pub struct Forward {
+    pub edit: RequestEdit,
+    pub counter: Counter,
+    pub forwarded: Forwarded,
+}
+
+/// The body phase's working set.
+#[derive(Debug)]
+struct BodyCtx {
+    held: Held,
+    body: Vec<u8>,
+    /// Where these bytes' fast-path record lives, when they may have one.
+    probe: Option<Probe>,
+}
+
+impl BodyCtx {
+    fn raw(&self) -> RawRequest<'_> {
+        raw_request(&self.held.admitted, &self.body)
+    }
+}
+
+fn raw_request<'a>(admitted: &'a Admitted, body: &'a [u8]) -> RawRequest<'a> {
+    RawRequest {
+        tenant: &admitted.tenant,
+        path: &admitted.path,
+        route: admitted.route_name.as_deref().unwrap_or(""),
+        body,
+    }
+}
+
+/// A request waiting for the sidecar's answer.
+#[derive(Debug)]
+pub struct Pending {
+    plan: Plan,
+    query: SemanticQuery,
+    client_headers: HeaderMap,
+    path_is_upstream: bool,
+    /// When the lookup was sent, for the lookup latency histogram.
+    sent_ms: u64,
+}
+
+/// The whole body is buffered: answer it, refuse it, ask the sidecar, or forward it.
+pub fn on_complete_body<'g, S: SharedData>(
+    gw: &'g Gateway,
+    kv: &S,
+    now: u64,
+    held: Held,
+    body: Vec<u8>,
+    t: &mut impl Tally,
+) -> BodyDecision<'g> {
+    let mut ctx = BodyCtx { held, body, probe: None };
+    // Byte-identical repeat of a request served from the cache: answered before any parse.
+    let directive = ctx.held.admitted.directive;
+    if directive != ClientDirective::Bypass && gw.fast.may_hold(&ctx.raw()) {
+        ctx.probe = Some(fastpath::probe(&gw.fast, &ctx.raw()));
+    }
+    let hit = match (&ctx.probe, directive) {
+        (Some(probe), ClientDirective::Normal) => match FastPath::new(kv, gw.fast).lookup(probe, &ctx.raw(), now) {
+            FastLookup::Hit(entry) => Some(entry),
+            FastLookup::Miss => None,
+        },
+        _ => None,
+    };
+    if let Some(entry) = hit {
+        let reply = LocalReply::cached(&entry.response, exact_marks(&entry, now, None));
+        let state = ReplyState::Fast(Box::new(ctx));
+        return BodyDecision::Reply(CacheReply { reply, hit: Counter::HitsFast, state });
+    }
+    after_fast_path(gw, kv, now, Box::new(ctx), t)
+}
+
+/// Parse and plan, then the exact lookup.
+fn after_fast_path<'g, S: SharedData>(
+    gw: &'g Gateway,
+    kv: &S,
+    now: u64,
+    ctx: Box<BodyCtx>,
+    t: &mut impl Tally,
+) -> BodyDecision<'g> {
+    let plan = match plan(gw, &ctx.held.admitted, &ctx.body) {
+        Ok(p) => p,
+        Err(e) => return BodyDecision::Reject(e),
+    };
+    if let CachePlan::Lookup { key, ttl_s } = plan.cache {
+        match CacheStore::new(kv, gw.limits).lookup(&key, now) {
+            // An entry stored under a longer TTL (another path's policy) is as old as this
+            // request's policy allows, or it is a miss.
+            Lookup::Hit(entry) if !fresh_for(entry.created_ms, ttl_s, now) => t.inc(Counter::Expired),
+            Lookup::Hit(entry) => {
+                let reply = LocalReply::cached(&entry.response, exact_marks(&entry, now, None));
+                let state = ReplyState::Exact { ctx, plan: Box::new(plan), entry, ttl_s };
+                return BodyDecision::Reply(CacheReply { reply, hit: Counter::HitsExact, state });
+            }
+            Lookup::Expired => t.inc(Counter::Expired),
+            Lookup::Miss => {}
+        }
+    }
+    after_exact(gw, now, ctx, plan)
+}
+
+/// No local answer: ask the sidecar when the semantic layer applies, else forward.
+fn after_exact<'g>(gw: &'g Gateway, now: u64, ctx: Box<BodyCtx>, plan: Plan) -> BodyDecision<'g> {
+    let sem = &gw.config.semantic;
+    let admitted = &ctx.held.admitted;
+    let path_is_upstream = !admitted.has_query && admitted.path == plan.upstream.path;
+    let query = match plan.cache.store_as() {
+        Some(_) if plan.semantic.enabled => {
+            let provider = gw.config.cache.cache_by_provider.then_some(plan.upstream.provider.as_str());
+            semantic::semantic_query(&plan.request, &admitted.tenant, provider, sem)
+        }
+        _ => None,
+    };
+    if let (Some(q), CachePlan::Lookup { key, .. }) = (query.as_ref(), plan.cache) {
+        let callout = Callout {
+            kind: CalloutKind::Lookup,
+            cluster: &sem.cluster,
+            path: "/v1/lookup",
+            authorization: gw.sidecar_auth.as_deref(),
+            body: semantic::lookup_body(q, &key, sem, plan.semantic.threshold),
+            timeout_ms: sem.timeout_ms,
+        };
+        let query = q.clone();
+        let BodyCtx { held, .. } = *ctx;
+        let pending = Pending { plan, query, client_headers: held.client_headers, path_is_upstream, sent_ms: now };
+        return BodyDecision::AskSidecar(callout, Box::new(pending));
+    }
+    // A refresh stores a new answer: the record of the bytes that asked for it follows it.
+    let BodyCtx { held, body, probe } = *ctx;
+    let refresh = match (plan.cache, probe) {
+        (CachePlan::Refresh { .. }, Some(probe)) => Some(RefreshRecord { probe, admitted: held.admitted, body }),
+        _ => None,
+    };
+    BodyDecision::Forward(forward(gw, &held.client_headers, plan, path_is_upstream, query, refresh))
+}
+
+/// The host could not send the lookup (sidecar cluster missing or overloaded): fail open.
+pub fn lookup_not_sent<'g>(
+    gw: &'g Gateway,
+    pending: Box<Pending>,
+    status: u32,
+    t: &mut impl Tally,
+) -> BodyDecision<'g> {
+    t.inc(Counter::SidecarErrors);
+    t.log(LogLevel::Warn, format!("semgate: semantic lookup not sent (status {status})"));
+    forward_pending(gw, pending)
+}
+
+fn forward_pending(gw: &Gateway, p: Box<Pending>) -> BodyDecision<'static> {
+    let Pending { plan, query, client_headers, path_is_upstream, .. } = *p;
+    BodyDecision::Forward(forward(gw, &client_headers, plan, path_is_upstream, Some(query), None))
+}
+
+/// Whether the host should read the answer's body: only a 200 carries one worth reading.
+pub fn lookup_answer_has_body(status: Option<&str>) -> bool {
+    status == Some("200")
+}
+
+/// The sidecar answered (or the callout timed out: no status at all). `body` is what the
+/// host read when `lookup_answer_has_body`, or the status of its refusal.
+pub fn on_lookup_answer<'g>(
+    gw: &'g Gateway,
+    now: u64,
+    pending: Box<Pending>,
+    status: Option<&str>,
+    body: Option<Result<Vec<u8>, u32>>,
+    t: &mut impl Tally,
+) -> BodyDecision<'g> {
+    let answer = match (status, body) {
+        (Some("200"), Some(body)) => body
+            .map_err(|s| LookupError::Protocol(format!("status {s}")))
+            .and_then(|body| semantic::parse_lookup(&body, pending.plan.request.stream)),
+        // A timeout or a reset reaches here with no headers at all.
+        (other, _) => Err(LookupError::Protocol(format!(
+            "sidecar answered {}",
+            other.unwrap_or("nothing (timeout or connection failure)")
+        ))),
+    };
+    t.gauge(Gauge::LookupMs, now.saturating_sub(pending.sent_ms));
+    match answer {
+        Ok(Some(hit)) if hit.tier == HitTier::Exact => return shared_exact(gw, now, pending, hit, t),
+        Ok(Some(hit)) if !semantic_fresh(&pending.plan, hit.created_ms, now) => t.inc(Counter::Expired),
+        Ok(Some(hit)) => {
+            let marks =
+                vec![("x-semgate-cache", "hit-semantic".into()), ("x-semgate-similarity", format!("{:.4}", hit.score))];
+            let reply = LocalReply::cached(&hit.response, marks);
+            return BodyDecision::Reply(CacheReply {
+                reply,
+                hit: Counter::HitsSemantic,
+                state: ReplyState::Semantic(pending),
+            });
+        }
+        Ok(None) => t.inc(Counter::SemanticMisses),
+        Err(LookupError::UnsafeEntry) => {
+            t.inc(Counter::UnsafeEntries);
+            t.log(LogLevel::Warn, "semgate: a sidecar entry with a foreign content type was not replayed".into());
+        }
+        Err(e) => {
+            t.inc(Counter::SidecarErrors);
+            t.log(LogLevel::Warn, format!("semgate: semantic lookup failed, failing open: {e}"));
+        }
+    }
+    forward_pending(gw, pending)
+}
+
+/// A semantic entry is served only while younger than this request's semantic TTL.
+fn semantic_fresh(plan: &Plan, created_ms: Option<u64>, now: u64) -> bool {
+    let ttl_s = plan.semantic.ttl_s.or(plan.cache.store_as().map(|(_, t)| t));
+    match (created_ms, ttl_s) {
+        (Some(created), Some(ttl)) => fresh_for(created, ttl, now),
+        _ => true,
+    }
+}
+
+/// Answer from the sidecar's shared exact tier (another replica stored it), and keep a copy
+/// in this replica's cache until the original expiry, so the next hit is local.
+fn shared_exact<'g>(
+    gw: &'g Gateway,
+    now: u64,
+    pending: Box<Pending>,
+    hit: SemanticHit,
+    t: &mut impl Tally,
+) -> BodyDecision<'g> {
+    let CachePlan::Lookup { key, ttl_s } = pending.plan.cache else { return forward_pending(gw, pending) };
+    let created_ms = hit.created_ms.unwrap_or(now).min(now);
+    if !fresh_for(created_ms, ttl_s, now) {
+        t.inc(Counter::Expired);
+        return forward_pending(gw, pending);
+    }
+    let expires_ms = hit.expires_ms.unwrap_or(u64::MAX).min(now + ttl_s * 1000);
+    let entry = Entry { key, created_ms, expires_ms, response: hit.response };
+    let reply = LocalReply::cached(&entry.response, exact_marks(&entry, now, Some("shared")));
+    BodyDecision::Reply(CacheReply { reply, hit: Counter::HitsShared, state: ReplyState::Shared { pending, entry } })
+}
+
+/// An exact hit's marks: its key and age, and the tier that held it when not this replica's.
+fn exact_marks(entry: &Entry, now: u64, tier: Option<&'static str>) -> Vec<(&'static str, String)> {
+    let age = (now.saturating_sub(entry.created_ms) / 1000).to_string();
+    let mut marks = Vec::with_capacity(4);
+    marks.push(("x-semgate-cache", "hit-exact".to_string()));
+    if let Some(t) = tier {
+        marks.push(("x-semgate-tier", t.to_string()));
+    }
+    marks.push(("x-semgate-key", entry.key.short()));
+    marks.push(("age", age));
+    marks
+}
+
+/// The host tried to send a cache hit: count it and do its follow-up, or, if the host
+/// refused, go on without it (the next stage of the body decision).
+pub fn after_reply<'g, S: SharedData>(
+    gw: &'g Gateway,
+    kv: &S,
+    now: u64,
+    reply: CacheReply,
+    sent: Result<(), u32>,
+    t: &mut impl Tally,
+) -> Option<BodyDecision<'g>> {
+    let CacheReply { hit, state, .. } = reply;
+    if let Err(status) = sent {
+        t.inc(Counter::HostErrors);
+        t.log(LogLevel::Error, format!("semgate: cache hit reply refused (status {status}), forwarding"));
+        return Some(match state {
+            ReplyState::Fast(ctx) => after_fast_path(gw, kv, now, ctx, t),
+            ReplyState::Exact { ctx, plan, .. } => after_exact(gw, now, ctx, *plan),
+            ReplyState::Shared { pending, .. } | ReplyState::Semantic(pending) => forward_pending(gw, pending),
+        });
+    }
+    // A fast hit is an exact hit too (HitsFast is the subset).
+    if hit == Counter::HitsFast {
+        t.inc(Counter::HitsExact);
+    }
+    t.inc(hit);
+    match state {
+        // Served from the cache: its next byte-identical repeat takes the fast path.
+        ReplyState::Exact { ctx, entry, ttl_s, .. } => {
+            if let Some(probe) = &ctx.probe {
+                remember_fast(gw, kv, probe, &ctx.raw(), &entry, ttl_s, t);
+            }
+        }
+        ReplyState::Shared { entry, .. } if entry.expires_ms > now => store_local(gw, kv, &entry, now, t),
+        _ => {}
+    }
+    None
+}
+
+/// Keep a fast-path record: `raw` is now answered by `entry` (see `cache::fastpath`), for no
+/// longer than this request's TTL allows (the record is read without its policy).
+fn remember_fast<S: SharedData>(
+    gw: &Gateway,
+    kv: &S,
+    probe: &Probe,
+    raw: &RawRequest,
+    entry: &Entry,
+    ttl_s: u64,
+    t: &mut impl Tally,
+) {
+    let bound = entry.created_ms.saturating_add(ttl_s.saturating_mul(1000));
+    let clamped;
+    let entry = if entry.expires_ms > bound {
+        clamped = Entry { expires_ms: bound, ..entry.clone() };
+        &clamped
+    } else {
+        entry
+    };
+    if FastPath::new(kv, gw.fast).remember(probe, raw, entry) {
+        t.inc(Counter::FastRecords);
+    }
+}
+
+/// Keep an entry in this replica's shared-data cache.
+fn store_local<S: SharedData>(gw: &Gateway, kv: &S, entry: &Entry, now: u64, t: &mut impl Tally) {
+    match CacheStore::new(kv, gw.limits).insert(entry, now) {
+        Ok(stored) => {
+            t.inc(Counter::Stores);
+            t.count(Counter::Evictions, u64::from(stored.evicted));
+            if let Some(bytes) = stored.bytes_in_cache {
+                t.gauge(Gauge::CacheBytes, bytes);
+            }
+        }
+        Err(StoreError::TooLarge(_)) => t.inc(Counter::TooLarge),
+        Err(e) => {
+            t.inc(Counter::StoreFailures);
+            t.log(LogLevel::Warn, format!("semgate: cache store failed: {e}"));
+        }
+    }
+}
+
+/// A refresh: the fast-path record of these bytes gets the new answer too.
+#[derive(Debug)]
+struct RefreshRecord {
+    probe: Probe,
+    admitted: Admitted,
+    body: Vec<u8>,
+}
+
+/// A request sent upstream: how its response is marked and, if storable, copied.
+#[derive(Debug)]
+pub struct Forwarded {
+    cache_status: &'static str,
+    reason: Option<&'static str>,
+    provider: String,
+    /// Where a complete answer is stored, and for how long.
+    store: Option<(CacheKey, u64)>,
+    tee: Option<ResponseTee>,
+    /// Also store the answer in the sidecar under this text and scope.
+    semantic: Option<SemanticQuery>,
+    /// The semantic entry's TTL, when not the exact entry's.
+    semantic_ttl_s: Option<u64>,
+    refresh_record: Option<Box<RefreshRecord>>,
+}
+
+fn forward(
+    gw: &Gateway,
+    client_headers: &HeaderMap,
+    plan: Plan,
+    path_is_upstream: bool,
+    semantic: Option<SemanticQuery>,
+    refresh: Option<RefreshRecord>,
+) -> Box<Forward> {
+    let (cache_status, reason, counter) = match plan.cache {
+        CachePlan::Lookup { .. } => ("miss", None, Counter::Misses),
+        CachePlan::Refresh { .. } => ("refresh", None, Counter::Bypasses),
+        CachePlan::Bypass(r) => ("bypass", Some(r.as_str()), Counter::Bypasses),
+    };
+    let store = plan.cache.store_as();
+    let semantic_ttl_s = plan.semantic.ttl_s;
+    let provider = plan.upstream.provider.clone();
+    let edit = RequestEdit::to(gw, client_headers, plan.upstream, path_is_upstream);
+    Box::new(Forward {
+        edit,
+        counter,
+        forwarded: Forwarded {
+            cache_status,
+            reason,
+            provider,
+            store,
+            tee: None,
+            semantic,
+            semantic_ttl_s,
+            refresh_record: refresh.map(Box::new),
+        },
+    })
+}
+
+impl Forwarded {
+    /// Response headers that say what the gateway did.
+    pub fn response_marks(&self) -> Vec<(&'static str, String)> {
+        let mut marks = Vec::with_capacity(4);
+        marks.push(("x-semgate-cache", self.cache_status.to_string()));
+        marks.push(("x-semgate-provider", self.provider.clone()));
+        if let Some(r) = self.reason {
+            marks.push(("x-semgate-cache-reason", r.to_string()));
+        }
+        if let Some((key, _)) = &self.store {
+            marks.push(("x-semgate-key", key.short()));
+        }
+        marks
+    }
+
+    /// Whether the host should read the response headers (only a storable answer needs them).
+    pub fn wants_response_head(&self) -> bool {
+        self.store.is_some()
+    }
+
+    /// Start copying the response if its head says it could be stored.
+    pub fn on_response_headers(&mut self, gw: &Gateway, headers: &HeaderMap, end_of_stream: bool, t: &mut impl Tally) {
+        if self.store.is_none() {
+            return;
+        }
+        let [status, content_type, content_encoding] = headers.pick([":status", "content-type", "content-encoding"]);
+        let status = status.and_then(|s| s.parse::<u16>().ok()).unwrap_or(0);
+        match ResponseTee::start(status, content_type, content_encoding, gw.limits.max_entry_bytes as usize) {
+            Ok(tee) if !end_of_stream => self.tee = Some(tee),
+            _ => t.inc(Counter::NotStored),
+        }
+    }
+
+    /// Whether the host should read the response body (a copy is being kept).
+    pub fn wants_response_body(&self) -> bool {
+        self.tee.is_some()
+    }
+
+    /// The host could not read a chunk: the copy is incomplete, drop it.
+    pub fn drop_copy(&mut self) {
+        self.tee = None;
+    }
+
+    /// A response chunk went by: copy it; at the end, store a complete answer here and return
+    /// the sidecar store to send (fire and forget).
+    pub fn on_response_body<'g, S: SharedData>(
+        &mut self,
+        gw: &'g Gateway,
+        kv: &S,
+        now: u64,
+        chunk: &[u8],
+        end_of_stream: bool,
+        t: &mut impl Tally,
+    ) -> Option<Callout<'g>> {
+        let tee = self.tee.as_mut()?;
+        tee.push(chunk);
+        if tee.is_overflowed() {
+            t.inc(Counter::TooLarge);
+            self.tee = None;
+            return None;
+        }
+        if !end_of_stream {
+            return None;
+        }
+        let (tee, (key, ttl_s)) = (self.tee.take()?, self.store?);
+        let response = match tee.finish() {
+            Ok(r) => r,
+            Err(NotStorable::TooLarge) => {
+                t.inc(Counter::TooLarge);
+                return None;
+            }
+            Err(_) => {
+                t.inc(Counter::NotStored);
+                return None;
+            }
+        };
+        let entry = Entry { key, created_ms: now, expires_ms: now + ttl_s * 1000, response };
+        let callout = self.semantic.take().map(|q| {
+            let sem = &gw.config.semantic;
+            Callout {
+                kind: CalloutKind::Store,
+                cluster: &sem.cluster,
+                path: "/v1/store",
+                authorization: gw.sidecar_auth.as_deref(),
+                body: semantic::store_body(&q, &key, &entry.response, self.semantic_ttl_s.unwrap_or(ttl_s)),
+                timeout_ms: STORE_TIMEOUT_MS,
+            }
+        });
+        store_local(gw, kv, &entry, now, t);
+        if let Some(r) = self.refresh_record.take() {
+            remember_fast(gw, kv, &r.probe, &raw_request(&r.admitted, &r.body), &entry, ttl_s, t);
+        }
+        callout
+    }
+}
+
+/// Lay out the cache in shared data at configure time; the bytes it already holds (another
+/// worker or an earlier configuration filled it).
+pub fn init_store<S: SharedData>(gw: &Gateway, kv: &S) -> Result<u64, String> {
+    let store = CacheStore::new(kv, gw.limits);
+    store.init().map_err(|e| format!("cannot lay out the cache in shared data: {e}"))?;
+    Ok(store.bytes_in_cache())
+}
+
+#[cfg(test)]
+#[path = "tests/downstream_tests.rs"]
+mod tests;

@@ -1,0 +1,153 @@
+//! What the request path counts and logs, named in the gateway's language: the core reports
+//! into a `Tally`, the host maps each counter to its Envoy metric (and tests just record).
+
+/// Every counter the filter moves; the host defines one Envoy metric per variant.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Counter {
+    Requests,
+    Rejected,
+    HitsExact,
+    /// Exact hits served by the fast path for byte-identical requests (a subset of HitsExact).
+    HitsFast,
+    FastRecords,
+    Misses,
+    Bypasses,
+    Expired,
+    Stores,
+    StoreFailures,
+    NotStored,
+    Evictions,
+    TooLarge,
+    HostErrors,
+    HitsSemantic,
+    HitsShared,
+    SemanticMisses,
+    SidecarErrors,
+    SemanticStores,
+    /// Sidecar hits not replayed: their content type is not one the gateway produces.
+    UnsafeEntries,
+    /// Requests relayed on a `passthrough` path.
+    Relayed,
+    /// Callout answers whose token names no callout in flight (late, or never ours).
+    UnknownCallouts,
+}
+
+impl Counter {
+    pub const ALL: [Counter; 22] = [
+        Counter::Requests,
+        Counter::Rejected,
+        Counter::HitsExact,
+        Counter::HitsFast,
+        Counter::FastRecords,
+        Counter::Misses,
+        Counter::Bypasses,
+        Counter::Expired,
+        Counter::Stores,
+        Counter::StoreFailures,
+        Counter::NotStored,
+        Counter::Evictions,
+        Counter::TooLarge,
+        Counter::HostErrors,
+        Counter::HitsSemantic,
+        Counter::HitsShared,
+        Counter::SemanticMisses,
+        Counter::SidecarErrors,
+        Counter::SemanticStores,
+        Counter::UnsafeEntries,
+        Counter::Relayed,
+        Counter::UnknownCallouts,
+    ];
+
+    /// The Prometheus name (Envoy's `wasmcustom` namespace adds no prefix).
+    pub fn name(self) -> &'static str {
+        match self {
+            Counter::Requests => "semgate_requests_total",
+            Counter::Rejected => "semgate_rejected_total",
+            Counter::HitsExact => "semgate_cache_hits_exact_total",
+            Counter::HitsFast => "semgate_cache_hits_fast_total",
+            Counter::FastRecords => "semgate_cache_fast_records_total",
+            Counter::Misses => "semgate_cache_misses_total",
+            Counter::Bypasses => "semgate_cache_bypasses_total",
+            Counter::Expired => "semgate_cache_expired_total",
+            Counter::Stores => "semgate_cache_stores_total",
+            Counter::StoreFailures => "semgate_cache_store_failures_total",
+            Counter::NotStored => "semgate_cache_not_stored_total",
+            Counter::Evictions => "semgate_cache_evictions_total",
+            Counter::TooLarge => "semgate_cache_entries_too_large_total",
+            Counter::HostErrors => "semgate_host_errors_total",
+            Counter::HitsSemantic => "semgate_cache_hits_semantic_total",
+            Counter::HitsShared => "semgate_cache_hits_shared_total",
+            Counter::SemanticMisses => "semgate_cache_semantic_misses_total",
+            Counter::SidecarErrors => "semgate_sidecar_errors_total",
+            Counter::SemanticStores => "semgate_cache_semantic_stores_total",
+            Counter::UnsafeEntries => "semgate_sidecar_unsafe_entries_total",
+            Counter::Relayed => "semgate_relayed_total",
+            Counter::UnknownCallouts => "semgate_callouts_unknown_total",
+        }
+    }
+}
+
+/// A value set rather than counted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Gauge {
+    /// Bytes the exact cache holds in shared data.
+    CacheBytes,
+    /// Histogram: time from sending a sidecar lookup to its answer (or timeout), in ms.
+    LookupMs,
+}
+
+impl Gauge {
+    pub fn name(self) -> &'static str {
+        match self {
+            Gauge::CacheBytes => "semgate_cache_bytes",
+            Gauge::LookupMs => "semgate_sidecar_lookup_ms",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogLevel {
+    Info,
+    Warn,
+    Error,
+    Critical,
+}
+
+/// Where the core reports what it counted, set and logged while deciding.
+pub trait Tally {
+    fn count(&mut self, c: Counter, n: u64);
+    fn gauge(&mut self, g: Gauge, v: u64);
+    fn log(&mut self, level: LogLevel, msg: String);
+
+    fn inc(&mut self, c: Counter) {
+        self.count(c, 1);
+    }
+}
+
+/// A `Tally` that keeps everything, for tests.
+#[derive(Debug, Default, Clone)]
+pub struct Effects {
+    pub counts: std::collections::BTreeMap<Counter, u64>,
+    pub gauges: std::collections::BTreeMap<Gauge, u64>,
+    pub logs: Vec<(LogLevel, String)>,
+}
+
+impl Effects {
+    pub fn get(&self, c: Counter) -> u64 {
+        self.counts.get(&c).copied().unwrap_or(0)
+    }
+}
+
+impl Tally for Effects {
+    fn count(&mut self, c: Counter, n: u64) {
+        if n > 0 {
+            *self.counts.entry(c).or_default() += n;
+        }
+    }
+    fn gauge(&mut self, g: Gauge, v: u64) {
+        self.gauges.insert(g, v);
+    }
+    fn log(&mut self, level: LogLevel, msg: String) {
+        self.logs.push((level, msg));
+    }
+}
