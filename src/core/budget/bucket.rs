@@ -8,7 +8,7 @@
 //! underestimate slows the next requests instead of being forgiven.
 
 use super::{read_u64s, write_u64s};
-use crate::core::cache::store::{SetError, SharedData};
+use crate::core::store::{SetError, SharedData};
 
 const MS_PER_MIN: u64 = 60_000;
 /// Tokens are kept in thousandths so a refill of a few ms is not lost to rounding.

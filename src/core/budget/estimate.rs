@@ -12,7 +12,7 @@
 
 use super::usage::TokenUsage;
 use super::{read_u64s, write_u64s};
-use crate::core::cache::store::{SetError, SharedData};
+use crate::core::store::{SetError, SharedData};
 use serde::Deserialize;
 use serde_json::Value;
 

@@ -9,7 +9,7 @@
 //! unchanged until it is answered, then starts the next one.
 
 use super::period::{civil_from_days, days_from_civil, iso_week, Period};
-use crate::core::cache::store::{SetError, SharedData};
+use crate::core::store::{SetError, SharedData};
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

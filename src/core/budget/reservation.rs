@@ -11,7 +11,7 @@
 
 use super::period::Period;
 use super::{read_u64s, write_u64s};
-use crate::core::cache::store::{SetError, SharedData};
+use crate::core::store::{SetError, SharedData};
 
 const CAS_RETRIES: u32 = 32;
 /// A refusal caused only by in-flight reservations is worth retrying soon: they settle or

@@ -419,7 +419,7 @@ pub fn customer_label(known: &[String], customer: &str, max_labels: usize) -> (S
 
 /// The bounded label set in shared data: `semgate:cust:<key id>`, ids joined by `\n`
 /// (cleaned ids hold no control characters), grown with compare-and-swap.
-pub fn label_customer<S: crate::core::cache::store::SharedData>(
+pub fn label_customer<S: crate::core::store::SharedData>(
     kv: &S,
     key_id: &str,
     customer: &str,

@@ -263,7 +263,7 @@ impl StreamTranslator {
     }
 }
 
-/// Splits an SSE byte stream into the `data` of its events. Unlike [`crate::core::wire::sse`] it
+/// Splits an SSE byte stream into the `data` of its events. Unlike [`crate::core::sse`] it
 /// keeps no raw copy and resumes its scan where the last piece ended, so feeding a stream
 /// byte by byte costs the same as feeding it whole. Lines end with `\n` or `\r\n`.
 #[derive(Debug, Default)]

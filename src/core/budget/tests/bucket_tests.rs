@@ -1,7 +1,7 @@
 //! Unit tests of `core::budget::bucket`.
 
 use super::*;
-use crate::core::cache::store::tests::MemKv;
+use crate::core::store::tests::MemKv;
 
 #[test]
 fn rpm_allows_the_limit_then_refuses_with_a_retry_time() {

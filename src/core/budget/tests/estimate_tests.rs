@@ -1,7 +1,7 @@
 //! Unit tests of `core::budget::estimate`.
 
 use super::*;
-use crate::core::cache::store::tests::MemKv;
+use crate::core::store::tests::MemKv;
 use serde_json::json;
 
 #[test]

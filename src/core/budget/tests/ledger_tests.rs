@@ -2,7 +2,7 @@
 
 use super::*;
 use crate::core::budget::reservation::{BudgetLedger, BudgetScope, ScopeLevel};
-use crate::core::cache::store::tests::MemKv;
+use crate::core::store::tests::MemKv;
 
 fn delta(key: &str, customer: Option<&str>, day: &str, spent: u64) -> LedgerDelta {
     LedgerDelta {

@@ -1,7 +1,7 @@
 //! Unit tests of `core::budget::reservation`, with the burst simulation of `docs/budgets.md`.
 
 use super::*;
-use crate::core::cache::store::tests::MemKv;
+use crate::core::store::tests::MemKv;
 
 const NOW: u64 = 1_795_996_800_000; // 2026-11-30T00:00Z, a Monday
 

@@ -1,7 +1,7 @@
 //! Unit tests of `core::budget::usage`.
 
 use super::*;
-use crate::core::wire::sse::SseParser;
+use crate::core::sse::SseParser;
 use serde_json::json;
 
 #[test]
