@@ -4,8 +4,9 @@
 use semgate::core::cache::entry::{BodyKind, CachedResponse, Entry};
 use semgate::core::cache::fastpath::{self, FastPath, FastPathLimits, RawRequest};
 use semgate::core::cache::store::{SetError, SharedData};
+use semgate::core::cache::tee::ResponseTee;
 use semgate::core::config::Config;
-use semgate::core::gateway::{admit, plan, Gateway, HeadDecision, RequestHead, ResponseTee};
+use semgate::core::gateway::{admit, plan, Gateway, HeadDecision, RequestHead};
 use semgate::core::wire::headermap::{self, HeaderMap};
 use std::hint::black_box;
 use std::time::Instant;
@@ -67,11 +68,56 @@ fn main() {
     };
     let bytes = entry.encode();
     fast_hit(&admitted_headers(), body.as_bytes(), &entry);
+    decisions(&config, body.as_bytes(), answer);
     time("entry encode", 500_000, || {
         black_box(entry.encode());
     });
     time("entry decode", 500_000, || {
         black_box(Entry::decode(black_box(&bytes)).expect("decode"));
+    });
+}
+
+/// The downstream decisions end to end, as the host calls them (shared data in memory): a
+/// miss (headers, body, response headers and body stored), a canonical exact hit, a fast hit.
+fn decisions(gw: &Gateway, body: &[u8], answer: &[u8]) {
+    use semgate::core::downstream::{self as d, BodyDecision, HeadersDecision};
+    use semgate::core::tally::Effects;
+    let response_head = HeaderMap(headermap::encode(&[(":status", "200"), ("content-type", "application/json")]));
+    let head = |t: &mut Effects| match d::on_request_headers(gw, admitted_headers(), None, false, t) {
+        HeadersDecision::ReadBody(h) => h,
+        _ => panic!("not admitted"),
+    };
+    time("downstream: miss (all phases, stored)", 20_000, || {
+        let (kv, mut t) = (MemKv::default(), Effects::default());
+        let BodyDecision::Forward(mut f) = d::on_complete_body(gw, &kv, 1, head(&mut t), body.to_vec(), &mut t) else {
+            panic!("not a miss")
+        };
+        black_box(f.forwarded.response_marks());
+        f.forwarded.on_response_headers(gw, &response_head, false, &mut t);
+        black_box(f.forwarded.on_response_body(gw, &kv, 1, answer, true, &mut t));
+    });
+    let (kv, mut t) = (MemKv::default(), Effects::default());
+    let BodyDecision::Forward(mut f) = d::on_complete_body(gw, &kv, 1, head(&mut t), body.to_vec(), &mut t) else {
+        panic!("not a miss")
+    };
+    f.forwarded.on_response_headers(gw, &response_head, false, &mut t);
+    f.forwarded.on_response_body(gw, &kv, 1, answer, true, &mut t);
+    let no_fast = Gateway { fast: semgate::core::fastpath::FastPathLimits { slots: 0, ..gw.fast }, ..gw.clone() };
+    time("downstream: exact hit (headers + body)", 20_000, || {
+        let BodyDecision::Reply(r) = d::on_complete_body(&no_fast, &kv, 2, head(&mut t), body.to_vec(), &mut t) else {
+            panic!("not a hit")
+        };
+        black_box(r.reply.body.len());
+    });
+    let BodyDecision::Reply(r) = d::on_complete_body(gw, &kv, 2, head(&mut t), body.to_vec(), &mut t) else {
+        panic!("not a hit")
+    };
+    d::after_reply(gw, &kv, 2, r, Ok(()), &mut t);
+    time("downstream: fast hit (headers + body)", 50_000, || {
+        let BodyDecision::Reply(r) = d::on_complete_body(gw, &kv, 3, head(&mut t), body.to_vec(), &mut t) else {
+            panic!("not a fast hit")
+        };
+        black_box(r.reply.body.len());
     });
 }
 

@@ -1,10 +1,9 @@
 //! semgate: an LLM gateway as a proxy-wasm HTTP filter for Envoy.
 //!
 //! `core` is pure logic (config, requests, keys, SSE, cache store, decisions); `host` is the
-//! thin proxy-wasm layer that moves bytes between Envoy and the core. The host layer only
-//! exists in the Wasm module, so native builds and tests link the core alone.
+//! thin layer that carries the core's decisions out through a small `Host` trait. The trait's
+//! implementation over proxy-wasm's ABI exists only in the Wasm module; natively the host
+//! layer is tested against an in-memory fake.
 
 pub mod core;
-
-#[cfg(all(target_arch = "wasm32", not(test)))]
-mod host;
+pub mod host;

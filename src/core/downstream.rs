@@ -249,7 +249,7 @@ pub enum BodyDecision<'g> {
     Reject(GatewayError),
     /// Send the lookup and hold the request; if the host cannot send it, `lookup_not_sent`.
     AskSidecar(Callout<'g>, Box<Pending>),
-    Forward(Box<Forward>),
+    Forward(Forward),
 }
 
 /// Route upstream: apply the edit (a refusal is `HostFault::RouteNotSet`), then count
@@ -258,7 +258,7 @@ pub enum BodyDecision<'g> {
 pub struct Forward {
     pub edit: RequestEdit,
     pub counter: Counter,
-    pub forwarded: Forwarded,
+    pub forwarded: Box<Forwarded>,
 }
 
 /// The body phase's working set.
@@ -323,7 +323,7 @@ pub fn on_complete_body<'g, S: SharedData>(
         let state = ReplyState::Fast(Box::new(ctx));
         return BodyDecision::Reply(CacheReply { reply, hit: Counter::HitsFast, state });
     }
-    after_fast_path(gw, kv, now, Box::new(ctx), t)
+    after_fast_path(gw, kv, now, ctx, t)
 }
 
 /// Parse and plan, then the exact lookup.
@@ -331,7 +331,7 @@ fn after_fast_path<'g, S: SharedData>(
     gw: &'g Gateway,
     kv: &S,
     now: u64,
-    ctx: Box<BodyCtx>,
+    ctx: BodyCtx,
     t: &mut impl Tally,
 ) -> BodyDecision<'g> {
     let plan = match plan(gw, &ctx.held.admitted, &ctx.body) {
@@ -345,7 +345,7 @@ fn after_fast_path<'g, S: SharedData>(
             Lookup::Hit(entry) if !fresh_for(entry.created_ms, ttl_s, now) => t.inc(Counter::Expired),
             Lookup::Hit(entry) => {
                 let reply = LocalReply::cached(&entry.response, exact_marks(&entry, now, None));
-                let state = ReplyState::Exact { ctx, plan: Box::new(plan), entry, ttl_s };
+                let state = ReplyState::Exact { ctx: Box::new(ctx), plan: Box::new(plan), entry, ttl_s };
                 return BodyDecision::Reply(CacheReply { reply, hit: Counter::HitsExact, state });
             }
             Lookup::Expired => t.inc(Counter::Expired),
@@ -356,7 +356,7 @@ fn after_fast_path<'g, S: SharedData>(
 }
 
 /// No local answer: ask the sidecar when the semantic layer applies, else forward.
-fn after_exact<'g>(gw: &'g Gateway, now: u64, ctx: Box<BodyCtx>, plan: Plan) -> BodyDecision<'g> {
+fn after_exact<'g>(gw: &'g Gateway, now: u64, ctx: BodyCtx, plan: Plan) -> BodyDecision<'g> {
     let sem = &gw.config.semantic;
     let admitted = &ctx.held.admitted;
     let path_is_upstream = !admitted.has_query && admitted.path == plan.upstream.path;
@@ -377,12 +377,12 @@ fn after_exact<'g>(gw: &'g Gateway, now: u64, ctx: Box<BodyCtx>, plan: Plan) -> 
             timeout_ms: sem.timeout_ms,
         };
         let query = q.clone();
-        let BodyCtx { held, .. } = *ctx;
+        let BodyCtx { held, .. } = ctx;
         let pending = Pending { plan, query, client_headers: held.client_headers, path_is_upstream, sent_ms: now };
         return BodyDecision::AskSidecar(callout, Box::new(pending));
     }
     // A refresh stores a new answer: the record of the bytes that asked for it follows it.
-    let BodyCtx { held, body, probe } = *ctx;
+    let BodyCtx { held, body, probe } = ctx;
     let refresh = match (plan.cache, probe) {
         (CachePlan::Refresh { .. }, Some(probe)) => Some(RefreshRecord { probe, admitted: held.admitted, body }),
         _ => None,
@@ -517,8 +517,8 @@ pub fn after_reply<'g, S: SharedData>(
         t.inc(Counter::HostErrors);
         t.log(LogLevel::Error, format!("semgate: cache hit reply refused (status {status}), forwarding"));
         return Some(match state {
-            ReplyState::Fast(ctx) => after_fast_path(gw, kv, now, ctx, t),
-            ReplyState::Exact { ctx, plan, .. } => after_exact(gw, now, ctx, *plan),
+            ReplyState::Fast(ctx) => after_fast_path(gw, kv, now, *ctx, t),
+            ReplyState::Exact { ctx, plan, .. } => after_exact(gw, now, *ctx, *plan),
             ReplyState::Shared { pending, .. } | ReplyState::Semantic(pending) => forward_pending(gw, pending),
         });
     }
@@ -613,7 +613,7 @@ fn forward(
     path_is_upstream: bool,
     semantic: Option<SemanticQuery>,
     refresh: Option<RefreshRecord>,
-) -> Box<Forward> {
+) -> Forward {
     let (cache_status, reason, counter) = match plan.cache {
         CachePlan::Lookup { .. } => ("miss", None, Counter::Misses),
         CachePlan::Refresh { .. } => ("refresh", None, Counter::Bypasses),
@@ -623,10 +623,10 @@ fn forward(
     let semantic_ttl_s = plan.semantic.ttl_s;
     let provider = plan.upstream.provider.clone();
     let edit = RequestEdit::to(gw, client_headers, plan.upstream, path_is_upstream);
-    Box::new(Forward {
+    Forward {
         edit,
         counter,
-        forwarded: Forwarded {
+        forwarded: Box::new(Forwarded {
             cache_status,
             reason,
             provider,
@@ -635,8 +635,8 @@ fn forward(
             semantic,
             semantic_ttl_s,
             refresh_record: refresh.map(Box::new),
-        },
-    })
+        }),
+    }
 }
 
 impl Forwarded {

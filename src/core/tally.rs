@@ -151,3 +151,20 @@ impl Tally for Effects {
         self.logs.push((level, msg));
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counters_index_their_own_metric_ids() {
+        for (i, c) in Counter::ALL.iter().enumerate() {
+            assert_eq!(*c as usize, i, "{c:?}: the host indexes metric ids by discriminant");
+        }
+        let mut names: Vec<_> = Counter::ALL.iter().map(|c| c.name()).collect();
+        names.sort();
+        names.dedup();
+        assert_eq!(names.len(), Counter::ALL.len());
+        assert_eq!([Gauge::CacheBytes as usize, Gauge::LookupMs as usize], [0, 1]);
+    }
+}

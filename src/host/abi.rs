@@ -2,31 +2,14 @@
 //! `Err(status)`. The SDK's own wrappers `panic!` on unexpected statuses (e.g. a header write
 //! after the headers left), and a panic traps the VM for every later request on that worker.
 
+use crate::core::tally::LogLevel;
 use crate::core::wire::headermap::{self, HeaderMap};
+use crate::host::{Buffer, HostError, Map};
 use std::ptr::null_mut;
-
-/// A proxy-wasm status code other than Ok.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct HostError(pub u32);
 
 const OK: u32 = 0;
 const NOT_FOUND: u32 = 1;
 const CAS_MISMATCH: u32 = 4;
-
-#[derive(Clone, Copy)]
-pub enum Headers {
-    Request = 0,
-    Response = 2,
-    CallResponse = 6,
-}
-
-#[derive(Clone, Copy)]
-pub enum Buffer {
-    RequestBody = 0,
-    ResponseBody = 1,
-    CallResponseBody = 4,
-    PluginConfiguration = 7,
-}
 
 #[link(wasm_import_module = "env")]
 extern "C" {
@@ -68,26 +51,11 @@ pub fn resume_request() -> Result<(), HostError> {
 }
 
 /// An HTTP callout to an Envoy cluster. Goes through the SDK so that its dispatcher routes
-/// the answer back to this context (`on_http_call_response`).
-pub fn http_call(
-    cluster: &str,
-    path: &str,
-    authorization: Option<&str>,
-    body: &[u8],
-    timeout_ms: u64,
-) -> Result<u32, HostError> {
-    let mut headers = vec![
-        (":method", "POST"),
-        (":path", path),
-        (":authority", "semgate-sidecar"),
-        ("content-type", "application/json"),
-    ];
-    if let Some(a) = authorization {
-        headers.push(("authorization", a));
-    }
+/// the answer back to the context that sent it (`on_http_call_response`).
+pub fn http_call(cluster: &str, headers: &[(&str, &str)], body: &[u8], timeout_ms: u64) -> Result<u32, HostError> {
     proxy_wasm::hostcalls::dispatch_http_call(
         cluster,
-        headers,
+        headers.to_vec(),
         Some(body),
         vec![],
         std::time::Duration::from_millis(timeout_ms),
@@ -95,18 +63,24 @@ pub fn http_call(
     .map_err(|s| HostError(s as u32))
 }
 
-#[derive(Clone, Copy)]
-pub enum Level {
-    Info = 2,
-    Warn = 3,
-    Error = 4,
-    Critical = 5,
+/// Log to Envoy's log (component `wasm`); a refused log line is dropped, never a trap.
+pub fn log(level: LogLevel, msg: &str) {
+    let level = match level {
+        LogLevel::Info => 2,
+        LogLevel::Warn => 3,
+        LogLevel::Error => 4,
+        LogLevel::Critical => 5,
+    };
+    // SAFETY: pointers are valid for the duration of the call.
+    let _ = unsafe { proxy_log(level, msg.as_ptr(), msg.len()) };
 }
 
-/// Log to Envoy's log (component `wasm`); a refused log line is dropped, never a trap.
-pub fn log(level: Level, msg: &str) {
-    // SAFETY: pointers are valid for the duration of the call.
-    let _ = unsafe { proxy_log(level as u32, msg.as_ptr(), msg.len()) };
+/// Milliseconds since the epoch by the host's clock (0 if refused).
+pub fn now_ms() -> u64 {
+    proxy_wasm::hostcalls::get_current_time()
+        .ok()
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .map_or(0, |d| d.as_millis() as u64)
 }
 
 /// Take ownership of bytes the host allocated through the SDK's `proxy_on_memory_allocate`.
@@ -119,7 +93,7 @@ unsafe fn owned(ptr: *mut u8, len: usize) -> Vec<u8> {
 }
 
 /// All headers of a map in one host call (one copy, one allocation, read in place).
-pub fn get_headers(map: Headers) -> HeaderMap {
+pub fn get_headers(map: Map) -> HeaderMap {
     let mut out = null_mut();
     let mut len = 0;
     // SAFETY: pointers are valid for the call; the host fills out/len with an allocation we own.
@@ -130,7 +104,7 @@ pub fn get_headers(map: Headers) -> HeaderMap {
     HeaderMap(unsafe { owned(out, len) })
 }
 
-pub fn set_header(map: Headers, key: &str, value: &str) -> Result<(), HostError> {
+pub fn set_header(map: Map, key: &str, value: &str) -> Result<(), HostError> {
     // SAFETY: pointers are valid for the duration of the call.
     match unsafe { proxy_replace_header_map_value(map as u32, key.as_ptr(), key.len(), value.as_ptr(), value.len()) } {
         OK => Ok(()),
@@ -138,7 +112,7 @@ pub fn set_header(map: Headers, key: &str, value: &str) -> Result<(), HostError>
     }
 }
 
-pub fn remove_header(map: Headers, key: &str) -> Result<(), HostError> {
+pub fn remove_header(map: Map, key: &str) -> Result<(), HostError> {
     // SAFETY: pointers are valid for the duration of the call.
     match unsafe { proxy_remove_header_map_value(map as u32, key.as_ptr(), key.len()) } {
         OK | NOT_FOUND => Ok(()),

@@ -39,7 +39,7 @@ fn miss_then_store(gw: &Gateway, kv: &MemKv, extra: &[(&str, &str)], t: &mut Eff
     let BodyDecision::Forward(f) = on_complete_body(gw, kv, NOW, held(gw, extra), BODY.to_vec(), t) else {
         panic!("expected a forward")
     };
-    let mut f = *f;
+    let mut f = f;
     let head = HeaderMap(headermap::encode(&[(":status", "200"), ("content-type", "application/json")]));
     assert!(f.forwarded.wants_response_head());
     f.forwarded.on_response_headers(gw, &head, false, t);

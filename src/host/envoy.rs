@@ -1,0 +1,207 @@
+//! The module as Envoy sees it: the `Host` trait over the raw ABI, and one proxy-wasm root
+//! context per role, chosen by the plugin's `root_id`. The downstream root compiles the
+//! configuration once at `on_configure` (a bad config makes it fail, so Envoy refuses the
+//! filter instead of serving half-configured), defines the metrics and lays out the cache.
+//! The upstream role (per-attempt provider adapter) adds its root type here.
+
+use crate::core::downstream::init_store;
+use crate::core::gateway::Gateway;
+use crate::core::tally::{Counter, Gauge, LogLevel};
+use crate::core::wire::headermap::HeaderMap;
+use crate::host::callouts::Callouts;
+use crate::host::downstream::DownstreamHttp;
+use crate::host::metrics::Metrics;
+use crate::host::shared::EnvoySharedData;
+use crate::host::{abi, Buffer, Flow, Host, HostError, Map, Role};
+use proxy_wasm::traits::{Context, HttpContext, RootContext};
+use proxy_wasm::types::{Action, ContextType};
+use std::rc::Rc;
+
+proxy_wasm::main! {{
+    proxy_wasm::set_root_context(|_| -> Box<dyn RootContext> { root_for_plugin() });
+}}
+
+/// The root context of this plugin's role. The root id is read when the root is created; a
+/// host that does not tell it gets the downstream role (the one the shipped configs use).
+fn root_for_plugin() -> Box<dyn RootContext> {
+    let root_id = abi::get_property(&["plugin_root_id"]).and_then(|v| String::from_utf8(v).ok()).unwrap_or_default();
+    match Role::for_root_id(&root_id) {
+        Some(Role::Downstream) => Box::new(DownstreamRoot::default()),
+        None => Box::new(UnknownRole(root_id)),
+    }
+}
+
+/// The `Host` of a context in Envoy.
+#[derive(Clone, Default)]
+pub struct EnvoyHost {
+    metrics: Rc<Metrics>,
+}
+
+impl Host for EnvoyHost {
+    type Shared = EnvoySharedData;
+
+    fn shared_data(&self) -> &EnvoySharedData {
+        &EnvoySharedData
+    }
+    fn headers(&self, map: Map) -> HeaderMap {
+        abi::get_headers(map)
+    }
+    fn set_header(&self, map: Map, name: &str, value: &str) -> Result<(), HostError> {
+        abi::set_header(map, name, value)
+    }
+    fn remove_header(&self, map: Map, name: &str) -> Result<(), HostError> {
+        abi::remove_header(map, name)
+    }
+    fn buffer(&self, buffer: Buffer, start: usize, max: usize) -> Result<Vec<u8>, HostError> {
+        abi::get_buffer(buffer, start, max)
+    }
+    fn send_local_reply(&self, status: u16, headers: &[(&str, &str)], body: &[u8]) -> Result<(), HostError> {
+        abi::send_local_response(status, headers, body)
+    }
+    fn dispatch(
+        &self,
+        cluster: &str,
+        headers: &[(&str, &str)],
+        body: &[u8],
+        timeout_ms: u64,
+    ) -> Result<u32, HostError> {
+        abi::http_call(cluster, headers, body, timeout_ms)
+    }
+    fn resume_request(&self) -> Result<(), HostError> {
+        abi::resume_request()
+    }
+    fn property(&self, path: &[&str]) -> Option<Vec<u8>> {
+        abi::get_property(path)
+    }
+    fn now_ms(&self) -> u64 {
+        abi::now_ms()
+    }
+    fn log(&self, level: LogLevel, msg: &str) {
+        abi::log(level, msg)
+    }
+    fn count(&self, c: Counter, n: u64) {
+        self.metrics.add(c, n)
+    }
+    fn gauge(&self, g: Gauge, v: u64) {
+        self.metrics.set(g, v)
+    }
+}
+
+/// Root callouts (none yet: the ledger sync adds its continuation here).
+#[derive(Debug)]
+enum RootCallout {}
+
+/// The downstream role's root context.
+#[derive(Default)]
+struct DownstreamRoot {
+    gw: Option<Rc<Gateway>>,
+    host: EnvoyHost,
+    callouts: Callouts<RootCallout>,
+}
+
+impl Context for DownstreamRoot {
+    fn on_http_call_response(&mut self, token_id: u32, _: usize, _: usize, _: usize) {
+        if let Some(then) = self.callouts.answer(&self.host, token_id) {
+            match then {}
+        }
+    }
+}
+
+impl RootContext for DownstreamRoot {
+    fn on_configure(&mut self, _size: usize) -> bool {
+        match load() {
+            Ok((gw, host)) => {
+                abi::log(
+                    LogLevel::Info,
+                    &format!(
+                        "semgate: configured: {} provider(s), cache {} ({} slots, {} bytes max; fast path {} records of <= {} bytes)",
+                        gw.config.providers.len(),
+                        if gw.config.cache.enabled { "on" } else { "off" },
+                        gw.limits.slots,
+                        gw.limits.max_bytes,
+                        gw.fast.slots,
+                        gw.fast.max_record_bytes
+                    ),
+                );
+                self.gw = Some(Rc::new(gw));
+                self.host = host;
+                true
+            }
+            Err(msg) => {
+                abi::log(LogLevel::Critical, &format!("semgate: refusing to start: {msg}"));
+                false
+            }
+        }
+    }
+
+    fn get_type(&self) -> Option<ContextType> {
+        Some(ContextType::HttpContext)
+    }
+
+    fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
+        Some(Box::new(DownstreamContext(DownstreamHttp::new(self.host.clone(), self.gw.clone()))))
+    }
+}
+
+/// Compile the configuration, define the metrics and lay out the cache: once per VM.
+fn load() -> Result<(Gateway, EnvoyHost), String> {
+    let raw = abi::get_buffer(Buffer::PluginConfiguration, 0, usize::MAX)
+        .map_err(|e| format!("cannot read the plugin configuration (status {})", e.0))?;
+    let gw = Gateway::load(&raw, |var| std::env::var(var).ok()).map_err(|e| e.to_string())?;
+    let host = EnvoyHost { metrics: Rc::new(Metrics::define()?) };
+    let bytes = init_store(&gw, host.shared_data())?;
+    host.gauge(Gauge::CacheBytes, bytes);
+    Ok((gw, host))
+}
+
+/// A plugin whose `root_id` names no role: refuses to configure, so Envoy says why.
+struct UnknownRole(String);
+
+impl Context for UnknownRole {}
+
+impl RootContext for UnknownRole {
+    fn on_configure(&mut self, _size: usize) -> bool {
+        abi::log(
+            LogLevel::Critical,
+            &format!("semgate: no role for root_id `{}` (the gateway filter is `semgate`)", self.0),
+        );
+        false
+    }
+}
+
+fn action(flow: Flow) -> Action {
+    match flow {
+        Flow::Continue => Action::Continue,
+        Flow::Pause => Action::Pause,
+    }
+}
+
+struct DownstreamContext(DownstreamHttp<EnvoyHost>);
+
+impl Context for DownstreamContext {
+    fn on_http_call_response(&mut self, token_id: u32, _num_headers: usize, body_size: usize, _num_trailers: usize) {
+        self.0.on_callout_answer(token_id, body_size);
+    }
+}
+
+impl HttpContext for DownstreamContext {
+    fn on_http_request_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
+        action(self.0.on_request_headers(end_of_stream))
+    }
+
+    fn on_http_request_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
+        action(self.0.on_request_body(body_size, end_of_stream))
+    }
+
+    fn on_http_request_trailers(&mut self, _num_trailers: usize) -> Action {
+        action(self.0.on_request_trailers())
+    }
+
+    fn on_http_response_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
+        action(self.0.on_response_headers(end_of_stream))
+    }
+
+    fn on_http_response_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
+        action(self.0.on_response_body(body_size, end_of_stream))
+    }
+}
