@@ -1,5 +1,5 @@
 //! semgate-sidecar: the semantic cache's embedding and vector service (protocol in
-//! shared/DESIGN.md). `embed` (models), `guard` (semantic-hit verification), `exact` (the shared
+//! docs/design.md). `embed` (models), `guard` (semantic-hit verification), `exact` (the shared
 //! exact tier), `index` (vector store), `ledger` (global spend), `server` (the HTTP API).
 
 pub mod embed;

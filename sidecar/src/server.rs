@@ -1,4 +1,4 @@
-//! The sidecar's HTTP API (protocol types in `semgate::core::protocol`, described in docs/design.md): `/v1/lookup` answers from the shared
+//! The sidecar's HTTP API (protocol in docs/design.md): `/v1/lookup` answers from the shared
 //! exact tier by key, else embeds the query, takes the nearest stored texts of the same scope
 //! above the threshold and returns the first one the guard accepts; `/v1/store` embeds and
 //! keeps an answer. Both need the bearer token the filter sends (when one is configured);
