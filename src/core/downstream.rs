@@ -367,20 +367,22 @@ fn after_exact<'g>(gw: &'g Gateway, now: u64, ctx: BodyCtx, plan: Plan) -> BodyD
         }
         _ => None,
     };
-    if let (Some(q), CachePlan::Lookup { key, .. }) = (query.as_ref(), plan.cache) {
-        let callout = Callout {
-            kind: CalloutKind::Lookup,
-            cluster: &sem.cluster,
-            path: "/v1/lookup",
-            authorization: gw.sidecar_auth.as_deref(),
-            body: semantic::lookup_body(q, &key, sem, plan.semantic.threshold),
-            timeout_ms: sem.timeout_ms,
-        };
-        let query = q.clone();
-        let BodyCtx { held, .. } = ctx;
-        let pending = Pending { plan, query, client_headers: held.client_headers, path_is_upstream, sent_ms: now };
-        return BodyDecision::AskSidecar(callout, Box::new(pending));
-    }
+    let query = match (query, plan.cache) {
+        (Some(query), CachePlan::Lookup { key, .. }) => {
+            let callout = Callout {
+                kind: CalloutKind::Lookup,
+                cluster: &sem.cluster,
+                path: "/v1/lookup",
+                authorization: gw.sidecar_auth.as_deref(),
+                body: semantic::lookup_body(&query, &key, sem, plan.semantic.threshold),
+                timeout_ms: sem.timeout_ms,
+            };
+            let client_headers = ctx.held.client_headers;
+            let pending = Pending { plan, query, client_headers, path_is_upstream, sent_ms: now };
+            return BodyDecision::AskSidecar(callout, Box::new(pending));
+        }
+        (query, _) => query,
+    };
     // A refresh stores a new answer: the record of the bytes that asked for it follows it.
     let BodyCtx { held, body, probe } = ctx;
     let refresh = match (plan.cache, probe) {
