@@ -20,6 +20,10 @@ use crate::core::gateway::{
 use crate::core::semantic::{self, HitTier, LookupError, SemanticHit, SemanticQuery};
 use crate::core::tally::{Counter, Gauge, LogLevel, Tally};
 use crate::core::wire::headermap::HeaderMap;
+use std::borrow::Cow;
+
+/// A header value: the gateway's constants are never copied.
+pub type Value = Cow<'static, str>;
 
 /// Faults of the host, not the client's: each is a 5xx through the one error renderer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -197,20 +201,25 @@ const STORE_TIMEOUT_MS: u64 = 5_000;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LocalReply {
     pub status: u16,
-    pub headers: Vec<(&'static str, String)>,
+    pub headers: Vec<(&'static str, Value)>,
     pub body: Vec<u8>,
 }
 
 impl LocalReply {
     /// The one renderer of errors: OpenAI-style JSON with the error's status.
     pub fn error(e: &GatewayError) -> LocalReply {
-        LocalReply { status: e.status(), headers: vec![("content-type", "application/json".into())], body: e.to_json() }
+        LocalReply {
+            status: e.status(),
+            headers: vec![("content-type", Cow::Borrowed("application/json"))],
+            body: e.to_json(),
+        }
     }
 
-    fn cached(response: &CachedResponse, marks: Vec<(&'static str, String)>) -> LocalReply {
-        let mut headers = Vec::with_capacity(marks.len() + 1);
-        headers.push(("content-type", response.content_type.clone()));
-        headers.extend(marks);
+    /// A cached answer: its content type, then the marks `mark` adds.
+    fn cached(response: &CachedResponse, mark: impl FnOnce(&mut Vec<(&'static str, Value)>)) -> LocalReply {
+        let mut headers = Vec::with_capacity(5);
+        headers.push(("content-type", Cow::Owned(response.content_type.clone())));
+        mark(&mut headers);
         LocalReply { status: 200, headers, body: response.body() }
     }
 }
@@ -227,7 +236,7 @@ pub struct CacheReply {
 #[derive(Debug)]
 enum ReplyState {
     /// A fast-path hit: if refused, the canonical path runs.
-    Fast(Box<BodyCtx>),
+    Fast(BodyCtx),
     /// A canonical exact hit: once sent, these bytes get a fast-path record.
     Exact {
         ctx: Box<BodyCtx>,
@@ -319,8 +328,8 @@ pub fn on_complete_body<'g, S: SharedData>(
         _ => None,
     };
     if let Some(entry) = hit {
-        let reply = LocalReply::cached(&entry.response, exact_marks(&entry, now, None));
-        let state = ReplyState::Fast(Box::new(ctx));
+        let reply = LocalReply::cached(&entry.response, |h| exact_marks(h, &entry, now, None));
+        let state = ReplyState::Fast(ctx);
         return BodyDecision::Reply(CacheReply { reply, hit: Counter::HitsFast, state });
     }
     after_fast_path(gw, kv, now, ctx, t)
@@ -344,7 +353,7 @@ fn after_fast_path<'g, S: SharedData>(
             // request's policy allows, or it is a miss.
             Lookup::Hit(entry) if !fresh_for(entry.created_ms, ttl_s, now) => t.inc(Counter::Expired),
             Lookup::Hit(entry) => {
-                let reply = LocalReply::cached(&entry.response, exact_marks(&entry, now, None));
+                let reply = LocalReply::cached(&entry.response, |h| exact_marks(h, &entry, now, None));
                 let state = ReplyState::Exact { ctx: Box::new(ctx), plan: Box::new(plan), entry, ttl_s };
                 return BodyDecision::Reply(CacheReply { reply, hit: Counter::HitsExact, state });
             }
@@ -439,9 +448,11 @@ pub fn on_lookup_answer<'g>(
         Ok(Some(hit)) if hit.tier == HitTier::Exact => return shared_exact(gw, now, pending, hit, t),
         Ok(Some(hit)) if !semantic_fresh(&pending.plan, hit.created_ms, now) => t.inc(Counter::Expired),
         Ok(Some(hit)) => {
-            let marks =
-                vec![("x-semgate-cache", "hit-semantic".into()), ("x-semgate-similarity", format!("{:.4}", hit.score))];
-            let reply = LocalReply::cached(&hit.response, marks);
+            let score = format!("{:.4}", hit.score);
+            let reply = LocalReply::cached(&hit.response, |h| {
+                h.push(("x-semgate-cache", Cow::Borrowed("hit-semantic")));
+                h.push(("x-semgate-similarity", Cow::Owned(score)));
+            });
             return BodyDecision::Reply(CacheReply {
                 reply,
                 hit: Counter::HitsSemantic,
@@ -487,21 +498,18 @@ fn shared_exact<'g>(
     }
     let expires_ms = hit.expires_ms.unwrap_or(u64::MAX).min(now + ttl_s * 1000);
     let entry = Entry { key, created_ms, expires_ms, response: hit.response };
-    let reply = LocalReply::cached(&entry.response, exact_marks(&entry, now, Some("shared")));
+    let reply = LocalReply::cached(&entry.response, |h| exact_marks(h, &entry, now, Some("shared")));
     BodyDecision::Reply(CacheReply { reply, hit: Counter::HitsShared, state: ReplyState::Shared { pending, entry } })
 }
 
 /// An exact hit's marks: its key and age, and the tier that held it when not this replica's.
-fn exact_marks(entry: &Entry, now: u64, tier: Option<&'static str>) -> Vec<(&'static str, String)> {
-    let age = (now.saturating_sub(entry.created_ms) / 1000).to_string();
-    let mut marks = Vec::with_capacity(4);
-    marks.push(("x-semgate-cache", "hit-exact".to_string()));
+fn exact_marks(h: &mut Vec<(&'static str, Value)>, entry: &Entry, now: u64, tier: Option<&'static str>) {
+    h.push(("x-semgate-cache", Cow::Borrowed("hit-exact")));
     if let Some(t) = tier {
-        marks.push(("x-semgate-tier", t.to_string()));
+        h.push(("x-semgate-tier", Cow::Borrowed(t)));
     }
-    marks.push(("x-semgate-key", entry.key.short()));
-    marks.push(("age", age));
-    marks
+    h.push(("x-semgate-key", Cow::Owned(entry.key.short())));
+    h.push(("age", Cow::Owned((now.saturating_sub(entry.created_ms) / 1000).to_string())));
 }
 
 /// The host tried to send a cache hit: count it and do its follow-up, or, if the host
@@ -519,7 +527,7 @@ pub fn after_reply<'g, S: SharedData>(
         t.inc(Counter::HostErrors);
         t.log(LogLevel::Error, format!("semgate: cache hit reply refused (status {status}), forwarding"));
         return Some(match state {
-            ReplyState::Fast(ctx) => after_fast_path(gw, kv, now, *ctx, t),
+            ReplyState::Fast(ctx) => after_fast_path(gw, kv, now, ctx, t),
             ReplyState::Exact { ctx, plan, .. } => after_exact(gw, now, *ctx, *plan),
             ReplyState::Shared { pending, .. } | ReplyState::Semantic(pending) => forward_pending(gw, pending),
         });
@@ -643,15 +651,15 @@ fn forward(
 
 impl Forwarded {
     /// Response headers that say what the gateway did.
-    pub fn response_marks(&self) -> Vec<(&'static str, String)> {
+    pub fn response_marks(&self) -> Vec<(&'static str, Value)> {
         let mut marks = Vec::with_capacity(4);
-        marks.push(("x-semgate-cache", self.cache_status.to_string()));
-        marks.push(("x-semgate-provider", self.provider.clone()));
+        marks.push(("x-semgate-cache", Cow::Borrowed(self.cache_status)));
+        marks.push(("x-semgate-provider", Cow::Owned(self.provider.clone())));
         if let Some(r) = self.reason {
-            marks.push(("x-semgate-cache-reason", r.to_string()));
+            marks.push(("x-semgate-cache-reason", Cow::Borrowed(r)));
         }
         if let Some((key, _)) = &self.store {
-            marks.push(("x-semgate-key", key.short()));
+            marks.push(("x-semgate-key", Cow::Owned(key.short())));
         }
         marks
     }

@@ -59,8 +59,13 @@ impl<H: Host> DownstreamHttp<H> {
     }
 
     fn send(&self, reply: &LocalReply) -> Result<(), HostError> {
-        let headers: Vec<(&str, &str)> = reply.headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
-        self.host.send_local_reply(reply.status, &headers, &reply.body)
+        // A reply has a handful of headers: borrowed on the stack, no allocation.
+        let mut pairs = [("", ""); 8];
+        let n = reply.headers.len().min(pairs.len());
+        for (slot, (k, v)) in pairs.iter_mut().zip(&reply.headers) {
+            *slot = (k, v.as_ref());
+        }
+        self.host.send_local_reply(reply.status, &pairs[..n], &reply.body)
     }
 
     /// Apply a header edit to the request; a refusal means the request cannot be routed.

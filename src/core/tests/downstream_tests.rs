@@ -90,8 +90,8 @@ fn a_miss_forwards_with_the_plan_and_drops_client_headers() {
     assert_eq!(f.edit.set[0], ("x-semgate-cluster", "provider_openai".to_string()));
     assert!(f.edit.set.contains(&("authorization", "Bearer sk-provider".to_string())));
     let marks = f.forwarded.response_marks();
-    assert_eq!(marks[0], ("x-semgate-cache", "miss".to_string()));
-    assert_eq!(marks[1], ("x-semgate-provider", "openai".to_string()));
+    assert_eq!(marks[0], ("x-semgate-cache", "miss".into()));
+    assert_eq!(marks[1], ("x-semgate-provider", "openai".into()));
     assert_eq!(marks[2].0, "x-semgate-key");
     assert_eq!(t.get(Counter::Stores), 1);
     assert!(t.gauges.contains_key(&Gauge::CacheBytes));
@@ -108,8 +108,8 @@ fn an_exact_hit_replies_then_remembers_the_bytes_for_the_fast_path() {
     };
     assert_eq!(r.reply.status, 200);
     assert_eq!(r.reply.body, ANSWER);
-    assert!(r.reply.headers.contains(&("x-semgate-cache", "hit-exact".to_string())));
-    assert!(r.reply.headers.contains(&("age", "5".to_string())));
+    assert!(r.reply.headers.contains(&("x-semgate-cache", "hit-exact".into())));
+    assert!(r.reply.headers.contains(&("age", "5".into())));
     assert!(after_reply(&g, &kv, later, r, Ok(()), &mut t).is_none());
     assert_eq!((t.get(Counter::HitsExact), t.get(Counter::FastRecords)), (1, 1));
     // The same bytes again: the fast path answers before any parse.
@@ -161,7 +161,7 @@ fn client_directives_bypass_or_refresh() {
     };
     assert_eq!(f.counter, Counter::Bypasses);
     assert!(!f.forwarded.wants_response_head());
-    assert!(f.forwarded.response_marks().contains(&("x-semgate-cache-reason", "client".to_string())));
+    assert!(f.forwarded.response_marks().contains(&("x-semgate-cache-reason", "client".into())));
     // A refresh stores the new answer and the fast-path record of its bytes follows it.
     let f = miss_then_store(&g, &kv, &[("cache-control", "no-cache")], &mut t);
     assert_eq!(f.counter, Counter::Bypasses);
@@ -204,7 +204,7 @@ fn a_semantic_hit_replies_and_a_miss_or_a_timeout_forwards() {
     let BodyDecision::Reply(r) = on_lookup_answer(&g, NOW + 20, ask(&g, &kv, &mut t), Some("200"), body, &mut t) else {
         panic!()
     };
-    assert!(r.reply.headers.contains(&("x-semgate-similarity", "0.9100".to_string())));
+    assert!(r.reply.headers.contains(&("x-semgate-similarity", "0.9100".into())));
     assert_eq!(r.reply.body, b"{}");
     assert!(after_reply(&g, &kv, NOW, r, Ok(()), &mut t).is_none());
     assert_eq!(t.get(Counter::HitsSemantic), 1);
@@ -242,7 +242,7 @@ fn a_shared_exact_hit_is_copied_into_this_replicas_cache() {
     let BodyDecision::Reply(r) = on_lookup_answer(&g, NOW, ask(&g, &kv, &mut t), Some("200"), body, &mut t) else {
         panic!()
     };
-    assert!(r.reply.headers.contains(&("x-semgate-tier", "shared".to_string())));
+    assert!(r.reply.headers.contains(&("x-semgate-tier", "shared".into())));
     assert!(after_reply(&g, &kv, NOW, r, Ok(()), &mut t).is_none());
     assert_eq!((t.get(Counter::HitsShared), t.get(Counter::Stores)), (1, 1));
     // The next identical request is a local exact hit.
