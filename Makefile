@@ -26,6 +26,7 @@ wasm-target:
 ## build: the filter (semgate.wasm) and the benchmark's no-op filter
 build: wasm-target
 	cargo build --release --target wasm32-wasip1 -p semgate -p semgate-noop-filter
+	cargo build --release -p semgate --features cli --bin semgate-config
 	@ls -l $(WASM)
 
 fake-provider:

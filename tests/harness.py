@@ -253,7 +253,7 @@ class Envoy(LoggedServer):
 
     name = "Envoy"
 
-    def __init__(self, provider, semgate_config=None, doc=None, wait=True):
+    def __init__(self, provider, semgate_config=None, doc=None, wait=True, env=None):
         if not WASM.exists():
             raise FileNotFoundError(f"{WASM} is missing: run `make build`")
         if doc is None:
@@ -265,7 +265,7 @@ class Envoy(LoggedServer):
         self.config_file.close()
         self.temp_files = (self.config_file.name,)
         # The shipped configs read keys from Envoy's environment (host_env_keys).
-        env = {**os.environ, "SEMGATE_OPENAI_KEY": PROVIDER_KEY, "SEMGATE_SIDECAR_TOKEN": SIDECAR_TOKEN}
+        env = {**os.environ, "SEMGATE_OPENAI_KEY": PROVIDER_KEY, "SEMGATE_SIDECAR_TOKEN": SIDECAR_TOKEN, **(env or {})}
         self._spawn([ENVOY, "-c", self.config_file.name, "--disable-hot-restart", "--concurrency", "2",
                      "--log-level", "warn", "--component-log-level", os.environ.get("ENVOY_COMPONENT_LOG", "wasm:info")], cwd=ROOT, env=env)
         self.url = f"http://127.0.0.1:{self.port}"

@@ -137,6 +137,11 @@ pub struct ProviderConfig {
     /// through `vm_config.environment_variables`). Read once at load; unset or empty = error.
     #[serde(default)]
     pub api_key_env: Option<String>,
+    /// The cluster is a provider chain (an aggregate cluster) whose upstream semgate filter
+    /// picks the provider per attempt, injects its key, translates, and says who answered in
+    /// `x-semgate-provider`: the gateway then sets no key and no path of its own.
+    #[serde(default)]
+    pub chain: bool,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -418,6 +423,12 @@ impl Config {
             }
             if !p.path.starts_with('/') {
                 return Err(err(format!("providers.{name}.path"), "must start with `/`"));
+            }
+            if p.chain && p.api_key_env.is_some() {
+                return Err(err(
+                    format!("providers.{name}.api_key_env"),
+                    "a chain's keys belong to its upstream filter (its `providers.<name>.keys`)",
+                ));
             }
             if let Some(env) = &p.api_key_env {
                 if env.is_empty() {

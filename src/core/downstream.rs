@@ -605,7 +605,8 @@ struct RefreshRecord {
 pub struct Forwarded {
     cache_status: &'static str,
     reason: Option<&'static str>,
-    provider: String,
+    /// `None` for a chain: its upstream role says who answered.
+    provider: Option<String>,
     /// Where a complete answer is stored, and for how long.
     store: Option<(CacheKey, u64)>,
     tee: Option<ResponseTee>,
@@ -631,7 +632,7 @@ fn forward(
     };
     let store = plan.cache.store_as();
     let semantic_ttl_s = plan.semantic.ttl_s;
-    let provider = plan.upstream.provider.clone();
+    let provider = (!plan.upstream.chain).then(|| plan.upstream.provider.clone());
     let edit = RequestEdit::to(gw, client_headers, plan.upstream, path_is_upstream);
     Forward {
         edit,
@@ -654,7 +655,9 @@ impl Forwarded {
     pub fn response_marks(&self) -> Vec<(&'static str, Value)> {
         let mut marks = Vec::with_capacity(4);
         marks.push(("x-semgate-cache", Cow::Borrowed(self.cache_status)));
-        marks.push(("x-semgate-provider", Cow::Owned(self.provider.clone())));
+        if let Some(p) = &self.provider {
+            marks.push(("x-semgate-provider", Cow::Owned(p.clone())));
+        }
         if let Some(r) = self.reason {
             marks.push(("x-semgate-cache-reason", Cow::Borrowed(r)));
         }

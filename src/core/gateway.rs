@@ -355,6 +355,8 @@ pub struct Upstream {
     pub authority: Option<String>,
     /// `Authorization` value for the provider (the client's never goes upstream).
     pub authorization: Option<String>,
+    /// A provider chain: the upstream role names the provider that answered.
+    pub chain: bool,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -408,6 +410,7 @@ fn upstream_for(provider: &str, pc: &ProviderConfig, auth: &ProviderKeys) -> Ups
         path: pc.path.clone(),
         authority: pc.authority.clone(),
         authorization: auth.get(provider).cloned(),
+        chain: pc.chain,
     }
 }
 

@@ -39,6 +39,7 @@ extern "C" {
     fn proxy_set_shared_data(key: *const u8, key_len: usize, val: *const u8, val_len: usize, cas: u32) -> u32;
     fn proxy_log(level: u32, msg: *const u8, msg_len: usize) -> u32;
     fn proxy_continue_stream(stream_type: u32) -> u32;
+    fn proxy_set_buffer_bytes(buffer: u32, start: usize, len: usize, data: *const u8, data_len: usize) -> u32;
 }
 
 /// Let a request held in the body phase go on (after a callout answered).
@@ -116,6 +117,15 @@ pub fn remove_header(map: Map, key: &str) -> Result<(), HostError> {
     // SAFETY: pointers are valid for the duration of the call.
     match unsafe { proxy_remove_header_map_value(map as u32, key.as_ptr(), key.len()) } {
         OK | NOT_FOUND => Ok(()),
+        s => Err(HostError(s)),
+    }
+}
+
+/// Replace `len` bytes at `start` of a body buffer with `data` (the whole chunk: 0, its size).
+pub fn set_buffer(buffer: Buffer, start: usize, len: usize, data: &[u8]) -> Result<(), HostError> {
+    // SAFETY: pointers are valid for the duration of the call.
+    match unsafe { proxy_set_buffer_bytes(buffer as u32, start, len, data.as_ptr(), data.len()) } {
+        0 => Ok(()),
         s => Err(HostError(s)),
     }
 }

@@ -6,12 +6,14 @@
 
 use crate::core::downstream::init_store;
 use crate::core::gateway::Gateway;
+use crate::core::providers::config::{ProviderTable, ProvidersConfig};
 use crate::core::tally::{Counter, Gauge, LogLevel};
 use crate::core::wire::headermap::HeaderMap;
 use crate::host::callouts::Callouts;
 use crate::host::downstream::DownstreamHttp;
 use crate::host::metrics::Metrics;
 use crate::host::shared::EnvoySharedData;
+use crate::host::upstream::UpstreamHttp;
 use crate::host::{abi, Buffer, Flow, Host, HostError, Map, Role};
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{Action, ContextType};
@@ -27,6 +29,7 @@ fn root_for_plugin() -> Box<dyn RootContext> {
     let root_id = abi::get_property(&["plugin_root_id"]).and_then(|v| String::from_utf8(v).ok()).unwrap_or_default();
     match Role::for_root_id(&root_id) {
         Some(Role::Downstream) => Box::new(DownstreamRoot::default()),
+        Some(Role::Upstream) => Box::new(UpstreamRoot::default()),
         None => Box::new(UnknownRole(root_id)),
     }
 }
@@ -54,6 +57,9 @@ impl Host for EnvoyHost {
     }
     fn buffer(&self, buffer: Buffer, start: usize, max: usize) -> Result<Vec<u8>, HostError> {
         abi::get_buffer(buffer, start, max)
+    }
+    fn replace_buffer(&self, buffer: Buffer, start: usize, len: usize, data: &[u8]) -> Result<(), HostError> {
+        abi::set_buffer(buffer, start, len, data)
     }
     fn send_local_reply(&self, status: u16, headers: &[(&str, &str)], body: &[u8]) -> Result<(), HostError> {
         abi::send_local_response(status, headers, body)
@@ -152,6 +158,68 @@ fn load() -> Result<(Gateway, EnvoyHost), String> {
     let bytes = init_store(&gw, host.shared_data())?;
     host.gauge(Gauge::CacheBytes, bytes);
     Ok((gw, host))
+}
+
+/// The upstream role's root context: compiles the provider table (keys from the VM's
+/// environment) once, at `on_configure`.
+#[derive(Default)]
+struct UpstreamRoot {
+    table: Option<Rc<ProviderTable>>,
+    host: EnvoyHost,
+}
+
+impl Context for UpstreamRoot {}
+
+impl RootContext for UpstreamRoot {
+    fn on_configure(&mut self, _size: usize) -> bool {
+        let loaded = abi::get_buffer(Buffer::PluginConfiguration, 0, usize::MAX)
+            .map_err(|e| format!("cannot read the plugin configuration (status {})", e.0))
+            .and_then(|raw| ProvidersConfig::parse(&raw).map_err(|e| e.to_string()))
+            .and_then(|c| c.compile(&|var| std::env::var(var).ok()).map_err(|e| e.to_string()))
+            .and_then(|table| Ok((table, EnvoyHost { metrics: Rc::new(Metrics::define()?) })));
+        match loaded {
+            Ok((table, host)) => {
+                abi::log(LogLevel::Info, "semgate upstream: configured");
+                self.table = Some(Rc::new(table));
+                self.host = host;
+                true
+            }
+            Err(msg) => {
+                abi::log(LogLevel::Critical, &format!("semgate upstream: refusing to start: {msg}"));
+                false
+            }
+        }
+    }
+
+    fn get_type(&self) -> Option<ContextType> {
+        Some(ContextType::HttpContext)
+    }
+
+    fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
+        Some(Box::new(UpstreamContext(UpstreamHttp::new(self.host.clone(), self.table.clone()))))
+    }
+}
+
+struct UpstreamContext(UpstreamHttp<EnvoyHost>);
+
+impl Context for UpstreamContext {}
+
+impl HttpContext for UpstreamContext {
+    fn on_http_request_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
+        action(self.0.on_request_headers(end_of_stream))
+    }
+
+    fn on_http_request_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
+        action(self.0.on_request_body(body_size, end_of_stream))
+    }
+
+    fn on_http_response_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
+        action(self.0.on_response_headers(end_of_stream))
+    }
+
+    fn on_http_response_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
+        action(self.0.on_response_body(body_size, end_of_stream))
+    }
 }
 
 /// A plugin whose `root_id` names no role: refuses to configure, so Envoy says why.

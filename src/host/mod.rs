@@ -13,6 +13,7 @@
 
 pub mod callouts;
 pub mod downstream;
+pub mod upstream;
 
 #[cfg(all(target_arch = "wasm32", not(test)))]
 mod abi;
@@ -65,6 +66,8 @@ pub trait Host {
     fn set_header(&self, map: Map, name: &str, value: &str) -> Result<(), HostError>;
     fn remove_header(&self, map: Map, name: &str) -> Result<(), HostError>;
     fn buffer(&self, buffer: Buffer, start: usize, max: usize) -> Result<Vec<u8>, HostError>;
+    /// Replace `len` bytes at `start` of a body buffer (the upstream role rewrites bodies).
+    fn replace_buffer(&self, buffer: Buffer, start: usize, len: usize, data: &[u8]) -> Result<(), HostError>;
     fn send_local_reply(&self, status: u16, headers: &[(&str, &str)], body: &[u8]) -> Result<(), HostError>;
     /// An HTTP callout; the answer comes back to the context with the returned token.
     fn dispatch(&self, cluster: &str, headers: &[(&str, &str)], body: &[u8], timeout_ms: u64)
@@ -101,6 +104,9 @@ impl<H: Host> Tally for HostTally<'_, H> {
 pub enum Role {
     /// The gateway filter in the listener's HTTP chain (`root_id: semgate`).
     Downstream,
+    /// The per-attempt provider adapter on a chain's aggregate cluster (`root_id:
+    /// semgate_upstream`).
+    Upstream,
 }
 
 impl Role {
@@ -108,6 +114,7 @@ impl Role {
     pub fn for_root_id(root_id: &str) -> Option<Role> {
         match root_id {
             "" | "semgate" | "semgate_downstream" => Some(Role::Downstream),
+            crate::core::upstream::ROOT_ID => Some(Role::Upstream),
             _ => None,
         }
     }

@@ -89,6 +89,13 @@ impl Host for Rc<Fake> {
         let b = self.buffers.borrow().get(&(buffer as u8)).cloned().unwrap_or_default();
         Ok(b.into_iter().skip(start).take(max).collect())
     }
+    fn replace_buffer(&self, buffer: Buffer, start: usize, len: usize, data: &[u8]) -> Result<(), HostError> {
+        let mut buffers = self.buffers.borrow_mut();
+        let b = buffers.entry(buffer as u8).or_default();
+        let end = (start + len).min(b.len());
+        b.splice(start.min(end)..end, data.iter().copied());
+        Ok(())
+    }
     fn send_local_reply(&self, status: u16, headers: &[(&str, &str)], body: &[u8]) -> Result<(), HostError> {
         if self.refuse_reply.get() {
             return Err(HostError(2));

@@ -14,8 +14,9 @@ pub struct Route {
     pub stream: bool,
 }
 
-/// Recognises `/{version}/models/{model}:{method}` (AI Studio) and
-/// `/{version}/projects/{p}/locations/{l}/publishers/google/models/{model}:{method}` (Vertex).
+/// Recognises `/{version}/models/{model}:{method}` (AI Studio),
+/// `/{version}/projects/{p}/locations/{l}/publishers/google/models/{model}:{method}` (Vertex)
+/// and `/{version}/publishers/google/models/{model}:{method}` (Vertex express mode).
 pub fn route(path: &str) -> Option<Route> {
     let rest = path.strip_prefix('/')?;
     let (version, rest) = rest.split_once('/')?;
@@ -25,10 +26,14 @@ pub fn route(path: &str) -> Option<Route> {
     let rest = match rest.strip_prefix("models/") {
         Some(r) => r,
         None => {
-            let segs: Vec<&str> = rest.splitn(7, '/').collect();
-            match segs.as_slice() {
-                ["projects", _, "locations", _, "publishers", "google", tail] => tail.strip_prefix("models/")?,
-                _ => return None,
+            if let Some(tail) = rest.strip_prefix("publishers/google/models/") {
+                tail
+            } else {
+                let segs: Vec<&str> = rest.splitn(7, '/').collect();
+                match segs.as_slice() {
+                    ["projects", _, "locations", _, "publishers", "google", tail] => tail.strip_prefix("models/")?,
+                    _ => return None,
+                }
             }
         }
     };
@@ -232,6 +237,7 @@ mod tests {
         assert_eq!(r("/v1beta/models/g:countTokens"), None);
         assert_eq!(r("/v1/chat/completions"), None);
         assert_eq!(r("/v1/projects/p/locations/l/publishers/other/models/g:generateContent"), None);
+        assert!(r("/v1/publishers/google/models/gemini-1.5-pro:generateContent").is_some());
     }
 
     #[test]
