@@ -74,11 +74,15 @@ $(SIDECAR_TOKEN):
 ## sidecar on the local model (no keys needed)
 demo: build fake-provider sidecar model envoy $(SIDECAR_TOKEN)
 	@$(FAKE) --listen 127.0.0.1:18001 --require-key sk-fake-provider > .run/fake-provider.log 2>&1 & fake=$$!; \
+	  $(FAKE) --listen 127.0.0.1:18002 --require-key sk-fake-anthropic > .run/fake-anthropic.log 2>&1 & anthropic=$$!; \
+	  $(FAKE) --listen 127.0.0.1:18003 --require-key sk-fake-vertex > .run/fake-vertex.log 2>&1 & vertex=$$!; \
 	  target/release/semgate-sidecar --listen 127.0.0.1:18100 --data-dir .run/sidecar --model-dir $(MODEL_DIR) --token-file $(SIDECAR_TOKEN) > .run/sidecar.log 2>&1 & side=$$!; \
-	  trap "kill $$fake $$side 2>/dev/null" EXIT INT TERM; \
+	  trap "kill $$fake $$anthropic $$vertex $$side 2>/dev/null" EXIT INT TERM; \
 	  echo "semgate demo: http://127.0.0.1:10000/v1/chat/completions (key sk-demo), admin http://127.0.0.1:9901"; \
+	  echo "models: gpt-4o-mini (OpenAI-shaped fake :18001), claude-3-5-sonnet (Anthropic fake :18002, falling back to a Vertex fake :18003)"; \
 	  echo "try: examples/curl-demo.sh"; \
 	  SEMGATE_OPENAI_KEY=sk-fake-provider SEMGATE_SIDECAR_TOKEN=$$(cat $(SIDECAR_TOKEN)) \
+	  ANTHROPIC_KEY_PRIMARY=sk-fake-anthropic ANTHROPIC_KEY_BACKUP=sk-fake-anthropic VERTEX_EXPRESS_KEY=sk-fake-vertex \
 	  "$(ENVOY)" -c envoy/envoy.yaml --disable-hot-restart --log-level warn --component-log-level wasm:info
 
 ## run: gateway on 127.0.0.1:10000 in front of the real OpenAI API (needs OPENAI_API_KEY)

@@ -225,6 +225,15 @@ def _semgate_filter(doc):
     raise KeyError("no semgate filter in the Envoy config")
 
 
+def upstream_filters(doc):
+    """The upstream role's Wasm filters, on the chains' aggregate clusters."""
+    for cluster in doc["static_resources"]["clusters"]:
+        opts = cluster.get("typed_extension_protocol_options", {}).get("envoy.extensions.upstreams.http.v3.HttpProtocolOptions", {})
+        for f in opts.get("http_filters", []):
+            if f["name"] == "envoy.filters.http.wasm":
+                yield f
+
+
 def render_envoy_config(provider_port, listen_port, admin_port, semgate_config=None, base=ROOT / "envoy/envoy.yaml", sidecar_port=None):
     doc = yaml.safe_load(Path(base).read_text())
     doc = copy.deepcopy(doc)
@@ -239,6 +248,8 @@ def render_envoy_config(provider_port, listen_port, admin_port, semgate_config=N
                     lb["endpoint"]["address"]["socket_address"]["port_value"] = provider_port
     wasm = _semgate_filter(doc)
     wasm["config"]["vm_config"]["code"]["local"]["filename"] = str(WASM)
+    for f in upstream_filters(doc):
+        f["typed_config"]["config"]["vm_config"]["code"]["local"]["filename"] = str(WASM)
     if semgate_config is not None:
         semantic = semgate_config.get("semantic", {})
         if semantic.get("enabled") and "token_env" not in semantic:
@@ -265,7 +276,9 @@ class Envoy(LoggedServer):
         self.config_file.close()
         self.temp_files = (self.config_file.name,)
         # The shipped configs read keys from Envoy's environment (host_env_keys).
-        env = {**os.environ, "SEMGATE_OPENAI_KEY": PROVIDER_KEY, "SEMGATE_SIDECAR_TOKEN": SIDECAR_TOKEN, **(env or {})}
+        env = {**os.environ, "SEMGATE_OPENAI_KEY": PROVIDER_KEY, "SEMGATE_SIDECAR_TOKEN": SIDECAR_TOKEN,
+               "ANTHROPIC_KEY_PRIMARY": PROVIDER_KEY, "ANTHROPIC_KEY_BACKUP": PROVIDER_KEY,
+               "VERTEX_EXPRESS_KEY": PROVIDER_KEY, **(env or {})}
         self._spawn([ENVOY, "-c", self.config_file.name, "--disable-hot-restart", "--concurrency", "2",
                      "--log-level", "warn", "--component-log-level", os.environ.get("ENVOY_COMPONENT_LOG", "wasm:info")], cwd=ROOT, env=env)
         self.url = f"http://127.0.0.1:{self.port}"

@@ -1,5 +1,5 @@
-"""Provider chains through a real Envoy 1.40: the gateway routes `claude-3-5-sonnet` to the
-aggregate cluster of the chain Anthropic -> Vertex (written by `semgate-config envoy`), and
+"""Provider chains through a real Envoy 1.40, with the shipped demo config: the gateway routes
+`claude-3-5-sonnet` to the aggregate cluster of the chain Anthropic -> Vertex, and
 the same semgate.wasm, as an upstream filter of that cluster, speaks each provider's API once
 per attempt. Two fake providers play Anthropic (primary) and Vertex (fallback)."""
 
@@ -11,25 +11,12 @@ import pytest
 import requests
 
 from conftest import gateway_test_config
-from harness import PROVIDER_KEY, ROOT, WASM, Envoy, FakeProvider, free_port, render_envoy_config, sse_events, stream_content
+import yaml
+
+from harness import ROOT, Envoy, FakeProvider, free_port, render_envoy_config, sse_events, stream_content, upstream_filters
 
 SEMGATE_CONFIG = ROOT / "target/release/semgate-config"
 MODEL = "claude-3-5-sonnet"
-
-
-def upstream_config(primary, fallback):
-    return {
-        "providers": {
-            "anthropic": {"kind": "anthropic", "address": f"127.0.0.1:{primary.port}", "tls": False,
-                          "keys": [{"env": "ANTHROPIC_KEY_PRIMARY"}, {"env": "ANTHROPIC_KEY_BACKUP"}]},
-            "vertex": {"kind": "vertex", "address": f"127.0.0.1:{fallback.port}", "tls": False,
-                       "keys": [{"env": "VERTEX_EXPRESS_KEY"}], "vertex": {"auth": "express_key"}},
-        },
-        "models": {MODEL: ["anthropic/claude-3-5-sonnet-20241022", "vertex/gemini-1.5-pro"]},
-        "fallback": {"per_attempt_timeout_ms": 2000, "key_cooldown_s": 60,
-                     "ejection": {"consecutive_5xx": 2, "interval_ms": 1000, "base_ejection_ms": 30000,
-                                  "max_ejection_percent": 100}},
-    }
 
 
 @pytest.fixture(scope="module")
@@ -40,29 +27,32 @@ def providers():
     fallback.stop()
 
 
+def set_port(doc, cluster_name, port):
+    for c in doc["static_resources"]["clusters"]:
+        if c["name"] == cluster_name:
+            c["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]["address"]["socket_address"]["port_value"] = port
+
+
 @pytest.fixture(scope="module")
-def chain(providers, tmp_path_factory):
+def chain(providers):
+    """The shipped demo config (its chain of Anthropic then Vertex), with the two fakes."""
     primary, fallback = providers
-    if not SEMGATE_CONFIG.exists():
-        pytest.fail(f"{SEMGATE_CONFIG} is missing: run `make build`")
-    cfg_file = tmp_path_factory.mktemp("chain") / "filter.json"
-    cfg_file.write_text(json.dumps(upstream_config(primary, fallback)))
-    out = subprocess.run([str(SEMGATE_CONFIG), "envoy", "--filter-config", str(cfg_file), "--format", "json",
-                          "--wasm", str(WASM)], capture_output=True, text=True, check=True)
-    generated = json.loads(out.stdout)
-    cfg = gateway_test_config()
-    cfg["providers"]["claude"] = {"cluster": "chain_anthropic_vertex", "chain": True}
-    cfg["models"].insert(0, {"match": MODEL, "provider": "claude"})
-    doc = render_envoy_config(primary.port, free_port(), free_port(), cfg)
-    doc["static_resources"]["clusters"] += generated["clusters"]
-    routes = doc["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]["route_config"]["virtual_hosts"][0]["routes"]
-    for r in routes:
-        if "cluster_header" in r.get("route", {}):
-            r["route"]["retry_policy"] = generated["route_retry_policy"]
-    keys = {"ANTHROPIC_KEY_PRIMARY": PROVIDER_KEY, "ANTHROPIC_KEY_BACKUP": PROVIDER_KEY, "VERTEX_EXPRESS_KEY": PROVIDER_KEY}
-    envoy = Envoy(primary, doc=doc, env=keys)
+    doc = render_envoy_config(primary.port, free_port(), free_port(), gateway_test_config())
+    set_port(doc, "provider_anthropic", primary.port)
+    set_port(doc, "provider_vertex", fallback.port)
+    envoy = Envoy(primary, doc=doc)
     yield envoy
     envoy.stop()
+
+
+def test_the_shipped_chain_passes_semgate_config_check(tmp_path):
+    doc = yaml.safe_load((ROOT / "envoy/envoy.yaml").read_text())
+    [f] = list(upstream_filters(doc))
+    cfg = tmp_path / "upstream.json"
+    cfg.write_text(f["typed_config"]["config"]["configuration"]["value"])
+    out = subprocess.run([str(SEMGATE_CONFIG), "check", "--filter-config", str(cfg), "--envoy", str(ROOT / "envoy/envoy.yaml")],
+                         capture_output=True, text=True)
+    assert out.returncode == 0, out.stdout + out.stderr
 
 
 @pytest.fixture(autouse=True)

@@ -568,6 +568,10 @@ pub fn check(filter_config: &Value, envoy: &Value, text: &str) -> Result<Vec<Fin
         find(line_of(text, "route_config"), format!("no route has `cluster_header: {CLUSTER_HEADER}`"));
     }
     let needed = config.max_attempts().saturating_sub(1) as u64;
+    // Routes that serve chains: the ones matching `x-semgate-cluster: chain_*` when the config
+    // has such routes (direct providers then keep routes without retries), else all of them.
+    let chain_routes: Vec<&Value> = routes.iter().copied().filter(|r| matches_chain_header(r)).collect();
+    let routes = if chain_routes.is_empty() { routes } else { chain_routes };
     for r in routes {
         let name = r.get("name").and_then(Value::as_str).unwrap_or("(unnamed)");
         let at = r
@@ -590,6 +594,16 @@ pub fn check(filter_config: &Value, envoy: &Value, text: &str) -> Result<Vec<Fin
         }
     }
     Ok(out)
+}
+
+/// A route that matches requests whose `x-semgate-cluster` names a chain (`chain_` prefix).
+fn matches_chain_header(r: &Value) -> bool {
+    r.pointer("/match/headers").and_then(Value::as_array).is_some_and(|hs| {
+        hs.iter().any(|h| {
+            h.get("name").and_then(Value::as_str) == Some(CLUSTER_HEADER)
+                && h.pointer("/string_match/prefix").and_then(Value::as_str) == Some("chain_")
+        })
+    })
 }
 
 fn check_buffer_limit(
