@@ -118,3 +118,20 @@ def test_a_stream_through_anthropic_is_openai_sse(chain, providers):
     chunks = [json.loads(e) for e in events[:-1]]
     assert all(c["object"] == "chat.completion.chunk" for c in chunks)
     assert stream_content(r.content)
+
+
+def test_when_every_provider_fails_the_client_gets_one_502_naming_the_attempts(chain, providers):
+    primary, fallback = providers
+    primary.control(fail_status=503, fail_fraction=1.0)
+    fallback.control(fail_status=500, fail_fraction=1.0)
+    r = ask(chain, f"all down {uuid.uuid4().hex[:6]}")
+    assert r.status_code == 502, r.text
+    assert r.headers["content-type"] == "application/json"
+    err = r.json()["error"]
+    assert err["message"] and err["type"]
+    text = r.text
+    assert "vertex" in text
+    assert "sk-fake" not in text and "Answer" not in text
+    # Not cached: the next request after recovery is answered.
+    fallback.control(fail_fraction=0.0)
+    assert ask(chain, f"recovered {uuid.uuid4().hex[:6]}").status_code == 200

@@ -607,6 +607,11 @@ pub struct Forwarded {
     reason: Option<&'static str>,
     /// `None` for a chain: its upstream role says who answered.
     provider: Option<String>,
+    /// A chain request's `x-request-id`: keys the upstream role's attempt log, read when
+    /// every attempt failed.
+    chain_request_id: Option<String>,
+    /// Every attempt of the chain failed: the answer is replaced by one 502 naming them.
+    all_failed: bool,
     /// Where a complete answer is stored, and for how long.
     store: Option<(CacheKey, u64)>,
     tee: Option<ResponseTee>,
@@ -633,6 +638,8 @@ fn forward(
     let store = plan.cache.store_as();
     let semantic_ttl_s = plan.semantic.ttl_s;
     let provider = (!plan.upstream.chain).then(|| plan.upstream.provider.clone());
+    let chain_request_id =
+        if plan.upstream.chain { client_headers.get("x-request-id").map(str::to_string) } else { None };
     let edit = RequestEdit::to(gw, client_headers, plan.upstream, path_is_upstream);
     Forward {
         edit,
@@ -641,6 +648,8 @@ fn forward(
             cache_status,
             reason,
             provider,
+            chain_request_id,
+            all_failed: false,
             store,
             tee: None,
             semantic,
@@ -667,9 +676,36 @@ impl Forwarded {
         marks
     }
 
-    /// Whether the host should read the response headers (only a storable answer needs them).
+    /// Whether the host should read the response headers (a storable answer, or a chain's).
     pub fn wants_response_head(&self) -> bool {
-        self.store.is_some()
+        self.store.is_some() || self.chain_request_id.is_some()
+    }
+
+    /// A chain's final answer is a failure (5xx or 429 after the retries): the host holds the
+    /// response and replaces it with [`Forwarded::all_failed_reply`].
+    pub fn check_chain_failure(&mut self, headers: &HeaderMap) -> bool {
+        if self.chain_request_id.is_none() {
+            return false;
+        }
+        let status = headers.get(":status").and_then(|s| s.parse::<u16>().ok()).unwrap_or(0);
+        self.all_failed = status >= 500 || status == 429;
+        if self.all_failed {
+            self.store = None;
+            self.tee = None;
+            self.semantic = None;
+        }
+        self.all_failed
+    }
+
+    pub fn is_all_failed(&self) -> bool {
+        self.all_failed
+    }
+
+    /// The 502 naming each attempt's provider and status (no provider body, no key).
+    pub fn all_failed_reply<S: SharedData>(&self, kv: &S) -> Vec<u8> {
+        let attempts =
+            self.chain_request_id.as_deref().map(|id| crate::core::upstream::read_attempts(kv, id)).unwrap_or_default();
+        crate::core::upstream::all_attempts_failed(&attempts)
     }
 
     /// Start copying the response if its head says it could be stored.

@@ -28,12 +28,14 @@ pub enum Counter {
     UnsafeEntries,
     /// Requests relayed on a `passthrough` path.
     Relayed,
+    /// Chain requests whose every attempt failed (answered with one 502 naming them).
+    ChainFailures,
     /// Callout answers whose token names no callout in flight (late, or never ours).
     UnknownCallouts,
 }
 
 impl Counter {
-    pub const ALL: [Counter; 22] = [
+    pub const ALL: [Counter; 23] = [
         Counter::Requests,
         Counter::Rejected,
         Counter::HitsExact,
@@ -55,6 +57,7 @@ impl Counter {
         Counter::SemanticStores,
         Counter::UnsafeEntries,
         Counter::Relayed,
+        Counter::ChainFailures,
         Counter::UnknownCallouts,
     ];
 
@@ -82,6 +85,7 @@ impl Counter {
             Counter::SemanticStores => "semgate_cache_semantic_stores_total",
             Counter::UnsafeEntries => "semgate_sidecar_unsafe_entries_total",
             Counter::Relayed => "semgate_relayed_total",
+            Counter::ChainFailures => "semgate_chain_failures_total",
             Counter::UnknownCallouts => "semgate_callouts_unknown_total",
         }
     }

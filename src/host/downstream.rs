@@ -222,6 +222,21 @@ impl<H: Host> DownstreamHttp<H> {
         }
         if f.wants_response_head() {
             let headers = self.host.headers(Map::Response);
+            if f.check_chain_failure(&headers) {
+                self.host.count(Counter::ChainFailures, 1);
+                let status = crate::core::upstream::ALL_FAILED_STATUS.to_string();
+                let ok = self.host.set_header(Map::Response, ":status", &status).is_ok()
+                    && self.host.set_header(Map::Response, "content-type", "application/json").is_ok()
+                    && self.host.remove_header(Map::Response, "content-length").is_ok();
+                if !ok {
+                    self.host.count(Counter::HostErrors, 1);
+                }
+                if end_of_stream {
+                    return Flow::Continue;
+                }
+                // Held until the body's end, which is replaced by the 502's.
+                return Flow::Pause;
+            }
             f.on_response_headers(gw, &headers, end_of_stream, &mut HostTally(&self.host));
         }
         Flow::Continue
@@ -229,6 +244,16 @@ impl<H: Host> DownstreamHttp<H> {
 
     pub fn on_response_body(&mut self, body_size: usize, end_of_stream: bool) -> Flow {
         let (Phase::Forwarded(f), Some(gw)) = (&mut self.phase, self.gw.as_ref()) else { return Flow::Continue };
+        if f.is_all_failed() {
+            if !end_of_stream {
+                return Flow::Pause;
+            }
+            let reply = f.all_failed_reply(self.host.shared_data());
+            if self.host.replace_buffer(Buffer::ResponseBody, 0, body_size, &reply).is_err() {
+                self.host.count(Counter::HostErrors, 1);
+            }
+            return Flow::Continue;
+        }
         if !f.wants_response_body() {
             return Flow::Continue;
         }
