@@ -120,18 +120,62 @@ def test_a_stream_through_anthropic_is_openai_sse(chain, providers):
     assert stream_content(r.content)
 
 
-def test_when_every_provider_fails_the_client_gets_one_502_naming_the_attempts(chain, providers):
+def own_chain(providers, **env):
+    """A gateway of its own: its circuit breaker state starts clean."""
+    primary, fallback = providers
+    doc = render_envoy_config(primary.port, free_port(), free_port(), gateway_test_config())
+    set_port(doc, "provider_anthropic", primary.port)
+    set_port(doc, "provider_vertex", fallback.port)
+    return Envoy(primary, doc=doc, env=env)
+
+
+def test_when_every_provider_fails_the_client_gets_one_502_naming_the_attempts(providers):
     primary, fallback = providers
     primary.control(fail_status=503, fail_fraction=1.0)
     fallback.control(fail_status=500, fail_fraction=1.0)
-    r = ask(chain, f"all down {uuid.uuid4().hex[:6]}")
-    assert r.status_code == 502, r.text
-    assert r.headers["content-type"] == "application/json"
-    err = r.json()["error"]
-    assert err["message"] and err["type"]
-    text = r.text
-    assert "vertex" in text
-    assert "sk-fake" not in text and "Answer" not in text
-    # Not cached: the next request after recovery is answered.
-    fallback.control(fail_fraction=0.0)
-    assert ask(chain, f"recovered {uuid.uuid4().hex[:6]}").status_code == 200
+    envoy = own_chain(providers)
+    try:
+        text = f"all down {uuid.uuid4().hex[:6]}"
+        for _ in range(2):
+            r = ask(envoy, text)
+            assert r.status_code == 502, r.text
+            assert r.headers["content-type"] == "application/json"
+            assert r.headers.get("x-semgate-cache") != "hit-exact", "a failure is never cached"
+            err = r.json()["error"]
+            assert err["message"] and err["type"]
+            assert "anthropic" in r.text and "vertex" in r.text, r.text
+            assert "sk-fake" not in r.text and "Answer" not in r.text
+        assert envoy.stat("semgate_chain_failures_total") == 2
+    finally:
+        envoy.stop()
+
+
+def test_a_stream_falls_back_to_vertex_as_a_stream_the_openai_sdk_reads(chain, providers):
+    openai = pytest.importorskip("openai")
+    primary, _ = providers
+    primary.control(fail_status=503, fail_fraction=1.0)
+    client = openai.OpenAI(base_url=chain.url + "/v1", api_key="sk-demo", max_retries=0)
+    stream = client.chat.completions.create(
+        model=MODEL, stream=True, stream_options={"include_usage": True},
+        messages=[{"role": "user", "content": f"stream through the fallback {uuid.uuid4().hex[:6]}"}])
+    chunks = list(stream)
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert text
+    assert any(c.usage and c.usage.total_tokens > 0 for c in chunks)
+    assert any(c.choices and c.choices[0].finish_reason == "stop" for c in chunks)
+
+
+def test_a_refused_key_cools_down_and_the_next_key_answers(providers):
+    from harness import PROVIDER_KEY
+    # The primary key is wrong: Anthropic answers 401, the key is cooled down, the attempt
+    # falls back; the next requests use the backup key.
+    envoy = own_chain(providers, ANTHROPIC_KEY_PRIMARY="sk-revoked", ANTHROPIC_KEY_BACKUP=PROVIDER_KEY)
+    try:
+        first = ask(envoy, f"key one {uuid.uuid4().hex[:6]}")
+        assert first.status_code == 200, first.text
+        assert first.headers["x-semgate-provider"] == "vertex"
+        answered = [ask(envoy, f"key two {i} {uuid.uuid4().hex[:6]}").headers["x-semgate-provider"] for i in range(4)]
+        assert answered == ["anthropic"] * 4, answered
+        assert "sk-revoked" not in first.text
+    finally:
+        envoy.stop()
