@@ -66,7 +66,7 @@ def render(scenario, listen_port, admin_port, provider_port):
     listener["address"]["socket_address"].update(address="127.0.0.1", port_value=listen_port)
     doc["admin"]["address"]["socket_address"].update(address="127.0.0.1", port_value=admin_port)
     for cluster in doc["static_resources"]["clusters"]:
-        for ep in cluster["load_assignment"]["endpoints"]:
+        for ep in cluster.get("load_assignment", {}).get("endpoints", []):
             for lb in ep["lb_endpoints"]:
                 lb["endpoint"]["address"]["socket_address"].update(address="127.0.0.1", port_value=provider_port)
     hcm.pop("access_log", None)
@@ -77,6 +77,14 @@ def render(scenario, listen_port, admin_port, provider_port):
     # The demo reads its keys from Envoy's environment; the benchmark names them inline.
     semgate["typed_config"]["config"]["vm_config"]["environment_variables"] = {
         "key_values": {"SEMGATE_OPENAI_KEY": PROVIDER_KEY, "SEMGATE_SIDECAR_TOKEN": "bench-token-unused-0000"}}
+    # The demo's provider chain (not benchmarked here): its upstream role needs its keys to load.
+    for cluster in doc["static_resources"]["clusters"]:
+        opts = cluster.get("typed_extension_protocol_options", {}).get("envoy.extensions.upstreams.http.v3.HttpProtocolOptions", {})
+        for f in opts.get("http_filters", []):
+            if f["name"] == "envoy.filters.http.wasm":
+                vm = f["typed_config"]["config"]["vm_config"]
+                vm["code"]["local"]["filename"] = str(SEMGATE_WASM)
+                vm["environment_variables"] = {"key_values": {k: PROVIDER_KEY for k in vm.get("environment_variables", {}).get("host_env_keys", [])}}
     # The benchmark measures the exact layer: no sidecar runs, so layer 2 is off.
     conf = semgate["typed_config"]["config"]["configuration"]
     filter_cfg = json.loads(conf["value"])
