@@ -7,6 +7,7 @@ pub mod exact;
 pub mod guard;
 pub mod index;
 pub mod ledger;
+pub mod lexicon;
 pub mod quant;
 pub mod server;
 pub mod synthetic;
