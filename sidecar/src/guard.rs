@@ -466,9 +466,11 @@ const SMALL_NUMBERS: &[(&str, u64)] = &[
     ("eighty", 80),
     ("ninety", 90),
 ];
-const SCALES: &[(&str, u64)] = &[("hundred", 100), ("thousand", 1000), ("million", 1_000_000), ("billion", 1_000_000_000)];
+const SCALES: &[(&str, u64)] =
+    &[("hundred", 100), ("thousand", 1000), ("million", 1_000_000), ("billion", 1_000_000_000)];
 const ORDINALS: &[&str] = &[
-    "first", "second", "third", "fourth", "fifth", "sixth", "seventh", "eighth", "ninth", "tenth", "eleventh", "twelfth",
+    "first", "second", "third", "fourth", "fifth", "sixth", "seventh", "eighth", "ninth", "tenth", "eleventh",
+    "twelfth",
 ];
 
 /// "15:30" -> (15, 30).
@@ -526,7 +528,9 @@ fn normalize(tokens: Vec<(String, bool)>, joinable: impl Fn(&str) -> bool) -> Ve
                 }
             }
             let country = COUNTRY_ALIASES.iter().find(|(n, _)| *n == phrase).map(|(_, c)| c.to_string());
-            if let Some(code) = country.or_else(|| (len > 1 || phrase.len() > 3).then(|| lx.countries.get(&phrase).cloned()).flatten()) {
+            if let Some(code) =
+                country.or_else(|| (len > 1 || phrase.len() > 3).then(|| lx.countries.get(&phrase).cloned()).flatten())
+            {
                 merged = Some((len, format!("country-{code}"), true));
                 break;
             }
@@ -553,8 +557,16 @@ fn normalize(tokens: Vec<(String, bool)>, joinable: impl Fn(&str) -> bool) -> Ve
             let joined = format!("{w}_{next}");
             let wordy = |t: &str| t.chars().all(|c| c.is_ascii_alphabetic());
             // Time words stay apart: "last quarter" is a tense, not the moon's phase.
-            let deictic = |t: &str| matches!(t, "last" | "next" | "past" | "previous" | "coming" | "following" | "this");
-            if wordy(w) && wordy(next) && !deictic(w) && !STOPWORDS.contains(&w) && joinable(w) && joinable(next) && lx.knows(&joined) {
+            let deictic =
+                |t: &str| matches!(t, "last" | "next" | "past" | "previous" | "coming" | "following" | "this");
+            if wordy(w)
+                && wordy(next)
+                && !deictic(w)
+                && !STOPWORDS.contains(&w)
+                && joinable(w)
+                && joinable(next)
+                && lx.knows(&joined)
+            {
                 out.push((joined, tokens[i].1 || tokens[i + 1].1));
                 i += 2;
                 continue;
@@ -563,7 +575,8 @@ fn normalize(tokens: Vec<(String, bool)>, joinable: impl Fn(&str) -> bool) -> Ve
         // Number words: "two hundred and fifty", "a dozen", "a hundred".
         let small = |t: &str| SMALL_NUMBERS.iter().find(|(n, _)| *n == t).map(|(_, v)| *v);
         let scale = |t: &str| SCALES.iter().find(|(n, _)| *n == t).map(|(_, v)| *v);
-        let starts_number = small(w).is_some_and(|_| w != "one" || lower.get(i + 1).is_some_and(|n| scale(n).is_some() || small(n).is_some()))
+        let starts_number = small(w)
+            .is_some_and(|_| w != "one" || lower.get(i + 1).is_some_and(|n| scale(n).is_some() || small(n).is_some()))
             || scale(w).is_some()
             || (w == "a" && lower.get(i + 1).is_some_and(|n| scale(n).is_some() || n == "dozen"))
             || w == "dozen";
@@ -582,7 +595,9 @@ fn normalize(tokens: Vec<(String, bool)>, joinable: impl Fn(&str) -> bool) -> Ve
                     }
                 } else if t == "dozen" {
                     current = current.max(1) * 12;
-                } else if (t == "a" && j == i) || (t == "and" && j > i && lower.get(j + 1).is_some_and(|n| small(n).is_some())) {
+                } else if (t == "a" && j == i)
+                    || (t == "and" && j > i && lower.get(j + 1).is_some_and(|n| small(n).is_some()))
+                {
                 } else {
                     break;
                 }
@@ -835,7 +850,10 @@ impl GuardConfig {
         let f = self.facts(text);
         let content: Vec<String> =
             f.tokens.iter().filter(|t| !STOPWORDS.contains(&t.as_str())).map(|t| self.concept(t)).collect();
-        format!("tokens {:?} numbers {:?} units {:?} entities {:?} content {:?}", f.tokens, f.numbers, f.units, f.entities, content)
+        format!(
+            "tokens {:?} numbers {:?} units {:?} entities {:?} content {:?}",
+            f.tokens, f.numbers, f.units, f.entities, content
+        )
     }
 
     /// `Ok` if `candidate` may answer `query`; otherwise the first rule that refuses it.
@@ -897,7 +915,9 @@ impl GuardConfig {
                 return Err(Rejection::Opposite);
             }
         }
-        if self.operand_order && (self.operands_swapped(&a.tokens, &b.tokens) || reordered(&self.order_items(&a), &self.order_items(&b))) {
+        if self.operand_order
+            && (self.operands_swapped(&a.tokens, &b.tokens) || reordered(&self.order_items(&a), &self.order_items(&b)))
+        {
             return Err(Rejection::OperandOrder);
         }
         if !self.structure {
@@ -960,8 +980,7 @@ impl GuardConfig {
         // Two loose words are one phrase when they stand side by side.
         let phrase = |loose: &[&String], f: &Facts| {
             let concepts: Vec<String> = f.tokens.iter().map(|t| self.concept(t)).collect();
-            loose.len() == 1
-                || concepts.windows(2).any(|w| loose.iter().all(|l| w.contains(l)))
+            loose.len() == 1 || concepts.windows(2).any(|w| loose.iter().all(|l| w.contains(l)))
         };
         if (1..=2).contains(&loose_a.len())
             && loose_a.len() == loose_b.len()
@@ -1030,18 +1049,95 @@ impl GuardConfig {
 /// Verbs and prepositions that leave something out: "leave out X" asks the opposite of
 /// "focus on X" with no "not" in sight. The lemmas of WordNet's first senses of these verbs.
 const EXCLUSION: &[&str] = &[
-    "exclude", "omit", "leave_out", "skip", "avoid", "ignore", "without", "except", "excluding", "minus", "drop",
-    "omitting", "sans",
+    "exclude",
+    "omit",
+    "leave_out",
+    "skip",
+    "avoid",
+    "ignore",
+    "without",
+    "except",
+    "excluding",
+    "minus",
+    "drop",
+    "omitting",
+    "sans",
 ];
 
 /// Words that carry no request of their own (greetings, politeness, hedges).
 const FILLERS: &[&str] = &[
-    "please", "thanks", "thank", "hi", "hello", "hey", "quick", "question", "help", "just", "really", "actually",
-    "possible", "want", "need", "like", "know", "wonder", "kindly", "anyone", "someone", "somebody", "pls", "plz",
-    "thx", "okay", "ok", "way", "best", "good", "able", "let", "find", "out", "explain", "describe", "write", "tell",
-    "show", "say", "give", "make", "go", "ask", "idea", "here", "also", "there", "something", "anything", "thing",
-    "kind", "sort", "sure", "exactly", "currently", "now", "right", "correct", "proper", "properly", "simple",
-    "simply", "easy", "easily", "fast", "quickly", "basically", "short", "brief", "briefly", "little",
+    "please",
+    "thanks",
+    "thank",
+    "hi",
+    "hello",
+    "hey",
+    "quick",
+    "question",
+    "help",
+    "just",
+    "really",
+    "actually",
+    "possible",
+    "want",
+    "need",
+    "like",
+    "know",
+    "wonder",
+    "kindly",
+    "anyone",
+    "someone",
+    "somebody",
+    "pls",
+    "plz",
+    "thx",
+    "okay",
+    "ok",
+    "way",
+    "best",
+    "good",
+    "able",
+    "let",
+    "find",
+    "out",
+    "explain",
+    "describe",
+    "write",
+    "tell",
+    "show",
+    "say",
+    "give",
+    "make",
+    "go",
+    "ask",
+    "idea",
+    "here",
+    "also",
+    "there",
+    "something",
+    "anything",
+    "thing",
+    "kind",
+    "sort",
+    "sure",
+    "exactly",
+    "currently",
+    "now",
+    "right",
+    "correct",
+    "proper",
+    "properly",
+    "simple",
+    "simply",
+    "easy",
+    "easily",
+    "fast",
+    "quickly",
+    "basically",
+    "short",
+    "brief",
+    "briefly",
+    "little",
 ];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -1112,7 +1208,8 @@ const GLUE: &[&str] = &["be", "do", "to", "of", "for", "in", "on", "at", "by", "
 /// ("between X and Y") and does not count.
 fn swapped_spans(a: &[String], b: &[String]) -> bool {
     let phrase = |s: &[String]| s.iter().any(|w| !GLUE.contains(&w.as_str()) && !STOPWORDS.contains(&w.as_str()));
-    let symmetric = |m: &[String]| m.iter().all(|w| matches!(w.as_str(), "and" | "or" | "&" | "plus" | "between" | "both"));
+    let symmetric =
+        |m: &[String]| m.iter().all(|w| matches!(w.as_str(), "and" | "or" | "&" | "plus" | "between" | "both"));
     let mut at: std::collections::HashMap<&str, Vec<usize>> = std::collections::HashMap::new();
     for (k, w) in b.iter().enumerate() {
         at.entry(w.as_str()).or_default().push(k);
@@ -1145,7 +1242,8 @@ fn swapped_spans(a: &[String], b: &[String]) -> bool {
                     let swapped: Vec<&String> = s2.iter().chain(mid).chain(s1).collect();
                     let Some(starts) = at.get(s2[0].as_str()) else { continue };
                     let in_b = starts.iter().any(|&k| {
-                        k + swapped.len() <= b.len() && b[k..k + swapped.len()].iter().zip(&swapped).all(|(x, y)| x == *y)
+                        k + swapped.len() <= b.len()
+                            && b[k..k + swapped.len()].iter().zip(&swapped).all(|(x, y)| x == *y)
                     });
                     if in_b && !contains(a, &swapped) {
                         let original: Vec<&String> = s1.iter().chain(mid).chain(s2).collect();
@@ -1162,15 +1260,72 @@ fn swapped_spans(a: &[String], b: &[String]) -> bool {
 
 /// English prepositions (a closed class): the words that relate two phrases.
 const PREPOSITIONS: &[&str] = &[
-    "about", "above", "across", "after", "against", "along", "among", "around", "as", "at", "before", "behind",
-    "below", "beneath", "beside", "between", "beyond", "by", "despite", "down", "during", "except", "for", "from",
-    "in", "inside", "into", "like", "near", "of", "off", "on", "onto", "out", "outside", "over", "past", "per",
-    "since", "than", "through", "throughout", "till", "to", "toward", "towards", "under", "underneath", "until",
-    "unto", "up", "upon", "versus", "via", "vs", "with", "within", "without",
+    "about",
+    "above",
+    "across",
+    "after",
+    "against",
+    "along",
+    "among",
+    "around",
+    "as",
+    "at",
+    "before",
+    "behind",
+    "below",
+    "beneath",
+    "beside",
+    "between",
+    "beyond",
+    "by",
+    "despite",
+    "down",
+    "during",
+    "except",
+    "for",
+    "from",
+    "in",
+    "inside",
+    "into",
+    "like",
+    "near",
+    "of",
+    "off",
+    "on",
+    "onto",
+    "out",
+    "outside",
+    "over",
+    "past",
+    "per",
+    "since",
+    "than",
+    "through",
+    "throughout",
+    "till",
+    "to",
+    "toward",
+    "towards",
+    "under",
+    "underneath",
+    "until",
+    "unto",
+    "up",
+    "upon",
+    "versus",
+    "via",
+    "vs",
+    "with",
+    "within",
+    "without",
 ];
 
 fn relational(w: &str) -> bool {
-    w.split('_').any(|p| PREPOSITIONS.contains(&p)) || GLUE.contains(&w) || STOPWORDS.contains(&w) || w.starts_with(|c: char| c.is_ascii_digit()) || lexicon().is_verb(w)
+    w.split('_').any(|p| PREPOSITIONS.contains(&p))
+        || GLUE.contains(&w)
+        || STOPWORDS.contains(&w)
+        || w.starts_with(|c: char| c.is_ascii_digit())
+        || lexicon().is_verb(w)
 }
 
 fn edit_distance(a: &str, b: &str) -> usize {

@@ -232,8 +232,6 @@ impl Lexicon {
         };
         let (oa, ob) = (own(a), own(b));
         let (pa, pb) = (parents(&oa), parents(&ob));
-        pa.intersection(&pb).next().is_some()
-            || oa.iter().any(|i| pb.contains(i))
-            || ob.iter().any(|i| pa.contains(i))
+        pa.intersection(&pb).next().is_some() || oa.iter().any(|i| pb.contains(i)) || ob.iter().any(|i| pa.contains(i))
     }
 }

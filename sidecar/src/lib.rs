@@ -9,5 +9,6 @@ pub mod index;
 pub mod ledger;
 pub mod lexicon;
 pub mod quant;
+pub mod queue;
 pub mod server;
 pub mod synthetic;

@@ -146,13 +146,13 @@ fn refuses_near_misses_of_every_family() {
                 ("How should a seller review a buyer?", "How should a buyer review a seller?"),
                 ("How do I rebase main onto develop?", "How do I rebase develop onto main?"),
                 ("How many ounces is 3 cups?", "How many cups is 3 ounces?"),
-                ("Write a story where the teacher learns from the student", "Write a story where the student learns from the teacher"),
+                (
+                    "Write a story where the teacher learns from the student",
+                    "Write a story where the student learns from the teacher",
+                ),
             ],
         ),
-        (
-            "range swap",
-            &[("List prime numbers from 10 up to 50", "List prime numbers from 50 up to 10")],
-        ),
+        ("range swap", &[("List prime numbers from 10 up to 50", "List prime numbers from 50 up to 10")]),
         (
             "opposite superlative or ordering",
             &[
@@ -189,7 +189,10 @@ fn refuses_near_misses_of_every_family() {
         (
             "time and tense",
             &[
-                ("When was the next solar eclipse visible in Europe?", "When will the next solar eclipse be visible in Europe?"),
+                (
+                    "When was the next solar eclipse visible in Europe?",
+                    "When will the next solar eclipse be visible in Europe?",
+                ),
                 ("Summarise our revenue last quarter", "Summarise our revenue next quarter"),
                 ("What did the company announce yesterday?", "What will the company announce tomorrow?"),
             ],
@@ -226,7 +229,10 @@ fn refuses_near_misses_of_every_family() {
         (
             "negation without not",
             &[
-                ("Summarise the report but leave out the financials", "Summarise the report but focus on the financials"),
+                (
+                    "Summarise the report but leave out the financials",
+                    "Summarise the report but focus on the financials",
+                ),
                 ("Plan a trip that avoids toll roads", "Plan a trip that uses toll roads"),
                 ("Make a salad without nuts", "Make a salad with nuts"),
             ],
@@ -234,8 +240,18 @@ fn refuses_near_misses_of_every_family() {
     ];
     for (family, cases) in families {
         for (a, b) in *cases {
-            assert!(g.verify(a, b).is_err(), "{family}: accepted {a:?} / {b:?}\n  {}\n  {}", g.explain(a), g.explain(b));
-            assert!(g.verify(b, a).is_err(), "{family}: accepted {b:?} / {a:?}\n  {}\n  {}", g.explain(b), g.explain(a));
+            assert!(
+                g.verify(a, b).is_err(),
+                "{family}: accepted {a:?} / {b:?}\n  {}\n  {}",
+                g.explain(a),
+                g.explain(b)
+            );
+            assert!(
+                g.verify(b, a).is_err(),
+                "{family}: accepted {b:?} / {a:?}\n  {}\n  {}",
+                g.explain(b),
+                g.explain(a)
+            );
         }
     }
 }
