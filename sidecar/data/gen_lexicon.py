@@ -5,8 +5,8 @@ Sources (Debian packages, read from their installed files; nothing is fitted to 
     licence (permissive: use, copy, modify and distribute with the copyright notice, kept in
     sidecar/data/WORDNET-LICENSE). Taken: every one- or two-word lemma of the four parts of
     speech with its senses (most frequent first), the direct hypernyms of the two most frequent
-    noun and verb senses of each, antonym pairs (direct, and for adjectives also the indirect ones a
-    satellite inherits from its head through `similar to`), and the irregular inflections
+    noun and verb senses of each, antonym pairs (direct, extended to every word of the two senses, and for
+    adjectives also the indirect ones a satellite inherits from its head through `similar to`), and the irregular inflections
     (*.exc).
   * ISO 4217 currency names and codes and ISO 3166-1 country names and codes, Debian package
     `iso-codes` (/usr/share/iso-codes/json), LGPL-2.1+ data.
@@ -114,6 +114,11 @@ def main():
             b = other_words[dst - 1] if dst else None
             if a and b:
                 add(a, b)
+                # Antonymy between two senses holds for every word of them ("turn off" and
+                # "turn on" share the senses of "switch off" and "switch on").
+                for x in words:
+                    for y in other_words:
+                        add(x, y)
                 if p == "a":
                     # Indirect antonyms: the satellites of each head oppose the other head.
                     for side, head in ((a, (pp, o)), (b, (p, off))):

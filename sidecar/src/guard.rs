@@ -132,6 +132,12 @@ impl Default for GuardConfig {
             ("year", "year years yearly annual annually"),
             ("mph", "mph"),
             ("kmh", "kmh km/h kph"),
+            ("mps", "mps"),
+            ("cuin", "cuin"),
+            ("cuft", "cuft"),
+            ("sqft", "sqft"),
+            ("sqm", "sqm"),
+            ("floz", "floz"),
         ]
         .into_iter()
         .map(|(k, v)| (k.to_string(), words(v)))
@@ -216,7 +222,8 @@ impl Default for GuardConfig {
             negations: words(
                 "not no never without none nothing nobody neither nor cannot can't don't doesn't \
                  didn't isn't aren't wasn't weren't won't wouldn't shouldn't couldn't haven't \
-                 hasn't hadn't excluding except non",
+                 hasn't hadn't excluding except non dont doesnt didnt isnt arent wasnt werent cant \
+                 couldnt shouldnt wouldnt havent hasnt",
             ),
             operand_markers: words("to into vs versus than over against per in"),
             units,
@@ -436,6 +443,37 @@ const CURRENCY_ALIASES: &[(&str, &str)] = &[
     ("btc", "btc"),
 ];
 
+/// Compound units and garment sizes, written out or abbreviated, longest first.
+const UNIT_PHRASES: &[(&str, &str)] = &[
+    ("kilometres per hour", "kmh"),
+    ("kilometers per hour", "kmh"),
+    ("km per hour", "kmh"),
+    ("miles per hour", "mph"),
+    ("metres per second", "mps"),
+    ("meters per second", "mps"),
+    ("m/s", "mps"),
+    ("cubic inches", "cuin"),
+    ("cubic inch", "cuin"),
+    ("cu in", "cuin"),
+    ("cubic feet", "cuft"),
+    ("cubic foot", "cuft"),
+    ("cu ft", "cuft"),
+    ("square feet", "sqft"),
+    ("square foot", "sqft"),
+    ("sq ft", "sqft"),
+    ("square metres", "sqm"),
+    ("square meters", "sqm"),
+    ("sq m", "sqm"),
+    ("m²", "sqm"),
+    ("fluid ounces", "floz"),
+    ("fluid ounce", "floz"),
+    ("fl oz", "floz"),
+    ("double extra large", "xxl"),
+    ("extra large", "xl"),
+    ("extra small", "xs"),
+    ("2xl", "xxl"),
+];
+
 const SMALL_NUMBERS: &[(&str, u64)] = &[
     ("zero", 0),
     ("one", 1),
@@ -489,10 +527,73 @@ fn clock_token(h: u32, m: u32, pm: Option<bool>) -> String {
     format!("{h}:{m:02}")
 }
 
+/// An acronym in one text that the other spells out ("NYC" / "New York City", "DOB" / "date
+/// of birth", "CI/CD" / "continuous integration and continuous deployment") is replaced by the
+/// words it stands for, so both texts name the thing the same way.
+fn expand_acronyms(a: &str, b: &str) -> (String, String) {
+    fn words(t: &str) -> Vec<String> {
+        t.split(|c: char| !(c.is_alphanumeric() || c == '/' || c == '\''))
+            .filter(|w| !w.is_empty())
+            .map(str::to_string)
+            .collect()
+    }
+    fn expand(text: &str, other: &str) -> String {
+        let other_words = words(other);
+        let lower: Vec<String> = other_words.iter().map(|w| w.to_lowercase()).collect();
+        let mut out = text.to_string();
+        for word in words(text) {
+            let letters: String = word.chars().filter(|c| *c != '/').collect();
+            let acronym = (2..=5).contains(&letters.chars().count())
+                && letters.chars().all(|c| c.is_ascii_uppercase())
+                && !other_words.iter().any(|w| *w == word);
+            if !acronym {
+                continue;
+            }
+            // Parts split by '/' ("CI/CD") are spelled out one after another, joined by "and".
+            let initials: Vec<char> = letters.to_lowercase().chars().collect();
+            let skippable = |w: &str| matches!(w, "and" | "&");
+            for start in 0..lower.len() {
+                let (mut k, mut j, mut used) = (0, start, Vec::new());
+                while k < initials.len() && j < lower.len() {
+                    if lower[j].starts_with(initials[k]) {
+                        used.push(other_words[j].clone());
+                        k += 1;
+                    } else if skippable(&lower[j]) && k > 0 {
+                        used.push(other_words[j].clone());
+                    } else {
+                        break;
+                    }
+                    j += 1;
+                }
+                if k == initials.len() && used.len() >= 2 {
+                    out = out.replacen(&word, &used.join(" "), 1);
+                    break;
+                }
+            }
+        }
+        out
+    }
+    (expand(a, b), expand(b, a))
+}
+
+/// A text written in capitals ("HOW DO I UPDATE MY ADRESS??") has no names by case.
+fn unshout(mut tokens: Vec<(String, bool)>) -> Vec<(String, bool)> {
+    let letters = tokens.iter().flat_map(|(t, _)| t.chars()).filter(|c| c.is_alphabetic());
+    let (upper, all) = letters.fold((0, 0), |(u, a), c| (u + usize::from(c.is_uppercase()), a + 1));
+    if all >= 8 && upper * 10 >= all * 7 {
+        tokens.iter_mut().for_each(|t| t.1 = false);
+    }
+    tokens
+}
+
 /// The same request written two ways reads the same after this: number words become digits
 /// ("twenty five" -> "25", "third" -> "3rd"), clock times 24-hour ("3 pm", "3pm", "15:00",
 /// "noon"), currency, country and time-zone names one code each. Returns (token, capital).
-fn normalize(tokens: Vec<(String, bool)>, joinable: impl Fn(&str) -> bool) -> Vec<(String, bool)> {
+fn normalize(
+    tokens: Vec<(String, bool)>,
+    joinable: impl Fn(&str) -> bool,
+    is_unit: impl Fn(&str) -> bool,
+) -> Vec<(String, bool)> {
     let lx = lexicon();
     let lower: Vec<String> = tokens.iter().map(|(t, _)| t.to_lowercase()).collect();
     let mut out: Vec<(String, bool)> = Vec::with_capacity(tokens.len());
@@ -500,6 +601,16 @@ fn normalize(tokens: Vec<(String, bool)>, joinable: impl Fn(&str) -> bool) -> Ve
     let is_number = |t: &str| t.chars().next().is_some_and(|c| c.is_ascii_digit());
     while i < tokens.len() {
         let w = lower[i].as_str();
+        // Compound units and sizes written out or abbreviated: one token each.
+        if let Some((len, token)) = UNIT_PHRASES.iter().find_map(|(phrase, token)| {
+            let words: Vec<&str> = phrase.split(' ').collect();
+            (lower.len() >= i + words.len() && lower[i..i + words.len()].iter().zip(&words).all(|(x, y)| x == y))
+                .then_some((words.len(), *token))
+        }) {
+            out.push((token.to_string(), false));
+            i += len;
+            continue;
+        }
         // Longest multi-word name first: "pound sterling", "eastern standard time", "united kingdom".
         let mut merged = None;
         for len in (1..=4usize).rev() {
@@ -518,6 +629,24 @@ fn normalize(tokens: Vec<(String, bool)>, joinable: impl Fn(&str) -> bool) -> Ve
             if let Some((_, c)) = CURRENCY_ALIASES.iter().find(|(n, _)| *n == phrase) {
                 merged = Some((len, format!("cur-{c}"), false));
                 break;
+            }
+            // "New Zealand dollars", "Norwegian kroner": ISO 4217 names are singular.
+            let singular = phrase
+                .strip_suffix("ner")
+                .map(|p| format!("{p}ne"))
+                .or_else(|| phrase.strip_suffix('s').map(str::to_string))
+                .filter(|_| len > 1);
+            if let Some(code) = singular.as_ref().and_then(|p| lx.currencies.get(p)) {
+                merged = Some((len, format!("cur-{code}"), false));
+                break;
+            }
+            // "Thai baht", "Hungarian forint": a nationality before a one-word currency name.
+            if len == 2 && tokens[i].1 {
+                let last = &lower[i + 1];
+                if let Some(code) = lx.currencies.get(last) {
+                    merged = Some((2, format!("cur-{code}"), false));
+                    break;
+                }
             }
             if let Some(code) = lx.currencies.get(&phrase) {
                 // A one-word currency name that is also an English word ("won", "real") only
@@ -554,7 +683,13 @@ fn normalize(tokens: Vec<(String, bool)>, joinable: impl Fn(&str) -> bool) -> Ve
         }
         // A two-word name WordNet knows is one word: "polka dot", "leave out", "log in".
         if let Some(next) = lower.get(i + 1) {
-            let joined = format!("{w}_{next}");
+            // "leaves out" joins as "leave_out".
+            let bases = if lx.knows(w) { Vec::new() } else { lx.verb_bases(w) };
+            let joined = std::iter::once(w.to_string())
+                .chain(bases)
+                .map(|base| format!("{base}_{next}"))
+                .find(|j| lx.knows(j))
+                .unwrap_or_else(|| format!("{w}_{next}"));
             let wordy = |t: &str| t.chars().all(|c| c.is_ascii_alphabetic());
             // Time words stay apart: "last quarter" is a tense, not the moon's phase.
             let deictic =
@@ -575,9 +710,10 @@ fn normalize(tokens: Vec<(String, bool)>, joinable: impl Fn(&str) -> bool) -> Ve
         // Number words: "two hundred and fifty", "a dozen", "a hundred".
         let small = |t: &str| SMALL_NUMBERS.iter().find(|(n, _)| *n == t).map(|(_, v)| *v);
         let scale = |t: &str| SCALES.iter().find(|(n, _)| *n == t).map(|(_, v)| *v);
-        let starts_number = small(w)
-            .is_some_and(|_| w != "one" || lower.get(i + 1).is_some_and(|n| scale(n).is_some() || small(n).is_some()))
-            || scale(w).is_some()
+        // "one" is a number before another number word or a unit ("one year old"), else a pronoun.
+        let starts_number = small(w).is_some_and(|_| {
+            w != "one" || lower.get(i + 1).is_some_and(|n| scale(n).is_some() || small(n).is_some() || is_unit(n))
+        }) || scale(w).is_some()
             || (w == "a" && lower.get(i + 1).is_some_and(|n| scale(n).is_some() || n == "dozen"))
             || w == "dozen";
         if starts_number {
@@ -603,8 +739,11 @@ fn normalize(tokens: Vec<(String, bool)>, joinable: impl Fn(&str) -> bool) -> Ve
                 }
                 j += 1;
             }
-            out.push(((total + current).to_string(), false));
-            i = j;
+            // "two and a half" -> 2.5
+            let half = lower.get(j..j + 3).is_some_and(|w| w == ["and", "a", "half"]);
+            let value = (total + current) as f64 + if half { 0.5 } else { 0.0 };
+            out.push((format!("{value}"), false));
+            i = j + if half { 3 } else { 0 };
             continue;
         }
         if let Some(n) = ORDINALS.iter().position(|o| *o == w) {
@@ -697,7 +836,10 @@ const UNIT_NEEDS_NUMBER: &[&str] = &[
 
 impl GuardConfig {
     fn unit_of(&self, word: &str) -> Option<&str> {
-        self.units.iter().find(|(_, names)| names.iter().any(|n| n == word)).map(|(k, _)| k.as_str())
+        let named =
+            |w: &str| self.units.iter().find(|(_, names)| names.iter().any(|n| n == w)).map(|(k, _)| k.as_str());
+        // "cals", "kgs": a plural of an abbreviation.
+        named(word).or_else(|| word.strip_suffix('s').filter(|w| w.len() >= 2).and_then(named))
     }
 
     /// The canonical size a word names, if it is a size word.
@@ -750,7 +892,10 @@ impl GuardConfig {
 
     /// Colour and size words keep their own checks, so they never join a two-word name.
     fn joinable(&self, w: &str) -> bool {
-        !self.colours.iter().any(|c| c == w) && self.size_of(w).is_none()
+        !self.colours.iter().any(|c| c == w)
+            && self.size_of(w).is_none()
+            && !self.known_entities.iter().any(|e| e == w)
+            && self.canonical_entity(w) == w
     }
 
     fn facts(&self, text: &str) -> Facts {
@@ -768,7 +913,7 @@ impl GuardConfig {
                 order.push(item);
             }
         };
-        let tokens = normalize(tokenize(text), |w| self.joinable(w));
+        let tokens = normalize(unshout(tokenize(text)), |w| self.joinable(w), |w| self.unit_of(w).is_some());
         let mut after_number = false;
         for (i, (raw, capital)) in tokens.iter().enumerate() {
             let lower = raw.to_lowercase();
@@ -861,7 +1006,8 @@ impl GuardConfig {
         if !self.enabled {
             return Ok(());
         }
-        let (a, b) = (self.facts(query), self.facts(candidate));
+        let (query, candidate) = expand_acronyms(query, candidate);
+        let (a, b) = (self.facts(&query), self.facts(&candidate));
         if self.numbers && a.numbers != b.numbers {
             return Err(Rejection::Number);
         }
@@ -887,6 +1033,7 @@ impl GuardConfig {
                 other.entities.contains(e)
                     || other.tokens.iter().any(|t| self.canonical_entity(t) == *e || stem(t) == stem(e))
                     || (e.len() > 3 && other_letters.contains(e.as_str()))
+                    || other.tokens.iter().any(|t| initialism(e, t))
             };
             if a.entities.iter().any(|e| !present(e, &b, &lb)) || b.entities.iter().any(|e| !present(e, &a, &la)) {
                 return Err(Rejection::Entity);
@@ -927,7 +1074,7 @@ impl GuardConfig {
             return Ok(());
         }
         let (ta, tb) = (tense(&a.tokens), tense(&b.tokens));
-        if ta.is_some() && tb.is_some() && ta != tb {
+        if ta.iter().zip(&tb).any(|(x, y)| x.is_some() && y.is_some() && x != y) {
             return Err(Rejection::Tense);
         }
         if quantity_differs(&a.tokens, &b.tokens) || quantity_differs(&b.tokens, &a.tokens) {
@@ -939,8 +1086,15 @@ impl GuardConfig {
             return Err(Rejection::Negation);
         }
         // Antonyms on one side each ("cheapest"/"most expensive", "oldest"/"most recent").
+        // A compound ("price_increase") opposes through its parts too.
+        let forms = |w: &String| -> Vec<String> {
+            std::iter::once(w.as_str())
+                .chain(w.split('_').filter(|_| w.contains('_')))
+                .flat_map(|p| lx.base_forms(p))
+                .collect()
+        };
         let opposed = |x: &String, y: &String| {
-            let (fx, fy) = (lx.base_forms(x), lx.base_forms(y));
+            let (fx, fy) = (forms(x), forms(y));
             fx.iter().any(|x| fy.iter().any(|y| lx.antonyms(x, y)))
         };
         if only_a.iter().any(|x| only_b.iter().any(|y| opposed(x, y))) {
@@ -956,8 +1110,19 @@ impl GuardConfig {
                 || other.iter().any(|y| {
                     lx.synonyms(x, y)
                         || lx.related_verbs(x, y)
-                        || (x.len() >= 5 && y.len() >= 5 && x.chars().take(5).eq(y.chars().take(5)))
-                        || (x.len() >= 4 && y.len() >= 4 && (x.starts_with(y.as_str()) || y.starts_with(x.as_str())))
+                        || (lx.knows(x)
+                            && lx.knows(y)
+                            && x.len() >= 5
+                            && y.len() >= 5
+                            && x.chars().take(5).eq(y.chars().take(5)))
+                        || abbreviates(x, y)
+                        || abbreviates(y, x)
+                        || typo(x, y)
+                        || lx
+                            .verb_bases(x)
+                            .iter()
+                            .chain([x])
+                            .any(|bx| lx.verb_bases(y).iter().chain([y]).any(|by| bx == by))
                 })
         };
         let loose_a: Vec<&String> = only_a.iter().filter(|x| !covered(x, &sb)).collect();
@@ -976,14 +1141,14 @@ impl GuardConfig {
         }
         // A short phrase of things and qualities replaced by another ("brushed nickel" /
         // "polished chrome") with the rest of the request shared.
-        let quality = |w: &&String| lx.mostly_noun(w) || lx.mostly_adj(w);
+        let quality = |w: &&String| lx.mostly_noun(w) || lx.mostly_adj(w) || !lx.knows(w);
         // Two loose words are one phrase when they stand side by side.
         let phrase = |loose: &[&String], f: &Facts| {
             let concepts: Vec<String> = f.tokens.iter().map(|t| self.concept(t)).collect();
             loose.len() == 1 || concepts.windows(2).any(|w| loose.iter().all(|l| w.contains(l)))
         };
         if (1..=2).contains(&loose_a.len())
-            && loose_a.len() == loose_b.len()
+            && (1..=2).contains(&loose_b.len())
             && loose_a.iter().chain(&loose_b).all(quality)
             && phrase(&loose_a, &a)
             && phrase(&loose_b, &b)
@@ -991,9 +1156,15 @@ impl GuardConfig {
         {
             return Err(Rejection::Substitution);
         }
+        // The same frame around a different slot: the texts begin and end alike, and what
+        // differs between holds words neither side covers ("... as a numbered list" / "... as a
+        // script for a cooking video", "for a complete beginner" / "for a senior engineer").
+        if !loose_a.is_empty() && !loose_b.is_empty() && same_frame(&lemmas(&a.tokens), &lemmas(&b.tokens)) {
+            return Err(Rejection::Substitution);
+        }
         // A long rewording leaves many words uncovered on both sides; two kinds of one thing
-        // only tell a different request apart from a rewording when little else differs.
-        if loose_a.len() > 2 || loose_b.len() > 2 {
+        // only tell a different request apart from a rewording when nothing else differs.
+        if loose_a.len() != 1 || loose_b.len() != 1 {
             return Ok(());
         }
         for x in &loose_a {
@@ -1066,6 +1237,15 @@ const EXCLUSION: &[&str] = &[
 
 /// Words that carry no request of their own (greetings, politeness, hedges).
 const FILLERS: &[&str] = &[
+    "sorry",
+    "sry",
+    "noob",
+    "u",
+    "ur",
+    "um",
+    "uh",
+    "hmm",
+    "btw",
     "please",
     "thanks",
     "thank",
@@ -1146,24 +1326,32 @@ enum Tense {
     Future,
 }
 
-/// The time a request is about, from its auxiliaries and time words, if it names one only.
-fn tense(tokens: &[String]) -> Option<Tense> {
-    let past = tokens.iter().enumerate().any(|(i, t)| {
-        matches!(t.as_str(), "was" | "were" | "did" | "previous" | "ago" | "yesterday" | "prior")
-            || (t == "last" && tokens.get(i + 1).is_some_and(|n| TIME_SPANS.contains(&n.as_str())))
-    });
-    let future = tokens.iter().enumerate().any(|(i, t)| {
-        matches!(t.as_str(), "will" | "shall" | "upcoming" | "tomorrow" | "won't")
-            || t.ends_with("'ll")
-            || (t == "going" && tokens.get(i + 1).is_some_and(|n| n == "to"))
-            || (matches!(t.as_str(), "next" | "coming" | "following")
-                && tokens.get(i + 1).is_some_and(|n| TIME_SPANS.contains(&n.as_str())))
-    });
-    match (past, future) {
+/// The time a request is about, twice: by its auxiliaries ("was"/"will") and by its time words
+/// ("last"/"next"), each only when it names one time.
+fn tense(tokens: &[String]) -> [Option<Tense>; 2] {
+    let one = |past: bool, future: bool| match (past, future) {
         (true, false) => Some(Tense::Past),
         (false, true) => Some(Tense::Future),
         _ => None,
-    }
+    };
+    let aux_past = tokens.iter().any(|t| matches!(t.as_str(), "was" | "were" | "did"));
+    let aux_future = tokens.iter().enumerate().any(|(i, t)| {
+        matches!(t.as_str(), "will" | "shall" | "won't")
+            || t.ends_with("'ll")
+            || (t == "going" && tokens.get(i + 1).is_some_and(|n| n == "to"))
+    });
+    let word_past = tokens.iter().any(|t| {
+        matches!(
+            t.as_str(),
+            "previous" | "ago" | "yesterday" | "prior" | "last" | "latest" | "former" | "ended" | "earlier" | "past"
+        )
+    });
+    let word_future = tokens.iter().enumerate().any(|(i, t)| {
+        matches!(t.as_str(), "upcoming" | "tomorrow" | "next" | "soon" | "future")
+            || (matches!(t.as_str(), "coming" | "following")
+                && tokens.get(i + 1).is_some_and(|n| TIME_SPANS.contains(&n.as_str())))
+    });
+    [one(aux_past, aux_future), one(word_past, word_future)]
 }
 
 const TIME_SPANS: &[&str] = &[
@@ -1174,14 +1362,18 @@ const TIME_SPANS: &[&str] = &[
 /// `a` speaks of every member ("every planet") where `b` speaks of one ("a planet").
 fn quantity_differs(a: &[String], b: &[String]) -> bool {
     let lx = lexicon();
-    let universal = |w: &String| matches!(w.as_str(), "every" | "all" | "each");
+    let universal = |w: &String| matches!(w.as_str(), "every" | "all" | "each" | "several" | "multiple" | "both");
     if b.iter().any(universal) {
         return false;
     }
-    // The noun after "every" in `a` follows "a"/"one"/"single" in `b`.
-    a.windows(2).filter(|w| universal(&w[0])).any(|w| {
-        let noun = lx.lemma(&w[1]);
-        b.windows(2).any(|v| matches!(v[0].as_str(), "a" | "an" | "one" | "single") && lx.lemma(&v[1]) == noun)
+    // A noun a few words after "every"/"all"/"several" in `a` stands a few words after
+    // "a"/"one"/"single" in `b` ("delete all my saved addresses" / "delete a saved address").
+    let single = |w: &String| matches!(w.as_str(), "a" | "an" | "one" | "single" | "1");
+    a.iter().enumerate().filter(|(_, w)| universal(w)).any(|(i, _)| {
+        a[i + 1..a.len().min(i + 5)].iter().any(|n| {
+            let noun = lx.lemma(n);
+            b.iter().enumerate().any(|(j, m)| lx.lemma(m) == noun && b[j.saturating_sub(3)..j].iter().any(single))
+        })
     })
 }
 
@@ -1320,12 +1512,60 @@ const PREPOSITIONS: &[&str] = &[
     "without",
 ];
 
+/// A short name written in capitals that abbreviates a word ("DB" / "database", "Aug" /
+/// "August"): its letters in order, starting with the word's first.
+fn initialism(short: &str, long: &str) -> bool {
+    let mut rest = long.chars();
+    (2..=4).contains(&short.len())
+        && long.len() > short.len()
+        && short.chars().next() == long.chars().next()
+        && short.chars().all(|c| rest.any(|d| d == c))
+}
+
+/// `short` is an abbreviation of `long`: its letters in order, the same first letter, and
+/// `long` a word the lexicon knows ("addr"/"address", "bldg"/"building", "yr"/"year").
+fn abbreviates(short: &str, long: &str) -> bool {
+    let lx = lexicon();
+    if short.len() < 2 || short.len() + 2 > long.len() || short.len() > 5 || !lx.knows(long) {
+        return false;
+    }
+    if short.chars().next() != long.chars().next() || !short.chars().all(|c| c.is_ascii_alphabetic()) {
+        return false;
+    }
+    // A word of its own ("vegan") abbreviates only as a prefix ("temp", "min").
+    if lx.knows(short) {
+        return short.len() >= 3 && long.starts_with(short);
+    }
+    let mut rest = long.chars();
+    short.chars().all(|c| rest.any(|d| d == c))
+}
+
+/// The texts share a frame: a common beginning and end that together are most of the shorter
+/// text, with something different between them on both sides.
+fn same_frame(a: &[String], b: &[String]) -> bool {
+    let prefix = a.iter().zip(b).take_while(|(x, y)| x == y).count();
+    let suffix = a.iter().rev().zip(b.iter().rev()).take_while(|(x, y)| x == y).count();
+    let shorter = a.len().min(b.len());
+    let (prefix, suffix) = (prefix.min(shorter), suffix.min(shorter - prefix.min(shorter)));
+    prefix + suffix >= 3 && 2 * (prefix + suffix) >= shorter && prefix + suffix < shorter
+}
+
 fn relational(w: &str) -> bool {
     w.split('_').any(|p| PREPOSITIONS.contains(&p))
         || GLUE.contains(&w)
         || STOPWORDS.contains(&w)
         || w.starts_with(|c: char| c.is_ascii_digit())
-        || lexicon().is_verb(w)
+        || lexicon().is_verb_form(w)
+}
+
+/// One word misspelt as the other: one of them unknown to the lexicon, a small edit apart.
+fn typo(x: &str, y: &str) -> bool {
+    let lx = lexicon();
+    if lx.knows(x) && lx.knows(y) {
+        return false;
+    }
+    let longest = x.len().max(y.len());
+    longest >= 4 && edit_distance(x, y) <= if longest >= 7 { 2 } else { 1 }
 }
 
 fn edit_distance(a: &str, b: &str) -> usize {

@@ -98,6 +98,29 @@ impl Lexicon {
         self.senses.get(word).and_then(|s| s.first()).is_some_and(|(p, _)| *p == Pos::Adj)
     }
 
+    /// The verbs an inflected form may come from ("leaves" -> "leave", "left" -> "leave").
+    pub fn verb_bases(&self, word: &str) -> Vec<String> {
+        let mut out: Vec<String> = self.exceptions.get(word).filter(|l| self.is_verb(l)).cloned().into_iter().collect();
+        for (suf, rep) in [("ing", ""), ("ing", "e"), ("ed", ""), ("ed", "e"), ("es", ""), ("s", "")] {
+            if let Some(stem) = word.strip_suffix(suf) {
+                let base = format!("{stem}{rep}");
+                if stem.len() >= 2 && self.is_verb(&base) {
+                    out.push(base);
+                }
+            }
+        }
+        out
+    }
+
+    /// A verb, or an inflection of one ("teaching", "reviewed").
+    pub fn is_verb_form(&self, word: &str) -> bool {
+        self.is_verb(word)
+            || self.exceptions.get(word).is_some_and(|l| self.is_verb(l))
+            || [("ing", ""), ("ing", "e"), ("ed", ""), ("ed", "e"), ("es", ""), ("s", "")].iter().any(|(suf, rep)| {
+                word.strip_suffix(suf).is_some_and(|stem| stem.len() >= 2 && self.is_verb(&format!("{stem}{rep}")))
+            })
+    }
+
     pub fn is_verb(&self, word: &str) -> bool {
         self.senses.get(word).is_some_and(|s| s.iter().any(|(p, _)| *p == Pos::Verb))
     }

@@ -299,3 +299,21 @@ fn span_swaps_need_a_frame_that_orders() {
     assert!(!swapped_spans(&s("distance between madrid and barcelona"), &s("distance between barcelona and madrid")));
     assert!(!swapped_spans(&s("long beige trench coat"), &s("trench coat beige long")));
 }
+
+#[test]
+fn acronyms_spelled_out_in_the_other_text_match() {
+    let g = guard();
+    for (a, b) in [
+        ("Best pizza places in NYC", "Best pizza places in New York City"),
+        ("Which form asks for my DOB?", "Which form asks for my date of birth?"),
+        (
+            "Explain CI/CD for a Rails project",
+            "Explain continuous integration and continuous delivery for a Rails project",
+        ),
+    ] {
+        assert_eq!(g.verify(a, b), Ok(()), "{a} / {b}");
+        assert_eq!(g.verify(b, a), Ok(()), "{b} / {a}");
+    }
+    // Initials that spell other words are another thing.
+    assert!(g.verify("How far is LA from Boston?", "How far is Las Vegas from Boston?").is_err());
+}
