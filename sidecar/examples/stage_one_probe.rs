@@ -52,6 +52,18 @@ fn main() {
             }
         }
     }
+    let t = std::time::Instant::now();
+    let mut n = 0;
+    for (a, b) in pairs.iter().take(400) {
+        std::hint::black_box(guard.verify(a, b).is_ok());
+        n += 1;
+    }
+    println!("guard: {:.1} us per pair", t.elapsed().as_secs_f64() * 1e6 / n as f64);
+    let t = std::time::Instant::now();
+    for (a, _) in pairs.iter().take(400) {
+        std::hint::black_box(guard.facts_cost(a));
+    }
+    println!("facts: {:.1} us per text", t.elapsed().as_secs_f64() * 1e6 / 400.0);
     unrelated.sort_by(|a, b| a.total_cmp(b));
     let q = |p: f64| unrelated[((unrelated.len() - 1) as f64 * p) as usize];
     println!(

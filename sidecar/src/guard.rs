@@ -246,6 +246,14 @@ impl Default for GuardConfig {
     }
 }
 
+/// A text as `GuardConfig::prepare` leaves it.
+pub struct Prepared {
+    text: String,
+    facts: Facts,
+    /// Acronyms are resolved against the other text, so such a text is compared from scratch.
+    acronym: bool,
+}
+
 /// A text broken into what the rules compare.
 struct Facts {
     tokens: Vec<String>,
@@ -854,7 +862,10 @@ impl GuardConfig {
         let stemmed = stem(word);
         for entry in &self.entity_aliases {
             let (canon, aliases) = entry.split_once(':').unwrap_or((entry.as_str(), ""));
-            let named = |w: &str| w == word || w == stemmed || stem(w) == stemmed;
+            // Only a word that could be a plural of `w` is stemmed (stemming allocates).
+            let named = |w: &str| {
+                w == word || w == stemmed || (word.len() > w.len() && word.starts_with(w) && stem(w) == stemmed)
+            };
             if named(canon) || aliases.split(',').any(named) {
                 return canon.to_string();
             }
@@ -1001,13 +1012,42 @@ impl GuardConfig {
         )
     }
 
+    /// Time to break one text into facts (for the probe's cost breakdown).
+    pub fn facts_cost(&self, text: &str) -> usize {
+        self.facts(text).tokens.len()
+    }
+
     /// `Ok` if `candidate` may answer `query`; otherwise the first rule that refuses it.
     pub fn verify(&self, query: &str, candidate: &str) -> Result<(), Rejection> {
         if !self.enabled {
             return Ok(());
         }
         let (query, candidate) = expand_acronyms(query, candidate);
-        let (a, b) = (self.facts(&query), self.facts(&candidate));
+        self.compare(&self.facts(&query), &self.facts(&candidate))
+    }
+
+    /// A text broken into facts once, to be compared with many others (the stored side of a
+    /// lookup's candidates).
+    pub fn prepare(&self, text: &str) -> Prepared {
+        let acronym = text.split(|c: char| !(c.is_alphanumeric() || c == '/')).any(|w| {
+            let letters = w.chars().filter(|c| *c != '/').count();
+            (2..=5).contains(&letters) && w.chars().all(|c| c.is_ascii_uppercase() || c == '/')
+        });
+        Prepared { text: text.to_string(), facts: self.facts(text), acronym }
+    }
+
+    /// `verify` on prepared texts: the same verdict, without breaking either text up again.
+    pub fn verify_prepared(&self, query: &Prepared, candidate: &Prepared) -> Result<(), Rejection> {
+        if !self.enabled {
+            return Ok(());
+        }
+        if query.acronym || candidate.acronym {
+            return self.verify(&query.text, &candidate.text);
+        }
+        self.compare(&query.facts, &candidate.facts)
+    }
+
+    fn compare(&self, a: &Facts, b: &Facts) -> Result<(), Rejection> {
         if self.numbers && a.numbers != b.numbers {
             return Err(Rejection::Number);
         }
@@ -1100,7 +1140,8 @@ impl GuardConfig {
         if only_a.iter().any(|x| only_b.iter().any(|y| opposed(x, y))) {
             return Err(Rejection::Opposite);
         }
-        if swapped_spans(&lemmas(&a.tokens), &lemmas(&b.tokens)) {
+        let (la, lb) = (lemmas(&a.tokens), lemmas(&b.tokens));
+        if swapped_spans(&la, &lb) {
             return Err(Rejection::Swap);
         }
         // What one text says that nothing in the other covers (a synonym, or a word of one
@@ -1159,7 +1200,7 @@ impl GuardConfig {
         // The same frame around a different slot: the texts begin and end alike, and what
         // differs between holds words neither side covers ("... as a numbered list" / "... as a
         // script for a cooking video", "for a complete beginner" / "for a senior engineer").
-        if !loose_a.is_empty() && !loose_b.is_empty() && same_frame(&lemmas(&a.tokens), &lemmas(&b.tokens)) {
+        if !loose_a.is_empty() && !loose_b.is_empty() && same_frame(&la, &lb) {
             return Err(Rejection::Substitution);
         }
         // A long rewording leaves many words uncovered on both sides; two kinds of one thing
@@ -1431,12 +1472,15 @@ fn swapped_spans(a: &[String], b: &[String]) -> bool {
                     if !mid.iter().any(|w| relational(w)) {
                         continue;
                     }
-                    let swapped: Vec<&String> = s2.iter().chain(mid).chain(s1).collect();
                     let Some(starts) = at.get(s2[0].as_str()) else { continue };
+                    let n = s1.len() + mid.len() + s2.len();
                     let in_b = starts.iter().any(|&k| {
-                        k + swapped.len() <= b.len()
-                            && b[k..k + swapped.len()].iter().zip(&swapped).all(|(x, y)| x == *y)
+                        k + n <= b.len() && b[k..k + n].iter().zip(s2.iter().chain(mid).chain(s1)).all(|(x, y)| x == y)
                     });
+                    if !in_b {
+                        continue;
+                    }
+                    let swapped: Vec<&String> = s2.iter().chain(mid).chain(s1).collect();
                     if in_b && !contains(a, &swapped) {
                         let original: Vec<&String> = s1.iter().chain(mid).chain(s2).collect();
                         if !contains(b, &original) {

@@ -11,4 +11,5 @@ pub mod lexicon;
 pub mod quant;
 pub mod queue;
 pub mod server;
+pub mod stage_one;
 pub mod synthetic;

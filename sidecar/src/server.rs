@@ -8,6 +8,7 @@ use crate::embed::Embedder;
 use crate::exact::ExactTier;
 use crate::guard::GuardConfig;
 use crate::index::{Record, VectorStore};
+use crate::stage_one::{StageOne, StageOneConfig, Verdict};
 use crate::queue::{EmbedQueue, Priority, QueueError, BATCH_BUCKETS, WAIT_BUCKETS_MS};
 use axum::extract::{Request, State};
 use axum::http::StatusCode;
@@ -46,6 +47,8 @@ pub struct ServerConfig {
     pub embed_batch: usize,
     /// Texts that may wait for a worker; past that a lookup is answered as shed at once.
     pub queue_capacity: usize,
+    /// The first stage (`--stage-one`): when a lookup is a miss without the model.
+    pub stage_one: StageOneConfig,
 }
 
 impl Default for ServerConfig {
@@ -65,6 +68,7 @@ impl Default for ServerConfig {
             embed_workers: 0,
             embed_batch: 16,
             queue_capacity: 256,
+            stage_one: StageOneConfig::default(),
         }
     }
 }
@@ -95,6 +99,7 @@ struct Counters {
     embeds: AtomicU64,
     exact_hits: AtomicU64,
     exact_misses: AtomicU64,
+    stage_one_misses: AtomicU64,
     guard: Mutex<BTreeMap<&'static str, u64>>,
     unauthorized: AtomicU64,
     refused_stores: AtomicU64,
@@ -104,6 +109,8 @@ pub struct AppState {
     pub config: ServerConfig,
     pub embedder: Arc<dyn Embedder>,
     pub queue: EmbedQueue,
+    /// The first stage, when the sidecar has a static embedder for it.
+    pub stage_one: Option<Arc<StageOne>>,
     pub index: Arc<dyn VectorStore>,
     exact: Mutex<ExactTier>,
     counters: Counters,
@@ -123,6 +130,17 @@ impl AppState {
         index: Arc<dyn VectorStore>,
         auth_token: Option<String>,
     ) -> Arc<Self> {
+        Self::with_options(config, embedder, index, auth_token, None)
+    }
+
+    /// With a bearer token (`None` only on loopback) and a first stage (`--stage-one`).
+    pub fn with_options(
+        config: ServerConfig,
+        embedder: Arc<dyn Embedder>,
+        index: Arc<dyn VectorStore>,
+        auth_token: Option<String>,
+        stage_one: Option<Arc<StageOne>>,
+    ) -> Arc<Self> {
         let seed = now_ms() << 16;
         let exact = Mutex::new(ExactTier::new(config.exact_max_entries, config.exact_max_bytes));
         let workers = match config.embed_workers {
@@ -135,6 +153,7 @@ impl AppState {
         Arc::new(AppState {
             config,
             queue,
+            stage_one,
             embedder,
             index,
             exact,
@@ -303,6 +322,14 @@ async fn lookup(
         }
         state.counters.exact_misses.fetch_add(1, Ordering::Relaxed);
     }
+    if let Some(s1) = state.stage_one.as_ref().filter(|s1| threshold >= s1.config().min_threshold) {
+        let guard = use_guard.then_some(&state.config.guard);
+        if s1.check(&req.scope, &req.text, guard, now_ms()) == Verdict::NoCandidate {
+            state.counters.stage_one_misses.fetch_add(1, Ordering::Relaxed);
+            state.counters.misses.fetch_add(1, Ordering::Relaxed);
+            return Ok(Json(LookupResponse::miss(0.0, Vec::new())));
+        }
+    }
     let deadline = req.deadline_ms.map(|ms| received + Duration::from_millis(ms));
     let vector = match embed_one(&state, req.text.clone(), Priority::Lookup, deadline).await {
         Ok(v) => v,
@@ -372,10 +399,14 @@ async fn store(State(state): State<Arc<AppState>>, Json(req): Json<StoreRequest>
         created_ms: now,
         expires_ms: now + ttl_ms,
     };
-    let index = state.index.clone();
+    let (index, scope, text, expires) = (state.index.clone(), record.namespace.clone(), record.text.clone(), record.expires_ms);
     off_workers(move || index.insert(record))
         .await?
         .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+    if let Some(s1) = &state.stage_one {
+        let (s1, st) = (s1.clone(), state.clone());
+        off_workers(move || s1.insert(&st.config.guard, &scope, &text, expires)).await?;
+    }
     state.counters.stores.fetch_add(1, Ordering::Relaxed);
     Ok(StatusCode::NO_CONTENT)
 }
@@ -409,6 +440,11 @@ async fn metrics(State(state): State<Arc<AppState>>) -> String {
         "semgate_sidecar_refused_stores_total",
         "Stores refused: a response the gateway does not produce, or over max_entry_bytes.",
         c.refused_stores.load(Ordering::Relaxed),
+    );
+    counter(
+        "semgate_sidecar_stage_one_misses_total",
+        "Lookups the first stage answered as a miss without the model.",
+        c.stage_one_misses.load(Ordering::Relaxed),
     );
     let q = state.queue.stats();
     let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
