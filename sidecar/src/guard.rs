@@ -319,7 +319,8 @@ fn tokenize(text: &str) -> Vec<(String, bool)> {
             out.push((word.to_string(), capital && !*sentence_start));
             *sentence_start = false;
         }
-        if cur.ends_with('.') && !cur.chars().any(|c| c.is_ascii_digit()) {
+        // "12500." ends a sentence too; a decimal ("1.5") never ends with its point.
+        if cur.ends_with('.') {
             *sentence_start = true;
         }
         cur.clear();
@@ -985,7 +986,8 @@ impl GuardConfig {
             let known = self.known_entities.contains(&lower);
             // "US dollars", "British pound": a capital before a unit qualifies the unit.
             let qualifies_unit = self.unit_of(&next).is_some();
-            let pronoun = lower.starts_with("i'");
+            // "I'm", and greetings or thanks written with a capital, name nothing.
+            let pronoun = lower.starts_with("i'") || FILLERS.contains(&lower.as_str());
             let is_entity =
                 (*capital && lower.len() > 1 && unit.is_none() && word_number.is_none() && !qualifies_unit && !pronoun)
                     || known;

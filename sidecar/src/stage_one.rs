@@ -35,7 +35,9 @@ pub struct StageOneConfig {
 
 impl Default for StageOneConfig {
     fn default() -> Self {
-        StageOneConfig { dims: 128, min_score: 0.22, max_checked: 24, min_threshold: 0.55 }
+        // The lowest WordLlama cosine among labelled pairs the full lookup serves at the default
+        // threshold is about 0.3 (docs/semantic.md); 0.27 keeps a margin below it.
+        StageOneConfig { dims: 128, min_score: 0.27, max_checked: 48, min_threshold: 0.70 }
     }
 }
 
