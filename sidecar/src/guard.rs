@@ -264,6 +264,11 @@ struct Facts {
     sizes: BTreeSet<String>,
     /// Numbers and entities in order of first appearance (for swapped operands).
     order: Vec<String>,
+    /// Each token as the rules compare it (`concept`), the set of the content ones, and the
+    /// lemmas the swap and frame checks read: computed once per text.
+    concepts: Vec<String>,
+    content: BTreeSet<String>,
+    lemmas: Vec<String>,
 }
 
 const NUMBER_WORDS: &[(&str, f64)] = &[
@@ -919,6 +924,9 @@ impl GuardConfig {
             negated: false,
             sizes: BTreeSet::new(),
             order: Vec::new(),
+            concepts: Vec::new(),
+            content: BTreeSet::new(),
+            lemmas: Vec::new(),
         };
         let note = |order: &mut Vec<String>, item: String| {
             if !order.contains(&item) {
@@ -999,6 +1007,15 @@ impl GuardConfig {
             after_number = word_number.is_some();
             facts.tokens.push(lower);
         }
+        facts.concepts = facts.tokens.iter().map(|t| self.concept(t)).collect();
+        facts.content = facts
+            .tokens
+            .iter()
+            .zip(&facts.concepts)
+            .filter(|(t, _)| !STOPWORDS.contains(&t.as_str()))
+            .map(|(_, c)| c.clone())
+            .collect();
+        facts.lemmas = lemmas(&facts.tokens);
         facts
     }
 
@@ -1081,10 +1098,7 @@ impl GuardConfig {
                 return Err(Rejection::Entity);
             }
         }
-        let content = |f: &Facts| -> BTreeSet<String> {
-            f.tokens.iter().filter(|t| !STOPWORDS.contains(&t.as_str())).map(|t| self.concept(t)).collect()
-        };
-        let (sa, sb) = (content(&a), content(&b));
+        let (sa, sb) = (&a.content, &b.content);
         // "unlock"/"lock", "disable"/"enable": a negating prefix on a word the other text has.
         let negated_prefix = |x: &String, others: &BTreeSet<String>| {
             ["un", "dis", "de", "non", "in"]
@@ -1142,7 +1156,7 @@ impl GuardConfig {
         if only_a.iter().any(|x| only_b.iter().any(|y| opposed(x, y))) {
             return Err(Rejection::Opposite);
         }
-        let (la, lb) = (lemmas(&a.tokens), lemmas(&b.tokens));
+        let (la, lb) = (&a.lemmas, &b.lemmas);
         if swapped_spans(&la, &lb) {
             return Err(Rejection::Swap);
         }
@@ -1187,7 +1201,7 @@ impl GuardConfig {
         let quality = |w: &&String| lx.mostly_noun(w) || lx.mostly_adj(w) || !lx.knows(w);
         // Two loose words are one phrase when they stand side by side.
         let phrase = |loose: &[&String], f: &Facts| {
-            let concepts: Vec<String> = f.tokens.iter().map(|t| self.concept(t)).collect();
+            let concepts = &f.concepts;
             loose.len() == 1 || concepts.windows(2).any(|w| loose.iter().all(|l| w.contains(l)))
         };
         if (1..=2).contains(&loose_a.len())
