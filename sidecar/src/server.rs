@@ -327,7 +327,7 @@ async fn lookup(
         if s1.check(&req.scope, &req.text, guard, now_ms()) == Verdict::NoCandidate {
             state.counters.stage_one_misses.fetch_add(1, Ordering::Relaxed);
             state.counters.misses.fetch_add(1, Ordering::Relaxed);
-            return Ok(Json(LookupResponse::miss(0.0, Vec::new())));
+            return Ok(Json(miss_response(0.0, Vec::new())));
         }
     }
     let deadline = req.deadline_ms.map(|ms| received + Duration::from_millis(ms));
