@@ -43,12 +43,34 @@ fn rss_mb() -> f64 {
 }
 
 fn far_text(i: usize) -> String {
-    const CITIES: [&str; 12] =
-        ["Lisbon", "Kyoto", "Oaxaca", "Tbilisi", "Hobart", "Bergen", "Cusco", "Hanoi", "Porto", "Split", "Quebec", "Seville"];
-    const ACTS: [&str; 10] =
-        ["hiking", "street food", "museums", "surfing", "wine tasting", "birdwatching", "cycling", "markets", "jazz", "diving"];
-    const FOODS: [&str; 10] =
-        ["brisket", "salmon", "sourdough", "lentils", "risotto", "tofu", "duck breast", "chickpeas", "polenta", "scallops"];
+    const CITIES: [&str; 12] = [
+        "Lisbon", "Kyoto", "Oaxaca", "Tbilisi", "Hobart", "Bergen", "Cusco", "Hanoi", "Porto", "Split", "Quebec",
+        "Seville",
+    ];
+    const ACTS: [&str; 10] = [
+        "hiking",
+        "street food",
+        "museums",
+        "surfing",
+        "wine tasting",
+        "birdwatching",
+        "cycling",
+        "markets",
+        "jazz",
+        "diving",
+    ];
+    const FOODS: [&str; 10] = [
+        "brisket",
+        "salmon",
+        "sourdough",
+        "lentils",
+        "risotto",
+        "tofu",
+        "duck breast",
+        "chickpeas",
+        "polenta",
+        "scallops",
+    ];
     match i % 2 {
         0 => format!("When is the best season to visit {} for {}?", CITIES[i / 2 % 12], ACTS[i / 24 % 10]),
         _ => format!("How long should I rest {} after cooking it, and why does it matter?", FOODS[i / 2 % 10]),
@@ -93,13 +115,18 @@ async fn main() {
     let wl_dir = args.next().unwrap_or_else(|| ".cache/models/wordllama-l2-supercat".into());
     let sizes: Vec<usize> = args.filter_map(|a| a.parse().ok()).collect();
     let sizes = if sizes.is_empty() { vec![100_000] } else { sizes };
-    let mini: Arc<dyn Embedder> = Arc::new(LocalBert::load(std::path::Path::new(&mini_dir)).expect("MiniLM (make model)"));
-    let wl: Arc<dyn Embedder> = Arc::new(WordLlama::load(std::path::Path::new(&wl_dir)).expect("WordLlama (make model)"));
+    let mini: Arc<dyn Embedder> =
+        Arc::new(LocalBert::load(std::path::Path::new(&mini_dir)).expect("MiniLM (make model)"));
+    let wl: Arc<dyn Embedder> =
+        Arc::new(WordLlama::load(std::path::Path::new(&wl_dir)).expect("WordLlama (make model)"));
     let real: Vec<String> = (0..400).map(|i| request_text(1_000_003 + i * 13)).collect();
-    let real_vectors: Vec<Vec<f32>> = real.chunks(32).flat_map(|c| {
-        let refs: Vec<&str> = c.iter().map(String::as_str).collect();
-        mini.embed(&refs).expect("embed")
-    }).collect();
+    let real_vectors: Vec<Vec<f32>> = real
+        .chunks(32)
+        .flat_map(|c| {
+            let refs: Vec<&str> = c.iter().map(String::as_str).collect();
+            mini.embed(&refs).expect("embed")
+        })
+        .collect();
     let candidates: Vec<String> = real.iter().map(|t| format!("Hi, quick question: {t} Thanks!")).collect();
     let far: Vec<String> = (0..240).map(far_text).collect();
     let in_domain: Vec<String> = eval_b_texts().into_iter().step_by(3).take(300).collect();
@@ -113,7 +140,8 @@ async fn main() {
         let config = ServerConfig { embed_workers: 1, ..ServerConfig::default() };
         let index = Arc::new(FlatIndex::in_memory(mini.dim(), n + real.len() + 1));
         let s1 = Arc::new(StageOne::new(config.stage_one.clone(), wl.clone(), n + real.len() + 1));
-        let response = br#"{"status":200,"headers":[["content-type","application/json"]],"body_b64":"e30=","stream":false}"#;
+        let response =
+            br#"{"status":200,"headers":[["content-type","application/json"]],"body_b64":"e30=","stream":false}"#;
         let add = |i: usize, text: String, vector: Vec<f32>| {
             s1.insert(&config.guard, "bench", &text, u64::MAX);
             let record = Record {
@@ -136,11 +164,17 @@ async fn main() {
         let fill_s = started.elapsed().as_secs_f64();
         let state = AppState::with_options(config, mini.clone(), index.clone(), None, Some(s1.clone()));
         let app = router(state.clone());
-        for (name, texts) in [("far (other domain)", &far), ("in-domain, new", &in_domain), ("candidate (rewording)", &candidates)] {
+        for (name, texts) in
+            [("far (other domain)", &far), ("in-domain, new", &in_domain), ("candidate (rewording)", &candidates)]
+        {
             let (mut first, mut model, mut hits) = (Vec::new(), Vec::new(), 0);
             for t in texts.iter() {
                 let (hit, took, alone) = lookup(&app, t).await;
-                if alone { first.push(took) } else { model.push(took) }
+                if alone {
+                    first.push(took)
+                } else {
+                    model.push(took)
+                }
                 hits += usize::from(hit);
             }
             let q = |v: &[f64], p: f64| if v.is_empty() { "-".to_string() } else { format!("{:.2} ms", pct(v, p)) };
@@ -180,4 +214,3 @@ async fn main() {
     println!("\nA lookup the first stage answers alone costs the WordLlama embedding and one int8 scan of the scope;");
     println!("any other runs MiniLM (queued, batched) and the exact search. Throughput is on one embedding worker.");
 }
-

@@ -8,8 +8,8 @@ use crate::embed::Embedder;
 use crate::exact::ExactTier;
 use crate::guard::GuardConfig;
 use crate::index::{Record, VectorStore};
-use crate::stage_one::{StageOne, StageOneConfig, Verdict};
 use crate::queue::{EmbedQueue, Priority, QueueError, BATCH_BUCKETS, WAIT_BUCKETS_MS};
+use crate::stage_one::{StageOne, StageOneConfig, Verdict};
 use axum::extract::{Request, State};
 use axum::http::StatusCode;
 use axum::middleware::{self, Next};
@@ -399,7 +399,8 @@ async fn store(State(state): State<Arc<AppState>>, Json(req): Json<StoreRequest>
         created_ms: now,
         expires_ms: now + ttl_ms,
     };
-    let (index, scope, text, expires) = (state.index.clone(), record.namespace.clone(), record.text.clone(), record.expires_ms);
+    let (index, scope, text, expires) =
+        (state.index.clone(), record.namespace.clone(), record.text.clone(), record.expires_ms);
     off_workers(move || index.insert(record))
         .await?
         .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;

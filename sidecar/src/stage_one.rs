@@ -108,7 +108,9 @@ impl StageOne {
             // The oldest text of any scope goes, as the index evicts its oldest record.
             let oldest = scopes
                 .iter()
-                .filter_map(|(name, s)| s.seq.iter().enumerate().min_by_key(|(_, q)| **q).map(|(i, q)| (name.clone(), i, *q)))
+                .filter_map(|(name, s)| {
+                    s.seq.iter().enumerate().min_by_key(|(_, q)| **q).map(|(i, q)| (name.clone(), i, *q))
+                })
                 .min_by_key(|(_, _, q)| *q);
             if let Some((name, i, _)) = oldest {
                 if let Some(s) = scopes.get_mut(&name) {

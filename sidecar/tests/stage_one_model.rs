@@ -35,9 +35,14 @@ fn eval_pairs() -> Vec<(String, String)> {
 
 #[test]
 fn the_first_stage_never_drops_a_hit() {
-    let mini_dir = common::dir_from_env("SEMGATE_MODEL_DIR", "make model, then SEMGATE_MODEL_DIR=$PWD/.cache/models/all-MiniLM-L6-v2");
-    let wl_dir =
-        common::dir_from_env("SEMGATE_WORDLLAMA_DIR", "make model, then SEMGATE_WORDLLAMA_DIR=$PWD/.cache/models/wordllama-l2-supercat");
+    let mini_dir = common::dir_from_env(
+        "SEMGATE_MODEL_DIR",
+        "make model, then SEMGATE_MODEL_DIR=$PWD/.cache/models/all-MiniLM-L6-v2",
+    );
+    let wl_dir = common::dir_from_env(
+        "SEMGATE_WORDLLAMA_DIR",
+        "make model, then SEMGATE_WORDLLAMA_DIR=$PWD/.cache/models/wordllama-l2-supercat",
+    );
     let mini = LocalBert::load(&mini_dir).expect("MiniLM");
     let wl = WordLlama::load(&wl_dir).expect("WordLlama");
     let config = ServerConfig::default();
