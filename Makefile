@@ -16,7 +16,7 @@ WORDLLAMA_DIR := $(MODELS)/wordllama-l2-supercat
 # Optimise candle's matmul crates in the debug test build: the model tests take 1.7 s, not 24 s.
 MODEL_TEST_OPT := $(foreach p,gemm gemm-common gemm-f32 pulp,--config profile.dev.package.$(p).opt-level=3)
 
-.PHONY: all build wasm-target fake-provider sidecar model model-test eval venv envoy demo run test unit wasm-test integration bench fmt clean
+.PHONY: all build wasm-target fake-provider sidecar model model-test stage-one-check eval venv envoy demo run test unit wasm-test integration bench fmt clean
 
 all: build
 
@@ -44,7 +44,14 @@ model:
 model-test: model
 	SEMGATE_MODEL_DIR=$(MODEL_DIR) SEMGATE_WORDLLAMA_DIR=$(WORDLLAMA_DIR) cargo test -p semgate-sidecar --features local-model $(MODEL_TEST_OPT)
 
-## eval: threshold sweep on sidecar/eval/pairs.jsonl with MiniLM, guard on/off (EVAL_ARGS="--split dev";
+## stage-one-check: the first stage never drops a served lookup, over the eval sets and 10,000
+## stored synthetic texts (release build: embedding them takes a few minutes)
+stage-one-check: model
+	SEMGATE_MODEL_DIR=$(MODEL_DIR) SEMGATE_WORDLLAMA_DIR=$(WORDLLAMA_DIR) SEMGATE_STAGE_ONE_TEXTS=10000 RAYON_NUM_THREADS=1 \
+	  cargo test --release -p semgate-sidecar --features local-model --test stage_one_model -- --nocapture
+
+## eval: MiniLM with the guard at the default settings, then (EVAL_ARGS=--sweep) a threshold sweep, on
+## each split apart: pairs.jsonl dev and test, pairs_v2.jsonl dev2 and holdout (EVAL_ARGS="--split dev2 --leaks";
 ## WordLlama: EVAL_ARGS="--embedder wordllama --model-dir .cache/models/wordllama-l2-supercat")
 eval: model
 	RAYON_NUM_THREADS=1 cargo run --release -q -p semgate-sidecar --features local-model --bin semgate-eval -- \
@@ -110,7 +117,7 @@ integration: build fake-provider sidecar envoy
 bench: build fake-provider envoy model
 	@command -v wrk >/dev/null || { apt-get install -y -qq wrk >/dev/null 2>&1 || { echo "install wrk"; exit 1; }; }
 	bash bench/run.sh
-	RAYON_NUM_THREADS=1 cargo run --release -q -p semgate-sidecar --features local-model --example sidecar_bench -- $(MODEL_DIR)
+	RAYON_NUM_THREADS=1 cargo run --release -q -p semgate-sidecar --features local-model --example sidecar_bench -- $(MODEL_DIR) $(WORDLLAMA_DIR) 100000 | tee bench/results-sidecar.md
 	cargo build --release -q -p semgate-sidecar --features local-model --bin semgate-sidecar --example fill_journal
 	$(PY) bench/semantic.py $(MODEL_DIR)
 

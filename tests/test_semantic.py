@@ -168,3 +168,59 @@ def test_near_miss_pairs_of_the_eval_set_never_hit(stack, provider):
 def guard_rejections(sidecar):
     return sum(float(line.split()[-1]) for line in sidecar.metrics().splitlines()
                if line.startswith("semgate_sidecar_guard_rejections_total{"))
+
+
+def hashing_cosine(a, b, dim=384):
+    """The sidecar's hashing test embedder (sidecar/src/embed/mod.rs: FNV-1a of each lowercase
+    word, counted in `dim` buckets), so the test knows which pairs reach the guard."""
+    import math
+    import re
+
+    def vec(text):
+        v = [0.0] * dim
+        for w in re.split(r"[^0-9a-z]+", text.lower()):
+            if w:
+                h = 0xcbf29ce484222325
+                for byte in w.encode():
+                    h = ((h ^ byte) * 0x100000001b3) % (1 << 64)
+                v[h % dim] += 1
+        n = math.sqrt(sum(x * x for x in v)) or 1e-9
+        return [x / n for x in v]
+
+    return sum(x * y for x, y in zip(vec(a), vec(b)))
+
+
+# Near-misses of the families the structural guard exists for, written for this test.
+FAMILY_NEAR_MISSES = [
+    ("role swap", "Alt text: a nurse helping a pilot carry luggage", "Alt text: a pilot helping a nurse carry luggage"),
+    ("operands around a frame", "Exchange my kroner for zloty at the airport", "Exchange my zloty for kroner at the airport"),
+    ("opposite superlative", "Which is the cheapest train from Milan to Turin?", "Which is the most expensive train from Milan to Turin?"),
+    ("lowercase name", "how do I read a parquet file with pandas", "how do I read a parquet file with duckdb"),
+    ("ordinal", "What is the second tallest mountain in Peru?", "What is the fourth tallest mountain in Peru?"),
+    ("count", "Summarise a chapter of this book in French", "Summarise every chapter of this book in French"),
+    ("negation without not", "Rewrite my cover letter but leave out the salary", "Rewrite my cover letter but focus on the salary"),
+    ("attribute", "Caption for a floral silk scarf with fringe", "Caption for a paisley silk scarf with fringe"),
+    ("tense", "When was the next total eclipse visible from Chile?", "When will the next total eclipse be visible from Chile?"),
+]
+
+
+def test_near_misses_of_every_guard_family_reach_the_provider(stack, provider):
+    """One stored answer per family, each in its own scope; its near-miss must reach the fake
+    provider (its started-requests counter is the witness). The hashing embedder scores these
+    pairs at or above the threshold (0.8), so it is the guard that refuses them."""
+    envoy, sidecar = stack["envoy"], stack["sidecar"]
+    run = uuid.uuid4().hex[:8]
+    rejected_before = guard_rejections(sidecar)
+    reaching_guard = 0
+    for family, a, b in FAMILY_NEAR_MISSES:
+        reaching_guard += hashing_cosine(a, b) >= 0.8
+        system = {"role": "system", "content": f"Family {family} run {run}."}
+        first = sidecar.after_store(
+            lambda: envoy.chat({"model": "gpt-4o-mini", "messages": [system, {"role": "user", "content": a}]}))
+        assert first.headers["x-semgate-cache"] == "miss", family
+        started = provider.started()
+        second = envoy.chat({"model": "gpt-4o-mini", "messages": [system, {"role": "user", "content": b}]})
+        assert second.headers["x-semgate-cache"] == "miss", (family, a, b)
+        assert provider.started() == started + 1, family
+    assert reaching_guard >= 6, "most pairs must score above the threshold, or the test proves little"
+    assert guard_rejections(sidecar) - rejected_before >= reaching_guard

@@ -1,9 +1,16 @@
 //! The semantic-hit guard: a candidate whose embedding is close enough is still refused when
-//! the two texts differ in a way embeddings do not see: numbers, units or currencies, colours,
-//! sizes, negation, named entities, the order of operands around `to`/`from`/`vs`/`than`, or a
-//! pair of opposite words. MiniLM scores "USD to EUR" vs "EUR to USD" at 0.98, above most true
-//! paraphrases, so a threshold alone cannot make this call. Word lists are configurable.
+//! the two texts differ in a way embeddings do not see. MiniLM scores "USD to EUR" vs "EUR to
+//! USD" at 0.98, above most true paraphrases, so a threshold alone cannot make this call.
+//!
+//! Both texts are first normalised the same way (number words to digits, clock times to
+//! 24-hour form, currency and country names and codes to ISO codes, time-zone names to one
+//! code), then compared by facts (numbers, units, colours, sizes, negation and exclusion,
+//! named entities, tense, quantity) and by structure: a swap of two words or phrases around an
+//! identical frame ("exchange X for Y" / "Y for X"), a single content word replaced by a
+//! non-synonym, and a pair of words in contrast (WordNet antonyms, including comparatives and
+//! superlatives, or two kinds of one thing). Word knowledge comes from `lexicon` (WordNet).
 
+use crate::lexicon::lexicon;
 use serde::Deserialize;
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -18,6 +25,11 @@ pub enum Rejection {
     Entity,
     OperandOrder,
     Opposite,
+    Swap,
+    Tense,
+    Quantity,
+    Substitution,
+    Contrast,
 }
 
 impl Rejection {
@@ -31,6 +43,11 @@ impl Rejection {
             Rejection::Entity => "entity",
             Rejection::OperandOrder => "operand_order",
             Rejection::Opposite => "opposite",
+            Rejection::Swap => "swap",
+            Rejection::Tense => "tense",
+            Rejection::Quantity => "quantity",
+            Rejection::Substitution => "substitution",
+            Rejection::Contrast => "contrast",
         }
     }
 }
@@ -60,6 +77,9 @@ pub struct GuardConfig {
     /// Refuse a candidate that differs from the query by swapping a single content word for
     /// another ("cashmere" for "cotton", "earlier" for "later") in otherwise identical text.
     pub single_substitution: bool,
+    /// The structural checks: tense, quantity, exclusion, WordNet antonyms, swapped phrases
+    /// and words in contrast (see the module doc).
+    pub structure: bool,
 }
 
 fn words(list: &str) -> Vec<String> {
@@ -112,8 +132,12 @@ impl Default for GuardConfig {
             ("year", "year years yearly annual annually"),
             ("mph", "mph"),
             ("kmh", "kmh km/h kph"),
-            ("pm", "pm p.m. noon"),
-            ("am", "am a.m. midnight"),
+            ("mps", "mps"),
+            ("cuin", "cuin"),
+            ("cuft", "cuft"),
+            ("sqft", "sqft"),
+            ("sqm", "sqm"),
+            ("floz", "floz"),
         ]
         .into_iter()
         .map(|(k, v)| (k.to_string(), words(v)))
@@ -198,7 +222,8 @@ impl Default for GuardConfig {
             negations: words(
                 "not no never without none nothing nobody neither nor cannot can't don't doesn't \
                  didn't isn't aren't wasn't weren't won't wouldn't shouldn't couldn't haven't \
-                 hasn't hadn't excluding except non",
+                 hasn't hadn't excluding except non dont doesnt didnt isnt arent wasnt werent cant \
+                 couldnt shouldnt wouldnt havent hasnt",
             ),
             operand_markers: words("to into vs versus than over against per in"),
             units,
@@ -216,8 +241,17 @@ impl Default for GuardConfig {
                  kilojoule:kj kilocalorie:kcal",
             ),
             single_substitution: true,
+            structure: true,
         }
     }
+}
+
+/// A text as `GuardConfig::prepare` leaves it.
+pub struct Prepared {
+    text: String,
+    facts: Facts,
+    /// Acronyms are resolved against the other text, so such a text is compared from scratch.
+    acronym: bool,
 }
 
 /// A text broken into what the rules compare.
@@ -230,6 +264,11 @@ struct Facts {
     sizes: BTreeSet<String>,
     /// Numbers and entities in order of first appearance (for swapped operands).
     order: Vec<String>,
+    /// Each token as the rules compare it (`concept`), the set of the content ones, and the
+    /// lemmas the swap and frame checks read: computed once per text.
+    concepts: Vec<String>,
+    content: BTreeSet<String>,
+    lemmas: Vec<String>,
 }
 
 const NUMBER_WORDS: &[(&str, f64)] = &[
@@ -264,8 +303,6 @@ const NUMBER_WORDS: &[(&str, f64)] = &[
     ("thousand", 1000.0),
     ("million", 1e6),
     ("billion", 1e9),
-    ("noon", 12.0),
-    ("midnight", 0.0),
     ("dozen", 12.0),
     ("half", 0.5),
 ];
@@ -287,13 +324,19 @@ fn tokenize(text: &str) -> Vec<(String, bool)> {
             out.push((word.to_string(), capital && !*sentence_start));
             *sentence_start = false;
         }
-        if cur.ends_with('.') && !cur.chars().any(|c| c.is_ascii_digit()) {
+        // "12500." ends a sentence too; a decimal ("1.5") never ends with its point.
+        if cur.ends_with('.') {
             *sentence_start = true;
         }
         cur.clear();
     };
-    for c in text.chars() {
+    let chars: Vec<char> = text.chars().collect();
+    for (i, &c) in chars.iter().enumerate() {
+        // "15:30" is one token (a clock time), not a sentence break.
+        let between_digits = cur.chars().last().is_some_and(|d| d.is_ascii_digit())
+            && chars.get(i + 1).is_some_and(|d| d.is_ascii_digit());
         match c {
+            ':' if between_digits => cur.push(':'),
             c if c.is_alphanumeric() || matches!(c, '.' | '\'' | '+' | '#' | '/' | '°' | '’') => {
                 cur.push(if c == '’' { '\'' } else { c })
             }
@@ -315,6 +358,445 @@ fn tokenize(text: &str) -> Vec<(String, bool)> {
         }
     }
     flush(&mut cur, &mut out, &mut sentence_start);
+    out
+}
+
+/// Time-zone names and abbreviations -> one code per zone (daylight and standard time are one
+/// zone to a person asking). The common English names of the zones people name in requests.
+const TIME_ZONES: &[(&str, &str)] = &[
+    ("eastern time", "tz-et"),
+    ("eastern standard time", "tz-et"),
+    ("eastern daylight time", "tz-et"),
+    ("eastern", "tz-et"),
+    ("est", "tz-et"),
+    ("edt", "tz-et"),
+    ("et", "tz-et"),
+    ("central time", "tz-ct"),
+    ("central standard time", "tz-ct"),
+    ("central daylight time", "tz-ct"),
+    ("cst", "tz-ct"),
+    ("cdt", "tz-ct"),
+    ("ct", "tz-ct"),
+    ("mountain time", "tz-mt"),
+    ("mountain standard time", "tz-mt"),
+    ("mst", "tz-mt"),
+    ("mdt", "tz-mt"),
+    ("pacific time", "tz-pt"),
+    ("pacific standard time", "tz-pt"),
+    ("pacific daylight time", "tz-pt"),
+    ("pacific", "tz-pt"),
+    ("pst", "tz-pt"),
+    ("pdt", "tz-pt"),
+    ("pt", "tz-pt"),
+    ("greenwich mean time", "tz-utc"),
+    ("coordinated universal time", "tz-utc"),
+    ("gmt", "tz-utc"),
+    ("utc", "tz-utc"),
+    ("british summer time", "tz-uk"),
+    ("bst", "tz-uk"),
+    ("uk time", "tz-uk"),
+    ("central european time", "tz-cet"),
+    ("cet", "tz-cet"),
+    ("cest", "tz-cet"),
+    ("india standard time", "tz-ist"),
+    ("ist", "tz-ist"),
+    ("japan standard time", "tz-jst"),
+    ("jst", "tz-jst"),
+    ("australian eastern time", "tz-aet"),
+    ("aest", "tz-aet"),
+    ("aedt", "tz-aet"),
+];
+
+/// Country names people write that ISO 3166 does not spell this way.
+const COUNTRY_ALIASES: &[(&str, &str)] = &[
+    ("uk", "gb"),
+    ("u.k", "gb"),
+    ("britain", "gb"),
+    ("great britain", "gb"),
+    ("usa", "us"),
+    ("u.s.a", "us"),
+    ("u.s", "us"),
+    ("america", "us"),
+    ("united states of america", "us"),
+    ("uae", "ae"),
+    ("south korea", "kr"),
+    ("north korea", "kp"),
+    ("russia", "ru"),
+];
+
+/// Currency names outside ISO 4217's official spelling, and its codes in lowercase.
+const CURRENCY_ALIASES: &[(&str, &str)] = &[
+    ("us dollar", "usd"),
+    ("us dollars", "usd"),
+    ("american dollar", "usd"),
+    ("american dollars", "usd"),
+    ("japanese yen", "jpy"),
+    ("british pound", "gbp"),
+    ("british pounds", "gbp"),
+    ("pound sterling", "gbp"),
+    ("pounds sterling", "gbp"),
+    ("canadian dollar", "cad"),
+    ("canadian dollars", "cad"),
+    ("australian dollar", "aud"),
+    ("australian dollars", "aud"),
+    ("swiss franc", "chf"),
+    ("swiss francs", "chf"),
+    ("indian rupee", "inr"),
+    ("indian rupees", "inr"),
+    ("chinese yuan", "cny"),
+    ("yuan", "cny"),
+    ("renminbi", "cny"),
+    ("rmb", "cny"),
+    ("mexican peso", "mxn"),
+    ("mexican pesos", "mxn"),
+    ("korean won", "krw"),
+    ("south korean won", "krw"),
+    ("brazilian real", "brl"),
+    ("brazilian reais", "brl"),
+    ("bitcoin", "btc"),
+    ("btc", "btc"),
+];
+
+/// Compound units and garment sizes, written out or abbreviated, longest first.
+const UNIT_PHRASES: &[(&str, &str)] = &[
+    ("kilometres per hour", "kmh"),
+    ("kilometers per hour", "kmh"),
+    ("km per hour", "kmh"),
+    ("miles per hour", "mph"),
+    ("metres per second", "mps"),
+    ("meters per second", "mps"),
+    ("m/s", "mps"),
+    ("cubic inches", "cuin"),
+    ("cubic inch", "cuin"),
+    ("cu in", "cuin"),
+    ("cubic feet", "cuft"),
+    ("cubic foot", "cuft"),
+    ("cu ft", "cuft"),
+    ("square feet", "sqft"),
+    ("square foot", "sqft"),
+    ("sq ft", "sqft"),
+    ("square metres", "sqm"),
+    ("square meters", "sqm"),
+    ("sq m", "sqm"),
+    ("m²", "sqm"),
+    ("fluid ounces", "floz"),
+    ("fluid ounce", "floz"),
+    ("fl oz", "floz"),
+    ("double extra large", "xxl"),
+    ("extra large", "xl"),
+    ("extra small", "xs"),
+    ("2xl", "xxl"),
+];
+
+const SMALL_NUMBERS: &[(&str, u64)] = &[
+    ("zero", 0),
+    ("one", 1),
+    ("two", 2),
+    ("three", 3),
+    ("four", 4),
+    ("five", 5),
+    ("six", 6),
+    ("seven", 7),
+    ("eight", 8),
+    ("nine", 9),
+    ("ten", 10),
+    ("eleven", 11),
+    ("twelve", 12),
+    ("thirteen", 13),
+    ("fourteen", 14),
+    ("fifteen", 15),
+    ("sixteen", 16),
+    ("seventeen", 17),
+    ("eighteen", 18),
+    ("nineteen", 19),
+    ("twenty", 20),
+    ("thirty", 30),
+    ("forty", 40),
+    ("fifty", 50),
+    ("sixty", 60),
+    ("seventy", 70),
+    ("eighty", 80),
+    ("ninety", 90),
+];
+const SCALES: &[(&str, u64)] =
+    &[("hundred", 100), ("thousand", 1000), ("million", 1_000_000), ("billion", 1_000_000_000)];
+const ORDINALS: &[&str] = &[
+    "first", "second", "third", "fourth", "fifth", "sixth", "seventh", "eighth", "ninth", "tenth", "eleventh",
+    "twelfth",
+];
+
+/// "15:30" -> (15, 30).
+fn clock(token: &str) -> Option<(u32, u32)> {
+    let (h, m) = token.split_once(':')?;
+    let (h, m) = (h.parse::<u32>().ok()?, m.parse::<u32>().ok()?);
+    (h < 24 && m < 60).then_some((h, m))
+}
+
+fn clock_token(h: u32, m: u32, pm: Option<bool>) -> String {
+    let h = match pm {
+        Some(true) if h < 12 => h + 12,
+        Some(false) if h == 12 => 0,
+        _ => h,
+    };
+    format!("{h}:{m:02}")
+}
+
+/// An acronym in one text that the other spells out ("NYC" / "New York City", "DOB" / "date
+/// of birth", "CI/CD" / "continuous integration and continuous deployment") is replaced by the
+/// words it stands for, so both texts name the thing the same way.
+fn expand_acronyms(a: &str, b: &str) -> (String, String) {
+    fn words(t: &str) -> Vec<String> {
+        t.split(|c: char| !(c.is_alphanumeric() || c == '/' || c == '\''))
+            .filter(|w| !w.is_empty())
+            .map(str::to_string)
+            .collect()
+    }
+    fn expand(text: &str, other: &str) -> String {
+        let other_words = words(other);
+        let lower: Vec<String> = other_words.iter().map(|w| w.to_lowercase()).collect();
+        let mut out = text.to_string();
+        for word in words(text) {
+            let letters: String = word.chars().filter(|c| *c != '/').collect();
+            let acronym = (2..=5).contains(&letters.chars().count())
+                && letters.chars().all(|c| c.is_ascii_uppercase())
+                && !other_words.iter().any(|w| *w == word);
+            if !acronym {
+                continue;
+            }
+            // Parts split by '/' ("CI/CD") are spelled out one after another, joined by "and".
+            let initials: Vec<char> = letters.to_lowercase().chars().collect();
+            let skippable = |w: &str| matches!(w, "and" | "&");
+            for start in 0..lower.len() {
+                let (mut k, mut j, mut used) = (0, start, Vec::new());
+                while k < initials.len() && j < lower.len() {
+                    if lower[j].starts_with(initials[k]) {
+                        used.push(other_words[j].clone());
+                        k += 1;
+                    } else if skippable(&lower[j]) && k > 0 {
+                        used.push(other_words[j].clone());
+                    } else {
+                        break;
+                    }
+                    j += 1;
+                }
+                if k == initials.len() && used.len() >= 2 {
+                    out = out.replacen(&word, &used.join(" "), 1);
+                    break;
+                }
+            }
+        }
+        out
+    }
+    (expand(a, b), expand(b, a))
+}
+
+/// A text written in capitals ("HOW DO I UPDATE MY ADRESS??") has no names by case.
+fn unshout(mut tokens: Vec<(String, bool)>) -> Vec<(String, bool)> {
+    let letters = tokens.iter().flat_map(|(t, _)| t.chars()).filter(|c| c.is_alphabetic());
+    let (upper, all) = letters.fold((0, 0), |(u, a), c| (u + usize::from(c.is_uppercase()), a + 1));
+    if all >= 8 && upper * 10 >= all * 7 {
+        tokens.iter_mut().for_each(|t| t.1 = false);
+    }
+    tokens
+}
+
+/// The same request written two ways reads the same after this: number words become digits
+/// ("twenty five" -> "25", "third" -> "3rd"), clock times 24-hour ("3 pm", "3pm", "15:00",
+/// "noon"), currency, country and time-zone names one code each. Returns (token, capital).
+fn normalize(
+    tokens: Vec<(String, bool)>,
+    joinable: impl Fn(&str) -> bool,
+    is_unit: impl Fn(&str) -> bool,
+) -> Vec<(String, bool)> {
+    let lx = lexicon();
+    let lower: Vec<String> = tokens.iter().map(|(t, _)| t.to_lowercase()).collect();
+    let mut out: Vec<(String, bool)> = Vec::with_capacity(tokens.len());
+    let mut i = 0;
+    let is_number = |t: &str| t.chars().next().is_some_and(|c| c.is_ascii_digit());
+    while i < tokens.len() {
+        let w = lower[i].as_str();
+        // Compound units and sizes written out or abbreviated: one token each.
+        if let Some((len, token)) = UNIT_PHRASES.iter().find_map(|(phrase, token)| {
+            let words: Vec<&str> = phrase.split(' ').collect();
+            (lower.len() >= i + words.len() && lower[i..i + words.len()].iter().zip(&words).all(|(x, y)| x == y))
+                .then_some((words.len(), *token))
+        }) {
+            out.push((token.to_string(), false));
+            i += len;
+            continue;
+        }
+        // Longest multi-word name first: "pound sterling", "eastern standard time", "united kingdom".
+        let mut merged = None;
+        for len in (1..=4usize).rev() {
+            if i + len > tokens.len() {
+                continue;
+            }
+            let phrase = lower[i..i + len].join(" ");
+            let after_number = i > 0 && out.last().is_some_and(|(t, _)| is_number(t));
+            if let Some((_, tz)) = TIME_ZONES.iter().find(|(n, _)| *n == phrase) {
+                // Two-letter abbreviations ("et", "pt", "ct") only when written in capitals.
+                if len > 1 || phrase.len() > 2 || tokens[i].0.chars().all(|c| c.is_uppercase()) {
+                    merged = Some((len, tz.to_string(), false));
+                    break;
+                }
+            }
+            if let Some((_, c)) = CURRENCY_ALIASES.iter().find(|(n, _)| *n == phrase) {
+                merged = Some((len, format!("cur-{c}"), false));
+                break;
+            }
+            // "New Zealand dollars", "Norwegian kroner": ISO 4217 names are singular.
+            let singular = phrase
+                .strip_suffix("ner")
+                .map(|p| format!("{p}ne"))
+                .or_else(|| phrase.strip_suffix('s').map(str::to_string))
+                .filter(|_| len > 1);
+            if let Some(code) = singular.as_ref().and_then(|p| lx.currencies.get(p)) {
+                merged = Some((len, format!("cur-{code}"), false));
+                break;
+            }
+            // "Thai baht", "Hungarian forint": a nationality before a one-word currency name.
+            if len == 2 && tokens[i].1 {
+                let last = &lower[i + 1];
+                if let Some(code) = lx.currencies.get(last) {
+                    merged = Some((2, format!("cur-{code}"), false));
+                    break;
+                }
+            }
+            if let Some(code) = lx.currencies.get(&phrase) {
+                // A one-word currency name that is also an English word ("won", "real") only
+                // counts after a number.
+                if len > 1 || !lx.knows(&phrase) || after_number {
+                    merged = Some((len, format!("cur-{code}"), false));
+                    break;
+                }
+            }
+            let country = COUNTRY_ALIASES.iter().find(|(n, _)| *n == phrase).map(|(_, c)| c.to_string());
+            if let Some(code) =
+                country.or_else(|| (len > 1 || phrase.len() > 3).then(|| lx.countries.get(&phrase).cloned()).flatten())
+            {
+                merged = Some((len, format!("country-{code}"), true));
+                break;
+            }
+            // "US" in capitals is the country, "us" is a pronoun.
+            if len == 1 && tokens[i].0 == "US" {
+                merged = Some((1, "country-us".to_string(), true));
+                break;
+            }
+            // ISO 4217 codes in capitals ("JPY", "TRY"): lowercase "try" or "all" are words.
+            if len == 1 && w.len() == 3 && tokens[i].0.chars().all(|c| c.is_ascii_uppercase()) {
+                if lx.is_currency_code(w) {
+                    merged = Some((1, format!("cur-{w}"), false));
+                    break;
+                }
+            }
+        }
+        if let Some((len, token, capital)) = merged {
+            out.push((token, capital));
+            i += len;
+            continue;
+        }
+        // A two-word name WordNet knows is one word: "polka dot", "leave out", "log in".
+        if let Some(next) = lower.get(i + 1) {
+            // "leaves out" joins as "leave_out".
+            let bases = if lx.knows(w) { Vec::new() } else { lx.verb_bases(w) };
+            let joined = std::iter::once(w.to_string())
+                .chain(bases)
+                .map(|base| format!("{base}_{next}"))
+                .find(|j| lx.knows(j))
+                .unwrap_or_else(|| format!("{w}_{next}"));
+            let wordy = |t: &str| t.chars().all(|c| c.is_ascii_alphabetic());
+            // Time words stay apart: "last quarter" is a tense, not the moon's phase.
+            let deictic =
+                |t: &str| matches!(t, "last" | "next" | "past" | "previous" | "coming" | "following" | "this");
+            if wordy(w)
+                && wordy(next)
+                && !deictic(w)
+                && !STOPWORDS.contains(&w)
+                && joinable(w)
+                && joinable(next)
+                && lx.knows(&joined)
+            {
+                out.push((joined, tokens[i].1 || tokens[i + 1].1));
+                i += 2;
+                continue;
+            }
+        }
+        // Number words: "two hundred and fifty", "a dozen", "a hundred".
+        let small = |t: &str| SMALL_NUMBERS.iter().find(|(n, _)| *n == t).map(|(_, v)| *v);
+        let scale = |t: &str| SCALES.iter().find(|(n, _)| *n == t).map(|(_, v)| *v);
+        // "one" is a number before another number word or a unit ("one year old"), else a pronoun.
+        let starts_number = small(w).is_some_and(|_| {
+            w != "one" || lower.get(i + 1).is_some_and(|n| scale(n).is_some() || small(n).is_some() || is_unit(n))
+        }) || scale(w).is_some()
+            || (w == "a" && lower.get(i + 1).is_some_and(|n| scale(n).is_some() || n == "dozen"))
+            || w == "dozen";
+        if starts_number {
+            let (mut total, mut current, mut j) = (0u64, 0u64, i);
+            while j < lower.len() {
+                let t = lower[j].as_str();
+                if let Some(v) = small(t) {
+                    current += v;
+                } else if let Some(v) = scale(t) {
+                    if v == 100 {
+                        current = current.max(1) * 100;
+                    } else {
+                        total += current.max(1) * v;
+                        current = 0;
+                    }
+                } else if t == "dozen" {
+                    current = current.max(1) * 12;
+                } else if (t == "a" && j == i)
+                    || (t == "and" && j > i && lower.get(j + 1).is_some_and(|n| small(n).is_some()))
+                {
+                } else {
+                    break;
+                }
+                j += 1;
+            }
+            // "two and a half" -> 2.5
+            let half = lower.get(j..j + 3).is_some_and(|w| w == ["and", "a", "half"]);
+            let value = (total + current) as f64 + if half { 0.5 } else { 0.0 };
+            out.push((format!("{value}"), false));
+            i = j + if half { 3 } else { 0 };
+            continue;
+        }
+        if let Some(n) = ORDINALS.iter().position(|o| *o == w) {
+            out.push((format!("{}th", n + 1), false));
+            i += 1;
+            continue;
+        }
+        match w {
+            "noon" | "midday" => out.push(("12:00".into(), false)),
+            "midnight" => out.push(("0:00".into(), false)),
+            _ => {
+                // "3 pm", "3pm", "3:30 p.m.", "15:00": one 24-hour clock token.
+                let next = lower.get(i + 1).map(String::as_str);
+                let meridiem = |t: Option<&str>| match t {
+                    Some("pm" | "p.m" | "p.m.") => Some(true),
+                    Some("am" | "a.m" | "a.m.") => Some(false),
+                    _ => None,
+                };
+                let (digits, suffix) = match w.find(|c: char| !(c.is_ascii_digit() || c == ':')) {
+                    Some(at) => (&w[..at], Some(&w[at..])),
+                    None => (w, None),
+                };
+                let hm = clock(digits).or_else(|| digits.parse::<u32>().ok().filter(|h| *h <= 12).map(|h| (h, 0)));
+                match (hm, meridiem(suffix), meridiem(next)) {
+                    (Some((h, m)), Some(pm), _) => out.push((clock_token(h, m, Some(pm)), false)),
+                    (Some((h, m)), None, Some(pm)) if suffix.is_none() => {
+                        out.push((clock_token(h, m, Some(pm)), false));
+                        i += 1;
+                    }
+                    _ if clock(w).is_some() => {
+                        let (h, m) = clock(w).unwrap_or((0, 0));
+                        out.push((clock_token(h, m, None), false));
+                    }
+                    _ => out.push(tokens[i].clone()),
+                }
+            }
+        }
+        i += 1;
+    }
     out
 }
 
@@ -368,7 +850,10 @@ const UNIT_NEEDS_NUMBER: &[&str] = &[
 
 impl GuardConfig {
     fn unit_of(&self, word: &str) -> Option<&str> {
-        self.units.iter().find(|(_, names)| names.iter().any(|n| n == word)).map(|(k, _)| k.as_str())
+        let named =
+            |w: &str| self.units.iter().find(|(_, names)| names.iter().any(|n| n == w)).map(|(k, _)| k.as_str());
+        // "cals", "kgs": a plural of an abbreviation.
+        named(word).or_else(|| word.strip_suffix('s').filter(|w| w.len() >= 2).and_then(named))
     }
 
     /// The canonical size a word names, if it is a size word.
@@ -383,7 +868,10 @@ impl GuardConfig {
         let stemmed = stem(word);
         for entry in &self.entity_aliases {
             let (canon, aliases) = entry.split_once(':').unwrap_or((entry.as_str(), ""));
-            let named = |w: &str| w == word || w == stemmed || stem(w) == stemmed;
+            // Only a word that could be a plural of `w` is stemmed (stemming allocates).
+            let named = |w: &str| {
+                w == word || w == stemmed || (word.len() > w.len() && word.starts_with(w) && stem(w) == stemmed)
+            };
             if named(canon) || aliases.split(',').any(named) {
                 return canon.to_string();
             }
@@ -394,14 +882,37 @@ impl GuardConfig {
     /// A word as the substitution and operand rules compare it: units and entity aliases by
     /// their canonical name, everything else by its stem.
     fn concept(&self, word: &str) -> String {
+        if clock(word).is_some() {
+            return format!("t{word}");
+        }
+        if let Some(code) = word.strip_prefix("cur-") {
+            return code.to_string();
+        }
         if let Some((nums, suffix)) = split_number(word) {
             let unit = suffix.as_deref().and_then(|s| self.unit_of(s)).unwrap_or("");
             return format!("{nums:?}{unit}");
         }
         match self.unit_of(word) {
             Some(u) => u.to_string(),
-            None => stem(&self.canonical_entity(word)),
+            None => {
+                let word = self.canonical_entity(word);
+                let lx = lexicon();
+                let lemma = lx.lemma(&word);
+                if lemma == word && !lx.knows(&word) {
+                    stem(&word)
+                } else {
+                    lemma
+                }
+            }
         }
+    }
+
+    /// Colour and size words keep their own checks, so they never join a two-word name.
+    fn joinable(&self, w: &str) -> bool {
+        !self.colours.iter().any(|c| c == w)
+            && self.size_of(w).is_none()
+            && !self.known_entities.iter().any(|e| e == w)
+            && self.canonical_entity(w) == w
     }
 
     fn facts(&self, text: &str) -> Facts {
@@ -413,16 +924,32 @@ impl GuardConfig {
             negated: false,
             sizes: BTreeSet::new(),
             order: Vec::new(),
+            concepts: Vec::new(),
+            content: BTreeSet::new(),
+            lemmas: Vec::new(),
         };
         let note = |order: &mut Vec<String>, item: String| {
             if !order.contains(&item) {
                 order.push(item);
             }
         };
-        let tokens = tokenize(text);
+        let tokens = normalize(unshout(tokenize(text)), |w| self.joinable(w), |w| self.unit_of(w).is_some());
         let mut after_number = false;
         for (i, (raw, capital)) in tokens.iter().enumerate() {
             let lower = raw.to_lowercase();
+            if clock(&lower).is_some() {
+                *facts.numbers.entry(format!("t{lower}")).or_default() += 1;
+                note(&mut facts.order, format!("t{lower}"));
+                facts.tokens.push(lower);
+                after_number = true;
+                continue;
+            }
+            if let Some(unit) = lower.strip_prefix("cur-").or(lower.starts_with("tz-").then_some(lower.as_str())) {
+                facts.units.insert(unit.to_string());
+                facts.tokens.push(lower);
+                after_number = false;
+                continue;
+            }
             if let Some((nums, suffix)) = split_number(&lower) {
                 for n in nums {
                     *facts.numbers.entry(format!("{n}")).or_default() += 1;
@@ -467,7 +994,8 @@ impl GuardConfig {
             let known = self.known_entities.contains(&lower);
             // "US dollars", "British pound": a capital before a unit qualifies the unit.
             let qualifies_unit = self.unit_of(&next).is_some();
-            let pronoun = lower.starts_with("i'");
+            // "I'm", and greetings or thanks written with a capital, name nothing.
+            let pronoun = lower.starts_with("i'") || FILLERS.contains(&lower.as_str());
             let is_entity =
                 (*capital && lower.len() > 1 && unit.is_none() && word_number.is_none() && !qualifies_unit && !pronoun)
                     || known;
@@ -479,7 +1007,33 @@ impl GuardConfig {
             after_number = word_number.is_some();
             facts.tokens.push(lower);
         }
+        facts.concepts = facts.tokens.iter().map(|t| self.concept(t)).collect();
+        facts.content = facts
+            .tokens
+            .iter()
+            .zip(&facts.concepts)
+            .filter(|(t, _)| !STOPWORDS.contains(&t.as_str()))
+            .map(|(_, c)| c.clone())
+            .collect();
+        facts.lemmas = lemmas(&facts.tokens);
         facts
+    }
+
+    /// The normalised tokens and content concepts of a text, as the rules see them (for
+    /// looking at a refusal: `semgate-eval --explain`).
+    pub fn explain(&self, text: &str) -> String {
+        let f = self.facts(text);
+        let content: Vec<String> =
+            f.tokens.iter().filter(|t| !STOPWORDS.contains(&t.as_str())).map(|t| self.concept(t)).collect();
+        format!(
+            "tokens {:?} numbers {:?} units {:?} entities {:?} content {:?}",
+            f.tokens, f.numbers, f.units, f.entities, content
+        )
+    }
+
+    /// Time to break one text into facts (for the probe's cost breakdown).
+    pub fn facts_cost(&self, text: &str) -> usize {
+        self.facts(text).tokens.len()
     }
 
     /// `Ok` if `candidate` may answer `query`; otherwise the first rule that refuses it.
@@ -487,7 +1041,32 @@ impl GuardConfig {
         if !self.enabled {
             return Ok(());
         }
-        let (a, b) = (self.facts(query), self.facts(candidate));
+        let (query, candidate) = expand_acronyms(query, candidate);
+        self.compare(&self.facts(&query), &self.facts(&candidate))
+    }
+
+    /// A text broken into facts once, to be compared with many others (the stored side of a
+    /// lookup's candidates).
+    pub fn prepare(&self, text: &str) -> Prepared {
+        let acronym = text.split(|c: char| !(c.is_alphanumeric() || c == '/')).any(|w| {
+            let letters = w.chars().filter(|c| *c != '/').count();
+            (2..=5).contains(&letters) && w.chars().all(|c| c.is_ascii_uppercase() || c == '/')
+        });
+        Prepared { text: text.to_string(), facts: self.facts(text), acronym }
+    }
+
+    /// `verify` on prepared texts: the same verdict, without breaking either text up again.
+    pub fn verify_prepared(&self, query: &Prepared, candidate: &Prepared) -> Result<(), Rejection> {
+        if !self.enabled {
+            return Ok(());
+        }
+        if query.acronym || candidate.acronym {
+            return self.verify(&query.text, &candidate.text);
+        }
+        self.compare(&query.facts, &candidate.facts)
+    }
+
+    fn compare(&self, a: &Facts, b: &Facts) -> Result<(), Rejection> {
         if self.numbers && a.numbers != b.numbers {
             return Err(Rejection::Number);
         }
@@ -513,15 +1092,13 @@ impl GuardConfig {
                 other.entities.contains(e)
                     || other.tokens.iter().any(|t| self.canonical_entity(t) == *e || stem(t) == stem(e))
                     || (e.len() > 3 && other_letters.contains(e.as_str()))
+                    || other.tokens.iter().any(|t| initialism(e, t))
             };
             if a.entities.iter().any(|e| !present(e, &b, &lb)) || b.entities.iter().any(|e| !present(e, &a, &la)) {
                 return Err(Rejection::Entity);
             }
         }
-        let content = |f: &Facts| -> BTreeSet<String> {
-            f.tokens.iter().filter(|t| !STOPWORDS.contains(&t.as_str())).map(|t| self.concept(t)).collect()
-        };
-        let (sa, sb) = (content(&a), content(&b));
+        let (sa, sb) = (&a.content, &b.content);
         // "unlock"/"lock", "disable"/"enable": a negating prefix on a word the other text has.
         let negated_prefix = |x: &String, others: &BTreeSet<String>| {
             ["un", "dis", "de", "non", "in"]
@@ -534,23 +1111,142 @@ impl GuardConfig {
             return Err(Rejection::Opposite);
         }
         for (x, y) in &self.opposites {
-            let (x, y) = (stem(x), stem(y));
+            let (x, y) = (self.concept(x), self.concept(y));
             let a_only = |w: &String| sa.contains(w) && !sb.contains(w);
             let b_only = |w: &String| sb.contains(w) && !sa.contains(w);
             if (a_only(&x) && b_only(&y)) || (a_only(&y) && b_only(&x)) {
                 return Err(Rejection::Opposite);
             }
         }
-        if self.operand_order && (self.operands_swapped(&a.tokens, &b.tokens) || reordered(&a.order, &b.order)) {
+        if self.operand_order
+            && (self.operands_swapped(&a.tokens, &b.tokens) || reordered(&self.order_items(&a), &self.order_items(&b)))
+        {
             return Err(Rejection::OperandOrder);
         }
-        if self.single_substitution {
-            let (only_a, only_b) = (sa.difference(&sb).count(), sb.difference(&sa).count());
-            if only_a == 1 && only_b == 1 && sa.intersection(&sb).count() >= 1 {
-                return Err(Rejection::Opposite);
+        if !self.structure {
+            if self.single_substitution && only_a.len() == 1 && only_b.len() == 1 && sa.intersection(&sb).count() >= 1 {
+                return Err(Rejection::Substitution);
+            }
+            return Ok(());
+        }
+        let (ta, tb) = (tense(&a.tokens), tense(&b.tokens));
+        if ta.iter().zip(&tb).any(|(x, y)| x.is_some() && y.is_some() && x != y) {
+            return Err(Rejection::Tense);
+        }
+        if quantity_differs(&a.tokens, &b.tokens) || quantity_differs(&b.tokens, &a.tokens) {
+            return Err(Rejection::Quantity);
+        }
+        let lx = lexicon();
+        let excludes = |f: &Facts| f.tokens.iter().any(|t| EXCLUSION.contains(&lx.lemma(t).as_str()));
+        if excludes(&a) != excludes(&b) {
+            return Err(Rejection::Negation);
+        }
+        // Antonyms on one side each ("cheapest"/"most expensive", "oldest"/"most recent").
+        // A compound ("price_increase") opposes through its parts too.
+        let forms = |w: &String| -> Vec<String> {
+            std::iter::once(w.as_str())
+                .chain(w.split('_').filter(|_| w.contains('_')))
+                .flat_map(|p| lx.base_forms(p))
+                .collect()
+        };
+        let opposed = |x: &String, y: &String| {
+            let (fx, fy) = (forms(x), forms(y));
+            fx.iter().any(|x| fy.iter().any(|y| lx.antonyms(x, y)))
+        };
+        if only_a.iter().any(|x| only_b.iter().any(|y| opposed(x, y))) {
+            return Err(Rejection::Opposite);
+        }
+        let (la, lb) = (&a.lemmas, &b.lemmas);
+        if swapped_spans(&la, &lb) {
+            return Err(Rejection::Swap);
+        }
+        // What one text says that nothing in the other covers (a synonym, or a word of one
+        // derivation: "shipping"/"shipment").
+        let covered = |x: &String, other: &BTreeSet<String>| {
+            FILLERS.contains(&x.as_str())
+                || other.iter().any(|y| {
+                    lx.synonyms(x, y)
+                        || lx.related_verbs(x, y)
+                        || (lx.knows(x)
+                            && lx.knows(y)
+                            && x.len() >= 5
+                            && y.len() >= 5
+                            && x.chars().take(5).eq(y.chars().take(5)))
+                        || abbreviates(x, y)
+                        || abbreviates(y, x)
+                        || typo(x, y)
+                        || lx
+                            .verb_bases(x)
+                            .iter()
+                            .chain([x])
+                            .any(|bx| lx.verb_bases(y).iter().chain([y]).any(|by| bx == by))
+                })
+        };
+        let loose_a: Vec<&String> = only_a.iter().filter(|x| !covered(x, &sb)).collect();
+        let loose_b: Vec<&String> = only_b.iter().filter(|y| !covered(y, &sa)).collect();
+        // One content word each side, the rest equal (or covered): a different question unless
+        // they are synonyms. Among rewordings, only a thing (a noun that is no verb) counts.
+        let thing = |w: &str| lx.mostly_noun(w);
+        if self.single_substitution
+            && ((only_a.len() == 1 && only_b.len() == 1)
+                || (loose_a.len() == 1 && loose_b.len() == 1 && thing(loose_a[0]) && thing(loose_b[0])))
+            && loose_a.len() == 1
+            && loose_b.len() == 1
+            && sa.intersection(&sb).count() >= 1
+        {
+            return Err(Rejection::Substitution);
+        }
+        // A short phrase of things and qualities replaced by another ("brushed nickel" /
+        // "polished chrome") with the rest of the request shared.
+        let quality = |w: &&String| lx.mostly_noun(w) || lx.mostly_adj(w) || !lx.knows(w);
+        // Two loose words are one phrase when they stand side by side.
+        let phrase = |loose: &[&String], f: &Facts| {
+            let concepts = &f.concepts;
+            loose.len() == 1 || concepts.windows(2).any(|w| loose.iter().all(|l| w.contains(l)))
+        };
+        if (1..=2).contains(&loose_a.len())
+            && (1..=2).contains(&loose_b.len())
+            && loose_a.iter().chain(&loose_b).all(quality)
+            && phrase(&loose_a, &a)
+            && phrase(&loose_b, &b)
+            && sa.intersection(&sb).count() >= 2
+        {
+            return Err(Rejection::Substitution);
+        }
+        // The same frame around a different slot: the texts begin and end alike, and what
+        // differs between holds words neither side covers ("... as a numbered list" / "... as a
+        // script for a cooking video", "for a complete beginner" / "for a senior engineer").
+        if !loose_a.is_empty() && !loose_b.is_empty() && same_frame(&la, &lb) {
+            return Err(Rejection::Substitution);
+        }
+        // A long rewording leaves many words uncovered on both sides; two kinds of one thing
+        // only tell a different request apart from a rewording when nothing else differs.
+        if loose_a.len() != 1 || loose_b.len() != 1 {
+            return Ok(());
+        }
+        for x in &loose_a {
+            for y in &loose_b {
+                if lx.in_contrast(x, y) {
+                    if std::env::var("SEMGATE_GUARD_DEBUG").is_ok() {
+                        eprintln!("contrast {x} / {y}");
+                    }
+                    return Err(Rejection::Contrast);
+                }
+                // Two names unknown to the lexicon ("numpy"/"polars"), too far apart to be typos.
+                let name = |w: &str| w.len() >= 3 && w.chars().all(|c| c.is_ascii_alphabetic()) && !lx.knows(w);
+                if name(x) && name(y) && edit_distance(x, y) > 2 {
+                    return Err(Rejection::Entity);
+                }
             }
         }
         Ok(())
+    }
+
+    /// What the order check compares: numbers always (a range "10 to 50" reversed), named
+    /// entities only without the structural checks (which find swapped names by their frame).
+    fn order_items(&self, f: &Facts) -> Vec<String> {
+        let numeric = |x: &String| x.starts_with(|c: char| c.is_ascii_digit()) || x.starts_with('t');
+        f.order.iter().filter(|x| !self.structure || numeric(x)).cloned().collect()
     }
 
     /// Around the first marker both texts share (`to`, `than`, ...): a word that stands before
@@ -576,6 +1272,375 @@ impl GuardConfig {
         let ((a_before, a_after), (b_before, b_after)) = (sides(a), sides(b));
         a_before.intersection(&b_after).next().is_some() && a_after.intersection(&b_before).next().is_some()
     }
+}
+
+/// Verbs and prepositions that leave something out: "leave out X" asks the opposite of
+/// "focus on X" with no "not" in sight. The lemmas of WordNet's first senses of these verbs.
+const EXCLUSION: &[&str] = &[
+    "exclude",
+    "omit",
+    "leave_out",
+    "skip",
+    "avoid",
+    "ignore",
+    "without",
+    "except",
+    "excluding",
+    "minus",
+    "drop",
+    "omitting",
+    "sans",
+];
+
+/// Words that carry no request of their own (greetings, politeness, hedges).
+const FILLERS: &[&str] = &[
+    "sorry",
+    "sry",
+    "noob",
+    "u",
+    "ur",
+    "um",
+    "uh",
+    "hmm",
+    "btw",
+    "please",
+    "thanks",
+    "thank",
+    "hi",
+    "hello",
+    "hey",
+    "quick",
+    "question",
+    "help",
+    "just",
+    "really",
+    "actually",
+    "possible",
+    "want",
+    "need",
+    "like",
+    "know",
+    "wonder",
+    "kindly",
+    "anyone",
+    "someone",
+    "somebody",
+    "pls",
+    "plz",
+    "thx",
+    "okay",
+    "ok",
+    "way",
+    "best",
+    "good",
+    "able",
+    "let",
+    "find",
+    "out",
+    "explain",
+    "describe",
+    "write",
+    "tell",
+    "show",
+    "say",
+    "give",
+    "make",
+    "go",
+    "ask",
+    "idea",
+    "here",
+    "also",
+    "there",
+    "something",
+    "anything",
+    "thing",
+    "kind",
+    "sort",
+    "sure",
+    "exactly",
+    "currently",
+    "now",
+    "right",
+    "correct",
+    "proper",
+    "properly",
+    "simple",
+    "simply",
+    "easy",
+    "easily",
+    "fast",
+    "quickly",
+    "basically",
+    "short",
+    "brief",
+    "briefly",
+    "little",
+];
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Tense {
+    Past,
+    Future,
+}
+
+/// The time a request is about, twice: by its auxiliaries ("was"/"will") and by its time words
+/// ("last"/"next"), each only when it names one time.
+fn tense(tokens: &[String]) -> [Option<Tense>; 2] {
+    let one = |past: bool, future: bool| match (past, future) {
+        (true, false) => Some(Tense::Past),
+        (false, true) => Some(Tense::Future),
+        _ => None,
+    };
+    let aux_past = tokens.iter().any(|t| matches!(t.as_str(), "was" | "were" | "did"));
+    let aux_future = tokens.iter().enumerate().any(|(i, t)| {
+        matches!(t.as_str(), "will" | "shall" | "won't")
+            || t.ends_with("'ll")
+            || (t == "going" && tokens.get(i + 1).is_some_and(|n| n == "to"))
+    });
+    let word_past = tokens.iter().any(|t| {
+        matches!(
+            t.as_str(),
+            "previous" | "ago" | "yesterday" | "prior" | "last" | "latest" | "former" | "ended" | "earlier" | "past"
+        )
+    });
+    let word_future = tokens.iter().enumerate().any(|(i, t)| {
+        matches!(t.as_str(), "upcoming" | "tomorrow" | "next" | "soon" | "future")
+            || (matches!(t.as_str(), "coming" | "following")
+                && tokens.get(i + 1).is_some_and(|n| TIME_SPANS.contains(&n.as_str())))
+    });
+    [one(aux_past, aux_future), one(word_past, word_future)]
+}
+
+const TIME_SPANS: &[&str] = &[
+    "year", "years", "quarter", "quarters", "month", "months", "week", "weeks", "day", "days", "season", "time",
+    "release", "version", "election", "meeting", "semester", "term", "decade", "century", "weekend", "night",
+];
+
+/// `a` speaks of every member ("every planet") where `b` speaks of one ("a planet").
+fn quantity_differs(a: &[String], b: &[String]) -> bool {
+    let lx = lexicon();
+    let universal = |w: &String| matches!(w.as_str(), "every" | "all" | "each" | "several" | "multiple" | "both");
+    if b.iter().any(universal) {
+        return false;
+    }
+    // A noun a few words after "every"/"all"/"several" in `a` stands a few words after
+    // "a"/"one"/"single" in `b` ("delete all my saved addresses" / "delete a saved address").
+    let single = |w: &String| matches!(w.as_str(), "a" | "an" | "one" | "single" | "1");
+    a.iter().enumerate().filter(|(_, w)| universal(w)).any(|(i, _)| {
+        a[i + 1..a.len().min(i + 5)].iter().any(|n| {
+            let noun = lx.lemma(n);
+            b.iter().enumerate().any(|(j, m)| lx.lemma(m) == noun && b[j.saturating_sub(3)..j].iter().any(single))
+        })
+    })
+}
+
+/// Words as the swap check compares them: lemmas, without articles and possessives.
+fn lemmas(tokens: &[String]) -> Vec<String> {
+    let lx = lexicon();
+    tokens
+        .iter()
+        .filter(|t| !matches!(t.as_str(), "a" | "an" | "the" | "my" | "your" | "our" | "their" | "his" | "her" | "its"))
+        .map(|t| match t.as_str() {
+            "is" | "are" | "was" | "were" | "am" | "be" | "been" => "be".to_string(),
+            _ => lx.lemma(t),
+        })
+        .collect()
+}
+
+/// Glue that neither makes a phrase on its own nor, alone between two phrases, a frame.
+const GLUE: &[&str] = &["be", "do", "to", "of", "for", "in", "on", "at", "by", "with", "from", "and", "or", "'s"];
+
+/// `a` reads "P X M Y" and `b` reads "Y M X" with the same frame M between them: two words or
+/// phrases (up to three words each) changed places around identical words ("exchange dollars
+/// for yen" / "exchange yen for dollars", "a cat chasing a dog" / "a dog chasing a cat",
+/// "rebase main onto dev" / "rebase dev onto main"). A frame of only "and"/"or" is symmetric
+/// ("between X and Y") and does not count.
+fn swapped_spans(a: &[String], b: &[String]) -> bool {
+    let phrase = |s: &[String]| s.iter().any(|w| !GLUE.contains(&w.as_str()) && !STOPWORDS.contains(&w.as_str()));
+    let symmetric =
+        |m: &[String]| m.iter().all(|w| matches!(w.as_str(), "and" | "or" | "&" | "plus" | "between" | "both"));
+    let mut at: std::collections::HashMap<&str, Vec<usize>> = std::collections::HashMap::new();
+    for (k, w) in b.iter().enumerate() {
+        at.entry(w.as_str()).or_default().push(k);
+    }
+    let contains = |hay: &[String], needle: &[&String]| {
+        hay.windows(needle.len()).any(|w| w.iter().zip(needle).all(|(x, y)| x == *y))
+    };
+    for i in 0..a.len() {
+        for l1 in 1..=3 {
+            for m in 1..=4 {
+                for l2 in 1..=3 {
+                    let end = i + l1 + m + l2;
+                    if end > a.len() {
+                        continue;
+                    }
+                    let (s1, mid, s2) = (&a[i..i + l1], &a[i + l1..i + l1 + m], &a[i + l1 + m..end]);
+                    if s1 == s2 || !phrase(s1) || !phrase(s2) || symmetric(mid) {
+                        continue;
+                    }
+                    // Glue alone between the phrases only counts as a frame when it is one word
+                    // that orders its operands ("X for Y", "X to Y", "X into Y").
+                    if mid.iter().all(|w| GLUE.contains(&w.as_str()) || STOPWORDS.contains(&w.as_str())) && m > 1 {
+                        continue;
+                    }
+                    // A frame relates its two sides: a preposition, a verb or a number. Between
+                    // modifiers ("long beige trench coat" / "trench coat, beige, long") it is a list.
+                    if !mid.iter().any(|w| relational(w)) {
+                        continue;
+                    }
+                    let Some(starts) = at.get(s2[0].as_str()) else { continue };
+                    let n = s1.len() + mid.len() + s2.len();
+                    let in_b = starts.iter().any(|&k| {
+                        k + n <= b.len() && b[k..k + n].iter().zip(s2.iter().chain(mid).chain(s1)).all(|(x, y)| x == y)
+                    });
+                    if !in_b {
+                        continue;
+                    }
+                    let swapped: Vec<&String> = s2.iter().chain(mid).chain(s1).collect();
+                    if in_b && !contains(a, &swapped) {
+                        let original: Vec<&String> = s1.iter().chain(mid).chain(s2).collect();
+                        if !contains(b, &original) {
+                            return true;
+                        }
+                    }
+                }
+            }
+        }
+    }
+    false
+}
+
+/// English prepositions (a closed class): the words that relate two phrases.
+const PREPOSITIONS: &[&str] = &[
+    "about",
+    "above",
+    "across",
+    "after",
+    "against",
+    "along",
+    "among",
+    "around",
+    "as",
+    "at",
+    "before",
+    "behind",
+    "below",
+    "beneath",
+    "beside",
+    "between",
+    "beyond",
+    "by",
+    "despite",
+    "down",
+    "during",
+    "except",
+    "for",
+    "from",
+    "in",
+    "inside",
+    "into",
+    "like",
+    "near",
+    "of",
+    "off",
+    "on",
+    "onto",
+    "out",
+    "outside",
+    "over",
+    "past",
+    "per",
+    "since",
+    "than",
+    "through",
+    "throughout",
+    "till",
+    "to",
+    "toward",
+    "towards",
+    "under",
+    "underneath",
+    "until",
+    "unto",
+    "up",
+    "upon",
+    "versus",
+    "via",
+    "vs",
+    "with",
+    "within",
+    "without",
+];
+
+/// A short name written in capitals that abbreviates a word ("DB" / "database", "Aug" /
+/// "August"): its letters in order, starting with the word's first.
+fn initialism(short: &str, long: &str) -> bool {
+    let mut rest = long.chars();
+    (2..=4).contains(&short.len())
+        && long.len() > short.len()
+        && short.chars().next() == long.chars().next()
+        && short.chars().all(|c| rest.any(|d| d == c))
+}
+
+/// `short` is an abbreviation of `long`: its letters in order, the same first letter, and
+/// `long` a word the lexicon knows ("addr"/"address", "bldg"/"building", "yr"/"year").
+fn abbreviates(short: &str, long: &str) -> bool {
+    let lx = lexicon();
+    if short.len() < 2 || short.len() + 2 > long.len() || short.len() > 5 || !lx.knows(long) {
+        return false;
+    }
+    if short.chars().next() != long.chars().next() || !short.chars().all(|c| c.is_ascii_alphabetic()) {
+        return false;
+    }
+    // A word of its own ("vegan") abbreviates only as a prefix ("temp", "min").
+    if lx.knows(short) {
+        return short.len() >= 3 && long.starts_with(short);
+    }
+    let mut rest = long.chars();
+    short.chars().all(|c| rest.any(|d| d == c))
+}
+
+/// The texts share a frame: a common beginning and end that together are most of the shorter
+/// text, with something different between them on both sides.
+fn same_frame(a: &[String], b: &[String]) -> bool {
+    let prefix = a.iter().zip(b).take_while(|(x, y)| x == y).count();
+    let suffix = a.iter().rev().zip(b.iter().rev()).take_while(|(x, y)| x == y).count();
+    let shorter = a.len().min(b.len());
+    let (prefix, suffix) = (prefix.min(shorter), suffix.min(shorter - prefix.min(shorter)));
+    prefix + suffix >= 3 && 2 * (prefix + suffix) >= shorter && prefix + suffix < shorter
+}
+
+fn relational(w: &str) -> bool {
+    w.split('_').any(|p| PREPOSITIONS.contains(&p))
+        || GLUE.contains(&w)
+        || STOPWORDS.contains(&w)
+        || w.starts_with(|c: char| c.is_ascii_digit())
+        || lexicon().is_verb_form(w)
+}
+
+/// One word misspelt as the other: one of them unknown to the lexicon, a small edit apart.
+fn typo(x: &str, y: &str) -> bool {
+    let lx = lexicon();
+    if lx.knows(x) && lx.knows(y) {
+        return false;
+    }
+    let longest = x.len().max(y.len());
+    longest >= 4 && edit_distance(x, y) <= if longest >= 7 { 2 } else { 1 }
+}
+
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut prev = row[0];
+        row[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let cur = row[j + 1];
+            row[j + 1] = (prev + usize::from(ca != *cb)).min(row[j] + 1).min(row[j + 1] + 1);
+            prev = cur;
+        }
+    }
+    row[b.len()]
 }
 
 /// Both texts name the same two or more numbers/entities, in another order ("128GB for 256GB").

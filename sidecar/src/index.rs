@@ -65,6 +65,11 @@ pub trait VectorStore: Send + Sync {
     }
     /// Make everything inserted so far durable.
     fn flush(&self) -> Result<(), IndexError>;
+    /// Calls `f(namespace, text, expires_ms)` for every record held, and says whether it could
+    /// (a remote store does not list its records: the first stage is then off).
+    fn each_text(&self, _f: &mut dyn FnMut(&str, &str, u64)) -> bool {
+        false
+    }
 }
 
 /// One namespace: records, their int8 codes and expiries, all in the same order.
@@ -319,6 +324,16 @@ impl VectorStore for FlatIndex {
 
     fn len(&self) -> usize {
         self.spaces.read().map(|s| s.values().map(|s| s.records.len()).sum()).unwrap_or(0)
+    }
+
+    fn each_text(&self, f: &mut dyn FnMut(&str, &str, u64)) -> bool {
+        let Ok(spaces) = self.spaces.read() else { return false };
+        for (ns, space) in spaces.iter() {
+            for r in &space.records {
+                f(ns, &r.text, r.expires_ms);
+            }
+        }
+        true
     }
 
     fn flush(&self) -> Result<(), IndexError> {

@@ -5,7 +5,7 @@
 //!                   [--embed-url URL --embed-model NAME [--embed-key-env VAR] [--embed-dim N]
 //!                    [--embed-timeout-ms 10000] [--embed-batch 64]]
 //!                   [--vectors embedded|chroma] [--chroma-url http://127.0.0.1:8000]
-//!                   [--chroma-collection semgate] [--token-file FILE]
+//!                   [--chroma-collection semgate] [--token-file FILE] [--stage-one WORDLLAMA_DIR]
 //!                   [--ledger embedded|redis://HOST:PORT|off]
 //!
 //! `--ledger` keeps the spend ledger that Envoy replicas sync to (`/v1/ledger/sync`,
@@ -25,7 +25,9 @@
 //! by `--embed-key-env`, so it is in no command line. `hashing` is a bag-of-words test double for tests and demos without the model.
 //! `--vectors embedded` (the default) keeps vectors in the sidecar with a journal in
 //! `--data-dir`; `--vectors chroma` keeps them, with the prompt texts and cached answers, in a
-//! Chroma collection (see `index::chroma`). On SIGTERM/SIGINT it stops accepting, then
+//! Chroma collection (see `index::chroma`). `--stage-one DIR` (with the embedded index) loads
+//! WordLlama from DIR as the lookup's first stage: a lookup no stored text can pass is a miss
+//! without the model (see `stage_one`). On SIGTERM/SIGINT it stops accepting, then
 //! flushes the index journal.
 
 use semgate_sidecar::embed::openai::{key_from_env, OpenAiConfig, OpenAiEmbedder};
@@ -33,6 +35,7 @@ use semgate_sidecar::embed::{CachedEmbedder, Embedder, HashingEmbedder};
 use semgate_sidecar::index::chroma::ChromaStore;
 use semgate_sidecar::index::{FlatIndex, VectorStore};
 use semgate_sidecar::server::{now_ms, router_with, AppState, ServerConfig};
+use semgate_sidecar::stage_one::StageOne;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -61,7 +64,9 @@ const USAGE: &str =
        [--vectors embedded|chroma]
   embedded: vectors in the sidecar, journaled under --data-dir (default; --max-entries caps it)
   chroma:   vectors, prompt texts and cached answers in a Chroma collection (chromadb 1.x):
-            [--chroma-url URL] (default http://127.0.0.1:8000) [--chroma-collection NAME] (default semgate)";
+            [--chroma-url URL] (default http://127.0.0.1:8000) [--chroma-collection NAME] (default semgate)
+       [--stage-one DIR]  WordLlama from DIR as a first stage that answers lookups no stored text
+                          can pass without running the model (embedded vectors only)";
 
 struct Args {
     listen: String,
@@ -82,6 +87,7 @@ struct Args {
     embed_batch: usize,
     token_file: Option<PathBuf>,
     ledger: String,
+    stage_one: Option<PathBuf>,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -104,6 +110,7 @@ fn parse_args() -> Result<Args, String> {
         embed_batch: 64,
         token_file: None,
         ledger: "embedded".into(),
+        stage_one: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -129,6 +136,7 @@ fn parse_args() -> Result<Args, String> {
             "--embed-batch" => a.embed_batch = value()?.parse().map_err(|e| format!("--embed-batch: {e}"))?,
             "--token-file" => a.token_file = Some(value()?.into()),
             "--ledger" => a.ledger = value()?,
+            "--stage-one" => a.stage_one = Some(value()?.into()),
             "--help" | "-h" => return Err(USAGE.into()),
             other => return Err(format!("unknown flag {other} (see --help)")),
         }
@@ -288,7 +296,8 @@ async fn run() -> Result<(), String> {
     let embedder = embedder(&args)?;
     // Blocking setup calls (Chroma) are fine here: nothing is served yet.
     let (index, where_) = vector_store(&args, embedder.as_ref(), config.index_max_bytes)?;
-    let state = AppState::with_token(config, embedder.clone(), index.clone(), token);
+    let stage_one = stage_one(&args, &config, index.as_ref())?;
+    let state = AppState::with_options(config, embedder.clone(), index.clone(), token, stage_one);
     let ledger = ledger(&args)?;
     println!("semgate-sidecar listening on {addr} (model {}, {} entries, {where_})", embedder.model_id(), index.len());
     axum::serve(listener, router_with(state, ledger))
@@ -298,6 +307,28 @@ async fn run() -> Result<(), String> {
     index.flush().map_err(|e| e.to_string())?;
     eprintln!("semgate-sidecar: index flushed, {} entries", index.len());
     Ok(())
+}
+
+#[cfg(feature = "local-model")]
+fn stage_one(args: &Args, config: &ServerConfig, index: &dyn VectorStore) -> Result<Option<Arc<StageOne>>, String> {
+    let Some(dir) = &args.stage_one else { return Ok(None) };
+    let model = semgate_sidecar::embed::wordllama::WordLlama::load(dir).map_err(|e| e.to_string())?;
+    let s1 = Arc::new(StageOne::new(config.stage_one.clone(), Arc::new(model), args.max_entries));
+    let started = std::time::Instant::now();
+    let listed = index.each_text(&mut |scope, text, expires| s1.insert(&config.guard, scope, text, expires));
+    if !listed {
+        return Err("--stage-one needs the embedded vector store (--vectors embedded)".into());
+    }
+    eprintln!("semgate-sidecar: first stage holds {} texts ({:.1} s)", s1.len(), started.elapsed().as_secs_f64());
+    Ok(Some(s1))
+}
+
+#[cfg(not(feature = "local-model"))]
+fn stage_one(args: &Args, _: &ServerConfig, _: &dyn VectorStore) -> Result<Option<Arc<StageOne>>, String> {
+    match args.stage_one {
+        Some(_) => Err("--stage-one needs a build with `--features local-model`".into()),
+        None => Ok(None),
+    }
 }
 
 async fn shutdown() {

@@ -8,6 +8,8 @@ use crate::embed::Embedder;
 use crate::exact::ExactTier;
 use crate::guard::GuardConfig;
 use crate::index::{Record, VectorStore};
+use crate::queue::{EmbedQueue, Priority, QueueError, BATCH_BUCKETS, WAIT_BUCKETS_MS};
+use crate::stage_one::{StageOne, StageOneConfig, Verdict};
 use axum::extract::{Request, State};
 use axum::http::StatusCode;
 use axum::middleware::{self, Next};
@@ -20,7 +22,7 @@ use serde_json::{json, Value};
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -39,6 +41,14 @@ pub struct ServerConfig {
     /// that); the oldest go first.
     pub index_max_bytes: usize,
     pub guard: GuardConfig,
+    /// Embedding worker threads; 0: one per core.
+    pub embed_workers: usize,
+    /// Queued texts embedded together in one forward pass, at most.
+    pub embed_batch: usize,
+    /// Texts that may wait for a worker; past that a lookup is answered as shed at once.
+    pub queue_capacity: usize,
+    /// The first stage (`--stage-one`): when a lookup is a miss without the model.
+    pub stage_one: StageOneConfig,
 }
 
 impl Default for ServerConfig {
@@ -55,7 +65,26 @@ impl Default for ServerConfig {
             max_entry_bytes: 4 << 20,
             index_max_bytes: 1 << 30,
             guard: GuardConfig::default(),
+            embed_workers: 0,
+            embed_batch: 16,
+            queue_capacity: 256,
+            stage_one: StageOneConfig::default(),
         }
+    }
+}
+
+/// A miss: nothing above the threshold that the guard accepts.
+fn miss_response(score: f32, guard_rejected: Vec<String>) -> LookupResponse {
+    LookupResponse {
+        hit: false,
+        tier: None,
+        score,
+        created_ms: None,
+        expires_ms: None,
+        entry_id: None,
+        response: None,
+        guard_rejected,
+        shed: false,
     }
 }
 
@@ -70,6 +99,7 @@ struct Counters {
     embeds: AtomicU64,
     exact_hits: AtomicU64,
     exact_misses: AtomicU64,
+    stage_one_misses: AtomicU64,
     guard: Mutex<BTreeMap<&'static str, u64>>,
     unauthorized: AtomicU64,
     refused_stores: AtomicU64,
@@ -78,6 +108,9 @@ struct Counters {
 pub struct AppState {
     pub config: ServerConfig,
     pub embedder: Arc<dyn Embedder>,
+    pub queue: EmbedQueue,
+    /// The first stage, when the sidecar has a static embedder for it.
+    pub stage_one: Option<Arc<StageOne>>,
     pub index: Arc<dyn VectorStore>,
     exact: Mutex<ExactTier>,
     counters: Counters,
@@ -97,10 +130,30 @@ impl AppState {
         index: Arc<dyn VectorStore>,
         auth_token: Option<String>,
     ) -> Arc<Self> {
+        Self::with_options(config, embedder, index, auth_token, None)
+    }
+
+    /// With a bearer token (`None` only on loopback) and a first stage (`--stage-one`).
+    pub fn with_options(
+        config: ServerConfig,
+        embedder: Arc<dyn Embedder>,
+        index: Arc<dyn VectorStore>,
+        auth_token: Option<String>,
+        stage_one: Option<Arc<StageOne>>,
+    ) -> Arc<Self> {
         let seed = now_ms() << 16;
         let exact = Mutex::new(ExactTier::new(config.exact_max_entries, config.exact_max_bytes));
+        let workers = match config.embed_workers {
+            0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+            n => n,
+        };
+        let queue = EmbedQueue::new(embedder.clone(), workers, config.embed_batch, config.queue_capacity);
+        // Parse the guard's word data now, not on the first lookup.
+        let _ = crate::lexicon::lexicon();
         Arc::new(AppState {
             config,
+            queue,
+            stage_one,
             embedder,
             index,
             exact,
@@ -217,25 +270,37 @@ async fn index_len(state: &Arc<AppState>) -> usize {
     off_workers(move || index.len()).await.unwrap_or(0)
 }
 
-async fn embed_one(state: &Arc<AppState>, text: String) -> Result<Vec<f32>, ApiError> {
-    let st = state.clone();
+async fn embed_one(
+    state: &Arc<AppState>,
+    text: String,
+    priority: Priority,
+    deadline: Option<Instant>,
+) -> Result<Vec<f32>, QueueError> {
     let started = Instant::now();
-    // The local model is CPU-bound and the OpenAI-compatible client blocks on HTTP: keep both
-    // off the async workers.
-    let result = off_workers(move || st.embedder.embed(&[text.as_str()])).await?;
-    state.counters.embed_us.fetch_add(started.elapsed().as_micros() as u64, Ordering::Relaxed);
-    state.counters.embeds.fetch_add(1, Ordering::Relaxed);
-    let mut vectors = result.map_err(|e| {
+    let result = state.queue.embed(text, priority, deadline).await;
+    if result.is_ok() {
+        state.counters.embed_us.fetch_add(started.elapsed().as_micros() as u64, Ordering::Relaxed);
+        state.counters.embeds.fetch_add(1, Ordering::Relaxed);
+    }
+    if let Err(QueueError::Embed(_) | QueueError::Stopped) = &result {
         state.counters.errors.fetch_add(1, Ordering::Relaxed);
-        ApiError(StatusCode::SERVICE_UNAVAILABLE, e.to_string())
-    })?;
-    vectors.pop().ok_or_else(|| ApiError(StatusCode::INTERNAL_SERVER_ERROR, "no vector returned".into()))
+    }
+    result
+}
+
+fn queue_error(e: QueueError) -> ApiError {
+    match e {
+        QueueError::Shed | QueueError::Expired => ApiError(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
+        QueueError::Embed(_) => ApiError(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
+        QueueError::Stopped => ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    }
 }
 
 async fn lookup(
     State(state): State<Arc<AppState>>,
     Json(req): Json<LookupRequest>,
 ) -> Result<Json<LookupResponse>, ApiError> {
+    let received = Instant::now();
     state.counters.lookups.fetch_add(1, Ordering::Relaxed);
     let threshold = req.threshold.unwrap_or(state.config.threshold);
     let use_guard = req.guard.unwrap_or(true);
@@ -252,11 +317,28 @@ async fn lookup(
                 entry_id: None,
                 response: Some(e.response.clone()),
                 guard_rejected: Vec::new(),
+                shed: false,
             }));
         }
         state.counters.exact_misses.fetch_add(1, Ordering::Relaxed);
     }
-    let vector = embed_one(&state, req.text.clone()).await?;
+    if let Some(s1) = state.stage_one.as_ref().filter(|s1| threshold >= s1.config().min_threshold) {
+        let guard = use_guard.then_some(&state.config.guard);
+        if s1.check(&req.scope, &req.text, guard, now_ms()) == Verdict::NoCandidate {
+            state.counters.stage_one_misses.fetch_add(1, Ordering::Relaxed);
+            state.counters.misses.fetch_add(1, Ordering::Relaxed);
+            return Ok(Json(miss_response(0.0, Vec::new())));
+        }
+    }
+    let deadline = req.deadline_ms.map(|ms| received + Duration::from_millis(ms));
+    let vector = match embed_one(&state, req.text.clone(), Priority::Lookup, deadline).await {
+        Ok(v) => v,
+        Err(QueueError::Shed | QueueError::Expired) => {
+            state.counters.misses.fetch_add(1, Ordering::Relaxed);
+            return Ok(Json(LookupResponse { shed: true, ..miss_response(0.0, Vec::new()) }));
+        }
+        Err(e) => return Err(queue_error(e)),
+    };
     let (index, scope, k) = (state.index.clone(), req.scope.clone(), state.config.top_k);
     let candidates = off_workers(move || index.search(&scope, &vector, k, now_ms()))
         .await?
@@ -282,19 +364,11 @@ async fn lookup(
             entry_id: Some(c.record.id),
             response,
             guard_rejected: rejected,
+            shed: false,
         }));
     }
     state.counters.misses.fetch_add(1, Ordering::Relaxed);
-    Ok(Json(LookupResponse {
-        hit: false,
-        tier: None,
-        score: best,
-        created_ms: None,
-        expires_ms: None,
-        entry_id: None,
-        response: None,
-        guard_rejected: rejected,
-    }))
+    Ok(Json(miss_response(best, rejected)))
 }
 
 async fn store(State(state): State<Arc<AppState>>, Json(req): Json<StoreRequest>) -> Result<StatusCode, ApiError> {
@@ -315,7 +389,7 @@ async fn store(State(state): State<Arc<AppState>>, Json(req): Json<StoreRequest>
     if let Some(key) = &req.key {
         lock(&state.exact)?.insert(key.clone(), req.response.clone(), now, ttl_ms);
     }
-    let vector = embed_one(&state, req.text.clone()).await?;
+    let vector = embed_one(&state, req.text.clone(), Priority::Store, None).await.map_err(queue_error)?;
     let record = Record {
         id: state.next_id.fetch_add(1, Ordering::Relaxed),
         namespace: req.scope,
@@ -325,10 +399,15 @@ async fn store(State(state): State<Arc<AppState>>, Json(req): Json<StoreRequest>
         created_ms: now,
         expires_ms: now + ttl_ms,
     };
-    let index = state.index.clone();
+    let (index, scope, text, expires) =
+        (state.index.clone(), record.namespace.clone(), record.text.clone(), record.expires_ms);
     off_workers(move || index.insert(record))
         .await?
         .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+    if let Some(s1) = &state.stage_one {
+        let (s1, st) = (s1.clone(), state.clone());
+        off_workers(move || s1.insert(&st.config.guard, &scope, &text, expires)).await?;
+    }
     state.counters.stores.fetch_add(1, Ordering::Relaxed);
     Ok(StatusCode::NO_CONTENT)
 }
@@ -363,9 +442,51 @@ async fn metrics(State(state): State<Arc<AppState>>) -> String {
         "Stores refused: a response the gateway does not produce, or over max_entry_bytes.",
         c.refused_stores.load(Ordering::Relaxed),
     );
+    counter(
+        "semgate_sidecar_stage_one_misses_total",
+        "Lookups the first stage answered as a miss without the model.",
+        c.stage_one_misses.load(Ordering::Relaxed),
+    );
+    let q = state.queue.stats();
+    let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
+    counter(
+        "semgate_sidecar_shed_total",
+        "Lookups answered at once as a shed miss: the queue could not meet their deadline.",
+        load(&q.shed),
+    );
+    counter(
+        "semgate_sidecar_expired_total",
+        "Queued texts dropped unembedded: their deadline passed while they waited.",
+        load(&q.expired),
+    );
+    counter(
+        "semgate_sidecar_abandoned_total",
+        "Queued texts dropped unembedded: their caller had gone.",
+        load(&q.abandoned),
+    );
     out.push_str(&format!(
         "# HELP semgate_sidecar_embed_seconds_total Time spent embedding.\n# TYPE semgate_sidecar_embed_seconds_total counter\nsemgate_sidecar_embed_seconds_total {}\n",
         c.embed_us.load(Ordering::Relaxed) as f64 / 1e6
+    ));
+    histogram(
+        &mut out,
+        "semgate_sidecar_embed_batch_size",
+        "Texts per forward pass.",
+        &BATCH_BUCKETS,
+        &q.batch_size,
+        load(&q.batch_texts) as f64,
+    );
+    histogram(
+        &mut out,
+        "semgate_sidecar_queue_wait_ms",
+        "Time a text waited for an embedding worker (ms).",
+        &WAIT_BUCKETS_MS,
+        &q.wait_ms,
+        load(&q.wait_us) as f64 / 1e3,
+    );
+    out.push_str(&format!(
+        "# HELP semgate_sidecar_queue_depth Texts waiting for an embedding worker.\n# TYPE semgate_sidecar_queue_depth gauge\nsemgate_sidecar_queue_depth {}\n",
+        state.queue.depth()
     ));
     out.push_str("# HELP semgate_sidecar_guard_rejections_total Candidates the guard refused.\n# TYPE semgate_sidecar_guard_rejections_total counter\n");
     if let Ok(guard) = c.guard.lock() {
@@ -384,6 +505,16 @@ async fn metrics(State(state): State<Arc<AppState>>) -> String {
         ));
     }
     out
+}
+
+/// A Prometheus histogram from cumulative bucket counts (the last one is +Inf).
+fn histogram(out: &mut String, name: &str, help: &str, bounds: &[u64], counts: &[AtomicU64], sum: f64) {
+    out.push_str(&format!("# HELP {name} {help}\n# TYPE {name} histogram\n"));
+    for (b, c) in bounds.iter().zip(counts) {
+        out.push_str(&format!("{name}_bucket{{le=\"{b}\"}} {}\n", c.load(Ordering::Relaxed)));
+    }
+    let total = counts[bounds.len()].load(Ordering::Relaxed);
+    out.push_str(&format!("{name}_bucket{{le=\"+Inf\"}} {total}\n{name}_sum {sum}\n{name}_count {total}\n"));
 }
 
 #[cfg(test)]

@@ -24,6 +24,10 @@ pub struct LookupRequest {
     /// `false` turns the guard off for this lookup (evaluation, or an operator's choice).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub guard: Option<bool>,
+    /// How long the caller waits for the answer (ms from when the sidecar reads the request):
+    /// a lookup that cannot be answered in time is answered at once as a miss with `shed`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deadline_ms: Option<u64>,
 }
 
 /// The answer to `/v1/lookup`.
@@ -49,6 +53,9 @@ pub struct LookupResponse<R = Value> {
     /// Why the guard refused the candidates above the threshold, nearest first.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub guard_rejected: Vec<String>,
+    /// A miss because the sidecar could not answer within the deadline (overloaded).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub shed: bool,
 }
 
 /// `POST /v1/store` (answered 204).
@@ -94,7 +101,14 @@ mod tests {
 
     #[test]
     fn optional_fields_are_omitted_so_the_sidecar_defaults_apply() {
-        let req = LookupRequest { scope: "s".into(), key: None, text: "t".into(), threshold: None, guard: Some(true) };
+        let req = LookupRequest {
+            scope: "s".into(),
+            key: None,
+            text: "t".into(),
+            threshold: None,
+            guard: Some(true),
+            deadline_ms: None,
+        };
         assert_eq!(serde_json::to_value(&req).unwrap(), json!({"scope": "s", "text": "t", "guard": true}));
         let with = LookupRequest { key: Some("ab".into()), threshold: Some(0.9), ..req };
         // An f32 is written in its shortest decimal form: the wire says 0.9.
@@ -120,6 +134,7 @@ mod tests {
             entry_id: Some(5),
             response: Some(serde_json::to_value(&stored).unwrap()),
             guard_rejected: vec![],
+            shed: false,
         };
         let wire = serde_json::to_vec(&sidecar).unwrap();
         let filter: LookupResponse<StoredResponse> = serde_json::from_slice(&wire).unwrap();

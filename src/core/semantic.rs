@@ -162,6 +162,13 @@ pub fn semantic_query(
 }
 
 /// `threshold`: the request's (policy) threshold; `None` leaves it to the sidecar.
+/// The sidecar's budget for a lookup: the callout's timeout less the time the request and the
+/// answer spend on the wire and in Envoy, so a shed answer arrives before the callout gives up.
+pub fn lookup_deadline_ms(timeout_ms: u64) -> u64 {
+    const MARGIN_MS: u64 = 5;
+    timeout_ms.saturating_sub(MARGIN_MS.min(timeout_ms / 5)).max(1)
+}
+
 pub fn lookup_body(q: &SemanticQuery, key: &CacheKey, cfg: &SemanticConfig, threshold: Option<f64>) -> Vec<u8> {
     let body = LookupRequest {
         scope: q.scope.clone(),
@@ -170,6 +177,7 @@ pub fn lookup_body(q: &SemanticQuery, key: &CacheKey, cfg: &SemanticConfig, thre
         // The sidecar compares in f32; the decimal sent is the f32's shortest form.
         threshold: threshold.map(|t| t as f32),
         guard: Some(cfg.guard),
+        deadline_ms: Some(lookup_deadline_ms(cfg.timeout_ms)),
     };
     serde_json::to_vec(&body).unwrap_or_default()
 }

@@ -1,19 +1,23 @@
-//! Threshold sweep of the semantic cache on the labeled pairs (sidecar/eval/pairs.jsonl):
+//! Threshold sweep of the semantic cache on the labeled pairs (sidecar/eval/pairs.jsonl, splits
+//! `dev` and `test`, and sidecar/eval/pairs_v2.jsonl, splits `dev2` and `holdout`): for each
+//! split separately, the figures at the sidecar's default settings (threshold and guard), then
 //! for each threshold, with and without the guard, how many true paraphrases would be served
-//! (recall), how many near-misses would be served (false-hit rate), and precision.
+//! (recall), how many near-misses would be served (false-hit rate), and precision. Tune on
+//! `dev` and `dev2` only; `test` and `holdout` are reported, never looked into (`--leaks`
+//! lists the pairs behind the figures of the dev splits only).
 //!
 //! The last column covers what the labeled pairs do not: two different requests of the same
 //! domain ("How do I parse JSON in Python?" against "How do I reverse a list in Python?"). It
 //! is the share of the split's same-domain text pairs that no label links (not one labeled
-//! pair, not paraphrases of one another through the labels) that would be served. The guard
-//! was written for near-misses, so at a low threshold it lets many of these through; this is
-//! what keeps the threshold up. Some of these pairs are paraphrases that no label links (among
-//! the highest-scoring ones, often), so the column over-counts wrong answers;
-//! `--show-unrelated N` prints the N highest-scoring ones the guard accepts, to look at.
+//! pair, not paraphrases of one another through the labels) that would be served. Some of
+//! these pairs are paraphrases that no label links (among the highest-scoring ones, often), so
+//! the column over-counts wrong answers; `--show-unrelated N` prints the N highest-scoring
+//! ones the guard accepts, to look at.
 //!
-//!   semgate-eval [--pairs FILE] [--split dev|test|all] [--embedder hashing|local|wordllama|openai] [--model-dir DIR]
-//!                [--embed-url URL --embed-model NAME [--embed-key-env VAR] [--embed-dim N]]
-//!                [--show-unrelated N]
+//!   semgate-eval [--pairs FILE]... [--split dev|test|dev2|holdout|all] [--embedder hashing|local|wordllama|openai]
+//!                [--model-dir DIR] [--embed-url URL --embed-model NAME [--embed-key-env VAR] [--embed-dim N]]
+//!                [--show-unrelated N] [--leaks] [--sweep]
+//!   semgate-eval --explain TEXT TEXT   (the guard's view of two texts)
 //!
 //! With `--embedder openai` the pairs' texts are sent to that endpoint (any OpenAI-compatible
 //! `/v1/embeddings`), so a threshold can be chosen for a remote model too.
@@ -22,14 +26,21 @@ use semgate_sidecar::embed::openai::{key_from_env, OpenAiConfig, OpenAiEmbedder}
 use semgate_sidecar::embed::{Embedder, HashingEmbedder};
 use semgate_sidecar::guard::GuardConfig;
 use semgate_sidecar::index::dot;
+use semgate_sidecar::server::ServerConfig;
 use std::sync::Arc;
 
+/// Splits that may be looked into (tuning) and that are only reported, in report order.
+const SPLITS: [&str; 4] = ["dev", "dev2", "test", "holdout"];
+const TUNING: [&str; 2] = ["dev", "dev2"];
+
+#[derive(Clone)]
 struct Pair {
     a: String,
     b: String,
     hit: bool,
     split: String,
     domain: String,
+    family: String,
 }
 
 fn main() {
@@ -40,15 +51,34 @@ fn main() {
 }
 
 fn run() -> Result<(), String> {
-    let mut pairs_path = concat!(env!("CARGO_MANIFEST_DIR"), "/eval/pairs.jsonl").to_string();
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/eval");
+    let mut pair_files: Vec<String> = Vec::new();
     let (mut split, mut embedder_name, mut model_dir) = ("all".to_string(), "hashing".to_string(), None::<String>);
     let mut remote = Remote::default();
-    let mut show_unrelated = 0usize;
+    let (mut show_unrelated, mut leaks, mut sweep) = (0usize, false, false);
     let mut args = std::env::args().skip(1);
     while let Some(flag) = args.next() {
+        match flag.as_str() {
+            "--leaks" => {
+                leaks = true;
+                continue;
+            }
+            "--sweep" => {
+                sweep = true;
+                continue;
+            }
+            "--explain" => {
+                // Why the guard decides as it does on two texts: `--explain A B`.
+                let (a, b) = (args.next().unwrap_or_default(), args.next().unwrap_or_default());
+                let g = ServerConfig::default().guard;
+                println!("{:?}\n  {}\n  {}", g.verify(&a, &b), g.explain(&a), g.explain(&b));
+                return Ok(());
+            }
+            _ => {}
+        }
         let value = args.next().ok_or_else(|| format!("{flag} needs a value"))?;
         match flag.as_str() {
-            "--pairs" => pairs_path = value,
+            "--pairs" => pair_files.push(value),
             "--split" => split = value,
             "--embedder" => embedder_name = value,
             "--model-dir" => model_dir = Some(value),
@@ -60,18 +90,52 @@ fn run() -> Result<(), String> {
             other => return Err(format!("unknown flag {other}")),
         }
     }
+    if pair_files.is_empty() {
+        pair_files = vec![format!("{dir}/pairs.jsonl"), format!("{dir}/pairs_v2.jsonl")];
+    }
     let embedder = embedder(&embedder_name, model_dir.as_deref(), remote)?;
-    let text = std::fs::read_to_string(&pairs_path).map_err(|e| format!("{pairs_path}: {e}"))?;
-    let mut pairs = Vec::new();
-    for line in text.lines().filter(|l| !l.trim().is_empty()) {
-        let v: serde_json::Value = serde_json::from_str(line).map_err(|e| format!("{pairs_path}: {e}"))?;
-        let get = |k: &str| v.get(k).and_then(|x| x.as_str()).unwrap_or("").to_string();
-        let p =
-            Pair { a: get("a"), b: get("b"), hit: get("label") == "hit", split: get("split"), domain: get("domain") };
-        if split == "all" || p.split == split {
-            pairs.push(p);
+    let mut all = Vec::new();
+    for path in &pair_files {
+        let Ok(text) = std::fs::read_to_string(path) else {
+            eprintln!("semgate-eval: {path} not found, skipped");
+            continue;
+        };
+        for line in text.lines().filter(|l| !l.trim().is_empty()) {
+            let v: serde_json::Value = serde_json::from_str(line).map_err(|e| format!("{path}: {e}"))?;
+            let get = |k: &str| v.get(k).and_then(|x| x.as_str()).unwrap_or("").to_string();
+            all.push(Pair {
+                a: get("a"),
+                b: get("b"),
+                hit: get("label") == "hit",
+                split: get("split"),
+                domain: get("domain"),
+                family: if get("family").is_empty() { get("kind") } else { get("family") },
+            });
         }
     }
+    let defaults = ServerConfig::default();
+    let guard = defaults.guard.clone();
+    for name in SPLITS.iter().filter(|s| split == "all" || split == **s) {
+        let pairs: Vec<&Pair> = all.iter().filter(|p| p.split == *name).collect();
+        if pairs.is_empty() {
+            continue;
+        }
+        report(name, &pairs, embedder.as_ref(), &guard, defaults.threshold, sweep, show_unrelated, leaks)?;
+    }
+    Ok(())
+}
+
+#[allow(clippy::too_many_arguments)]
+fn report(
+    split: &str,
+    pairs: &[&Pair],
+    embedder: &dyn Embedder,
+    guard: &GuardConfig,
+    threshold: f32,
+    sweep: bool,
+    show_unrelated: usize,
+    leaks: bool,
+) -> Result<(), String> {
     let texts: Vec<&str> = pairs.iter().flat_map(|p| [p.a.as_str(), p.b.as_str()]).collect();
     let started = std::time::Instant::now();
     let mut vectors = Vec::with_capacity(texts.len());
@@ -79,41 +143,68 @@ fn run() -> Result<(), String> {
         vectors.extend(embedder.embed(chunk).map_err(|e| e.to_string())?);
     }
     let per_text_ms = started.elapsed().as_secs_f64() * 1000.0 / texts.len().max(1) as f64;
-    let guard = GuardConfig::default();
+    let verdicts: Vec<Result<(), String>> =
+        pairs.iter().map(|p| guard.verify(&p.a, &p.b).map_err(|r| r.as_str().to_string())).collect();
     let scored: Vec<(f32, bool, bool)> = pairs
         .iter()
         .enumerate()
-        .map(|(i, p)| (dot(&vectors[2 * i], &vectors[2 * i + 1]), p.hit, guard.verify(&p.a, &p.b).is_ok()))
+        .map(|(i, p)| (dot(&vectors[2 * i], &vectors[2 * i + 1]), p.hit, verdicts[i].is_ok()))
         .collect();
     let (hits, misses) = (scored.iter().filter(|s| s.1).count(), scored.iter().filter(|s| !s.1).count());
-    let unrelated = unrelated_pairs(&pairs, &vectors, &guard);
+    let owned: Vec<Pair> = pairs.iter().map(|p| (*p).clone()).collect();
+    let unrelated = unrelated_pairs(&owned, &vectors, guard);
+    let served = |t: f32, use_guard: bool, want_hit: bool| {
+        scored.iter().filter(|s| s.1 == want_hit && s.0 >= t && (!use_guard || s.2)).count()
+    };
+    let (tp, fp) = (served(threshold, true, true), served(threshold, true, false));
     println!(
-        "model {} | split {split} | {} pairs ({hits} paraphrases, {misses} near-misses) | {} unrelated \
-         same-domain pairs | {per_text_ms:.3} ms per text",
-        embedder.model_id(),
+        "\n## split {split}: {} pairs ({hits} paraphrases, {misses} near-misses), model {}, {per_text_ms:.3} ms per text",
         pairs.len(),
-        unrelated.len()
+        embedder.model_id()
     );
     println!(
-        "| threshold | guard | recall | false-hit rate | precision | unrelated served |\n|---:|---|---:|---:|---:|---:|"
+        "default settings (threshold {threshold:.2}, guard on): recall {:.1}% ({tp}/{hits}), false hits {:.1}% ({fp}/{misses})",
+        100.0 * tp as f64 / hits.max(1) as f64,
+        100.0 * fp as f64 / misses.max(1) as f64
     );
-    for t in (30..=98).step_by(2).map(|x| x as f32 / 100.0) {
-        for use_guard in [false, true] {
-            let served =
-                |want_hit: bool| scored.iter().filter(|s| s.1 == want_hit && s.0 >= t && (!use_guard || s.2)).count();
-            let (tp, fp) = (served(true), served(false));
-            let precision = if tp + fp == 0 { 1.0 } else { tp as f64 / (tp + fp) as f64 };
-            let wrong = unrelated.iter().filter(|u| u.0 >= t && (!use_guard || u.1)).count();
-            println!(
-                "| {t:.2} | {} | {:.3} | {:.3} | {precision:.3} | {:.4} ({wrong}) |",
-                if use_guard { "on" } else { "off" },
-                tp as f64 / hits.max(1) as f64,
-                fp as f64 / misses.max(1) as f64,
-                wrong as f64 / unrelated.len().max(1) as f64
-            );
+    // False hits by family at the default settings (counts only: rows of a held-out split stay unread).
+    let mut by_family: std::collections::BTreeMap<&str, (usize, usize)> = Default::default();
+    for (p, s) in pairs.iter().zip(&scored) {
+        let e = by_family.entry(p.family.as_str()).or_default();
+        e.1 += 1;
+        e.0 += usize::from(p.hit == (s.0 >= threshold && s.2));
+    }
+    let fam: Vec<String> = by_family.iter().map(|(f, (ok, n))| format!("{f} {ok}/{n}")).collect();
+    println!("per family, pairs decided right at the default settings: {}", fam.join(", "));
+    if sweep {
+        println!("| threshold | guard | recall | false-hit rate | precision | unrelated served |\n|---:|---|---:|---:|---:|---:|");
+        for t in (50..=90).step_by(2).map(|x| x as f32 / 100.0) {
+            for use_guard in [false, true] {
+                let (tp, fp) = (served(t, use_guard, true), served(t, use_guard, false));
+                let precision = if tp + fp == 0 { 1.0 } else { tp as f64 / (tp + fp) as f64 };
+                let wrong = unrelated.iter().filter(|u| u.0 >= t && (!use_guard || u.1)).count();
+                println!(
+                    "| {t:.2} | {} | {:.3} | {:.3} | {precision:.3} | {:.4} ({wrong}) |",
+                    if use_guard { "on" } else { "off" },
+                    tp as f64 / hits.max(1) as f64,
+                    fp as f64 / misses.max(1) as f64,
+                    wrong as f64 / unrelated.len().max(1) as f64
+                );
+            }
         }
     }
-    if show_unrelated > 0 {
+    if leaks && TUNING.contains(&split) {
+        for ((p, s), v) in pairs.iter().zip(&scored).zip(&verdicts) {
+            if p.hit && !(s.0 >= threshold && s.2) {
+                let why = v.as_ref().err().map_or("below threshold", |r| r.as_str());
+                println!("missed [{}] {:.3} {why}: {:?} / {:?}", p.family, s.0, p.a, p.b);
+            }
+            if !p.hit && s.0 >= threshold && s.2 {
+                println!("false hit [{}] {:.3}: {:?} / {:?}", p.family, s.0, p.a, p.b);
+            }
+        }
+    }
+    if show_unrelated > 0 && TUNING.contains(&split) {
         let mut accepted: Vec<&(f32, bool, &str, &str)> = unrelated.iter().filter(|u| u.1).collect();
         accepted.sort_by(|x, y| y.0.total_cmp(&x.0));
         println!("\nthe {show_unrelated} unrelated pairs the guard accepts with the highest cosine:");
@@ -233,7 +324,7 @@ mod tests {
     use super::*;
 
     fn pair(a: &str, b: &str, hit: bool, domain: &str) -> Pair {
-        Pair { a: a.into(), b: b.into(), hit, split: "dev".into(), domain: domain.into() }
+        Pair { a: a.into(), b: b.into(), hit, split: "dev".into(), domain: domain.into(), family: String::new() }
     }
 
     /// Unrelated pairs: same domain, not a labeled pair, not joined by paraphrase labels

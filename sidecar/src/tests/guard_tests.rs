@@ -103,10 +103,17 @@ fn guard_on_split(split: &str) -> (f64, f64) {
             continue;
         }
         let (a, b) = (v["a"].as_str().unwrap_or(""), v["b"].as_str().unwrap_or(""));
-        let ok = g.verify(a, b).is_ok();
+        let verdict = g.verify(a, b);
+        let ok = verdict.is_ok();
         if v["label"] == "hit" {
             hits += 1;
             kept += usize::from(ok);
+            if let Err(why) = verdict {
+                leaks.push(format!("refused ({}): {a} / {b}", why.as_str()));
+                if std::env::var("SEMGATE_GUARD_DEBUG").is_ok() {
+                    leaks.push(format!("    {}\n    {}", g.explain(a), g.explain(b)));
+                }
+            }
         } else {
             misses += 1;
             refused += usize::from(!ok);
@@ -122,4 +129,191 @@ fn guard_on_split(split: &str) -> (f64, f64) {
         println!("  leak: {l}");
     }
     (recall, refusal)
+}
+
+/// Each family of near-miss the structural checks exist for, with cases written for these
+/// tests: every pair must be refused in both directions (the reason may differ by direction).
+#[test]
+fn refuses_near_misses_of_every_family() {
+    let g = guard();
+    let families: &[(&str, &[(&str, &str)])] = &[
+        (
+            "swap around any frame word",
+            &[
+                ("How many yen can I exchange dollars for?", "How many dollars can I exchange yen for?"),
+                ("Exchange my euros for pesos", "Exchange my pesos for euros"),
+                ("Draw a fox chasing a rabbit", "Draw a rabbit chasing a fox"),
+                ("How should a seller review a buyer?", "How should a buyer review a seller?"),
+                ("How do I rebase main onto develop?", "How do I rebase develop onto main?"),
+                ("How many ounces is 3 cups?", "How many cups is 3 ounces?"),
+                (
+                    "Write a story where the teacher learns from the student",
+                    "Write a story where the student learns from the teacher",
+                ),
+            ],
+        ),
+        ("range swap", &[("List prime numbers from 10 up to 50", "List prime numbers from 50 up to 10")]),
+        (
+            "opposite superlative or ordering",
+            &[
+                ("Which is the cheapest flight to Rome?", "Which is the most expensive flight to Rome?"),
+                ("Show my most recent orders", "Show my oldest orders"),
+                ("What was the highest temperature this week?", "What was the lowest temperature this week?"),
+                ("Sort the results by newest first", "Sort the results by oldest first"),
+                ("Who came first in the race?", "Who came last in the race?"),
+                ("Find the longest word in a sentence", "Find the shortest word in a sentence"),
+            ],
+        ),
+        (
+            "comparative",
+            &[
+                ("Pick a city with more fog and less sun", "Pick a city with less fog and more sun"),
+                ("Is a heavier bike faster downhill?", "Is a lighter bike faster downhill?"),
+            ],
+        ),
+        (
+            "one lowercase name for another",
+            &[
+                ("how do I read a csv file with pandas", "how do I read a csv file with polars"),
+                ("install numpy with pip", "install numpy with conda"),
+                ("set up eslint for my project", "set up prettier for my project"),
+            ],
+        ),
+        (
+            "different goal or constraint",
+            &[
+                ("Suggest a vegan dessert for a party", "Suggest a vegetarian dessert for a party"),
+                ("Suggest a vegan dessert for a party", "Suggest a vegan dinner for a party"),
+            ],
+        ),
+        (
+            "time and tense",
+            &[
+                (
+                    "When was the next solar eclipse visible in Europe?",
+                    "When will the next solar eclipse be visible in Europe?",
+                ),
+                ("Summarise our revenue last quarter", "Summarise our revenue next quarter"),
+                ("What did the company announce yesterday?", "What will the company announce tomorrow?"),
+            ],
+        ),
+        (
+            "audience or format",
+            &[
+                ("Show the results as a table", "Show the results as bullets"),
+                ("Write a playful caption for this watch", "Write a luxurious caption for this watch"),
+            ],
+        ),
+        (
+            "attribute",
+            &[
+                ("Describe this floral summer dress", "Describe this polka-dot summer dress"),
+                ("Write a caption for a turtleneck sweater", "Write a caption for a cardigan sweater"),
+                ("Describe a faucet in brushed nickel", "Describe a faucet in polished chrome"),
+            ],
+        ),
+        (
+            "count",
+            &[
+                ("Describe a planet of the solar system", "Describe every planet of the solar system"),
+                ("Translate each sentence into French", "Translate a sentence into French"),
+            ],
+        ),
+        (
+            "ordinal",
+            &[
+                ("What is the second largest city in Spain?", "What is the third largest city in Spain?"),
+                ("Explain the first amendment", "Explain the 5th amendment"),
+            ],
+        ),
+        (
+            "negation without not",
+            &[
+                (
+                    "Summarise the report but leave out the financials",
+                    "Summarise the report but focus on the financials",
+                ),
+                ("Plan a trip that avoids toll roads", "Plan a trip that uses toll roads"),
+                ("Make a salad without nuts", "Make a salad with nuts"),
+            ],
+        ),
+    ];
+    for (family, cases) in families {
+        for (a, b) in *cases {
+            assert!(
+                g.verify(a, b).is_err(),
+                "{family}: accepted {a:?} / {b:?}\n  {}\n  {}",
+                g.explain(a),
+                g.explain(b)
+            );
+            assert!(
+                g.verify(b, a).is_err(),
+                "{family}: accepted {b:?} / {a:?}\n  {}\n  {}",
+                g.explain(b),
+                g.explain(a)
+            );
+        }
+    }
+}
+
+/// The same request written another way: number words, clock times, currency, time-zone and
+/// country names and codes, synonyms, and a symmetric relation.
+#[test]
+fn normalises_what_paraphrases_write_differently() {
+    let g = guard();
+    let cases = [
+        ("Is there a fee for returns after ten days?", "Is there a fee for returns after 10 days?"),
+        ("Book a table for twenty five people", "Book a table for 25 people"),
+        ("Set a reminder for 3 pm", "Set a reminder for 15:00"),
+        ("Set a reminder for 3:30pm", "Set a reminder for 15:30"),
+        ("Set a reminder for noon", "Set a reminder for 12 pm"),
+        ("Convert 5000 yen to dollars", "Convert 5000 JPY to USD"),
+        ("Convert 20 pounds sterling to euros", "Convert 20 GBP to EUR"),
+        ("What is 9 am Eastern in London?", "What is 9 am ET in London?"),
+        ("What is 9 am Pacific time in Tokyo?", "What is 9 am PST in Tokyo?"),
+        ("Do you ship to the UK?", "Do you ship to the United Kingdom?"),
+        ("Do you ship to the USA?", "Do you ship to the United States?"),
+        ("How do I delete my account?", "How do I remove my account?"),
+        ("Write a caption for a large ceramic vase", "Write a caption for a big ceramic vase"),
+        ("What's the distance between Madrid and Barcelona?", "What's the distance between Barcelona and Madrid?"),
+        ("What's the weather tomorrow in Oslo?", "What will the weather be tomorrow in Oslo?"),
+    ];
+    for (a, b) in cases {
+        assert_eq!(g.verify(a, b), Ok(()), "{a} / {b}\n  {}\n  {}", g.explain(a), g.explain(b));
+        assert_eq!(g.verify(b, a), Ok(()), "{b} / {a}");
+    }
+    // Normalising never merges different values.
+    assert!(g.verify("Set a reminder for 3 pm", "Set a reminder for 3 am").is_err());
+    assert!(g.verify("Set a reminder for 3 pm", "Set a reminder for 13:00").is_err());
+    assert!(g.verify("What is 9 am Eastern in London?", "What is 9 am Pacific in London?").is_err());
+    assert!(g.verify("Convert 5000 yen to dollars", "Convert 5000 CNY to USD").is_err());
+    assert!(g.verify("Book a table for twenty five people", "Book a table for 26 people").is_err());
+}
+
+#[test]
+fn span_swaps_need_a_frame_that_orders() {
+    let s = |t: &str| lemmas(&t.split_whitespace().map(str::to_string).collect::<Vec<_>>());
+    assert!(swapped_spans(&s("exchange dollars for yen"), &s("exchange yen for dollars")));
+    assert!(swapped_spans(&s("flights from new york to london"), &s("flights from london to new york")));
+    // "and" is symmetric; a list of modifiers has no frame.
+    assert!(!swapped_spans(&s("distance between madrid and barcelona"), &s("distance between barcelona and madrid")));
+    assert!(!swapped_spans(&s("long beige trench coat"), &s("trench coat beige long")));
+}
+
+#[test]
+fn acronyms_spelled_out_in_the_other_text_match() {
+    let g = guard();
+    for (a, b) in [
+        ("Best pizza places in NYC", "Best pizza places in New York City"),
+        ("Which form asks for my DOB?", "Which form asks for my date of birth?"),
+        (
+            "Explain CI/CD for a Rails project",
+            "Explain continuous integration and continuous delivery for a Rails project",
+        ),
+    ] {
+        assert_eq!(g.verify(a, b), Ok(()), "{a} / {b}");
+        assert_eq!(g.verify(b, a), Ok(()), "{b} / {a}");
+    }
+    // Initials that spell other words are another thing.
+    assert!(g.verify("How far is LA from Boston?", "How far is Las Vegas from Boston?").is_err());
 }

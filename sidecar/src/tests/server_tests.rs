@@ -190,3 +190,55 @@ async fn stores_with_foreign_headers_or_over_the_size_limit_are_refused() {
     let big = json!({"scope": "s", "text": "hi", "response": response(&"A".repeat(20_000))});
     assert_eq!(call_with(&app, "/v1/store", Some(&bearer), big).await, StatusCode::PAYLOAD_TOO_LARGE);
 }
+
+/// An embedder that takes 50 ms a text: one worker, so a second lookup waits.
+struct SlowHashing;
+
+impl Embedder for SlowHashing {
+    fn model_id(&self) -> &str {
+        "slow-hashing"
+    }
+    fn dim(&self) -> usize {
+        64
+    }
+    fn embed(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>, crate::embed::EmbedError> {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        HashingEmbedder { dim: 64 }.embed(texts)
+    }
+}
+
+#[tokio::test]
+async fn an_overloaded_sidecar_answers_a_shed_miss_at_once() {
+    let state = AppState::new(
+        ServerConfig { embed_workers: 1, embed_batch: 1, ..ServerConfig::default() },
+        Arc::new(SlowHashing),
+        Arc::new(FlatIndex::in_memory(64, 1000)),
+    );
+    let app = router(state.clone());
+    // One lookup teaches the queue the cost of a text.
+    let (s, v) = call(&app, "POST", "/v1/lookup", json!({"scope": "s", "text": "warm up"})).await;
+    assert_eq!((s, v["hit"].clone()), (StatusCode::OK, json!(false)));
+    let busy: Vec<_> = (0..4)
+        .map(|i| {
+            let app = app.clone();
+            tokio::spawn(async move {
+                call(&app, "POST", "/v1/lookup", json!({"scope": "s", "text": format!("busy {i}")})).await
+            })
+        })
+        .collect();
+    while state.queue.depth() < 3 {
+        tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+    }
+    let (s, v) = call(&app, "POST", "/v1/lookup", json!({"scope": "s", "text": "in a hurry", "deadline_ms": 30})).await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(v, json!({"hit": false, "score": 0.0, "shed": true}));
+    for b in busy {
+        let (s, v) = b.await.unwrap();
+        assert_eq!((s, v.get("shed").cloned()), (StatusCode::OK, None));
+    }
+    let (_, metrics) = call(&app, "GET", "/metrics", json!(null)).await;
+    let metrics = metrics.as_str().unwrap_or("").to_string();
+    assert!(metrics.contains("semgate_sidecar_shed_total 1\n"), "{metrics}");
+    assert!(metrics.contains("semgate_sidecar_embed_batch_size_count"), "{metrics}");
+    assert!(metrics.contains("semgate_sidecar_queue_wait_ms_bucket"), "{metrics}");
+}

@@ -114,7 +114,11 @@ fn store_and_lookup_bodies_round_trip() {
         Some(0.9),
     ))
     .unwrap();
-    assert_eq!(lookup, json!({"scope": "s", "text": "hello", "guard": true, "threshold": 0.9}));
+    assert_eq!(lookup, json!({"scope": "s", "text": "hello", "guard": true, "threshold": 0.9, "deadline_ms": 45}));
+    // The sidecar's budget is the callout's timeout less a margin for the wire.
+    assert_eq!([100, 50, 10, 1].map(lookup_deadline_ms), [95, 45, 8, 1]);
+    // An overloaded sidecar answers a miss marked as shed.
+    assert_eq!(parse_lookup(br#"{"hit":false,"score":0.0,"shed":true}"#, false).unwrap(), None);
     // With the shared exact tier (the default) the key goes along, and an exact answer says so.
     let lookup: Value = serde_json::from_slice(&lookup_body(&query, &key, &SemanticConfig::default(), None)).unwrap();
     assert_eq!(lookup["key"], json!(key.hex()));
