@@ -1,8 +1,8 @@
 //! The module as Envoy sees it: the `Host` trait over the raw ABI, and one proxy-wasm root
 //! context per role, chosen by the plugin's `root_id`. The downstream root compiles the
 //! configuration once at `on_configure` (a bad config makes it fail, so Envoy refuses the
-//! filter instead of serving half-configured), defines the metrics and lays out the cache.
-//! The upstream role (per-attempt provider adapter) adds its root type here.
+//! filter instead of serving half-configured), defines the metrics and lays out the cache;
+//! the upstream root compiles the provider table.
 
 use crate::core::downstream::init_store;
 use crate::core::gateway::Gateway;

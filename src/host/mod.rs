@@ -6,8 +6,8 @@
 //!   (`tests/`); in the Wasm module it is implemented over the raw ABI (`envoy`).
 //! - `callouts`: the one table of HTTP callouts in flight (token -> continuation).
 //! - `downstream`: the downstream role's HTTP context (the gateway filter in the listener).
-//!   The upstream role (the per-attempt provider adapter on the aggregate cluster) gets its
-//!   own module beside it, and its own root context, chosen by the plugin's `root_id`.
+//! - `upstream`: the upstream role's HTTP context (the per-attempt provider adapter on a
+//!   chain's aggregate cluster); each role has its own root context, chosen by `root_id`.
 //! - Wasm only: `abi` (raw host calls), `shared` (shared data as the core's `SharedData`),
 //!   `metrics` (Envoy stats), `envoy` (proxy-wasm contexts per role, and the `Host` impl).
 
