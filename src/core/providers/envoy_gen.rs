@@ -63,6 +63,7 @@ impl Generated {
     pub fn to_document(&self) -> Value {
         json!({
             "clusters": self.clusters,
+            "chain_route": chain_route(&self.retry_policy, json!("120s")),
             "route_retry_policy": self.retry_policy,
             "virtual_host": {"include_request_attempt_count": true},
             "listener_per_connection_buffer_limit_bytes": self.buffer_limit,
@@ -324,18 +325,19 @@ pub fn merge_into(envoy: &mut Value, gen: &Generated) -> Vec<String> {
     for rc in route_configs_mut(envoy) {
         let Some(vhosts) = rc.get_mut("virtual_hosts").and_then(Value::as_array_mut) else { continue };
         for vh in vhosts {
-            let mut any = false;
             let Some(routes) = vh.get_mut("routes").and_then(Value::as_array_mut) else { continue };
-            for r in routes {
-                if r.pointer("/route/cluster_header").and_then(Value::as_str) == Some(CLUSTER_HEADER) {
-                    r["route"]["retry_policy"] = gen.retry_policy.clone();
-                    notes.push(format!("set retry_policy on route {}", r["name"].as_str().unwrap_or("(unnamed)")));
-                    any = true;
-                }
-            }
-            if any {
-                vh["include_request_attempt_count"] = json!(true);
-            }
+            let Some(timeout) = routes
+                .iter()
+                .find(|r| r.pointer("/route/cluster_header").and_then(Value::as_str) == Some(CLUSTER_HEADER))
+                .map(|r| r.pointer("/route/timeout").cloned().unwrap_or(json!("120s")))
+            else {
+                continue;
+            };
+            // Retries only for chains: a direct provider is never called twice for one answer.
+            routes.retain(|r| !(r["name"] == CHAIN_ROUTE && matches_chain_header(r)));
+            routes.insert(0, chain_route(&gen.retry_policy, timeout));
+            notes.push(format!("set retry_policy on route {CHAIN_ROUTE} (x-semgate-cluster: chain_*)"));
+            vh["include_request_attempt_count"] = json!(true);
         }
     }
     if !notes.iter().any(|n| n.starts_with("set retry_policy")) {
@@ -594,6 +596,20 @@ pub fn check(filter_config: &Value, envoy: &Value, text: &str) -> Result<Vec<Fin
         }
     }
     Ok(out)
+}
+
+/// The name of the route that carries the chains' retries.
+pub const CHAIN_ROUTE: &str = "chain";
+
+/// The route for chain clusters: the filter sets `x-semgate-cluster: chain_*` and Envoy picks
+/// the route again, so only chains get the retry policy.
+pub fn chain_route(retry_policy: &Value, timeout: Value) -> Value {
+    json!({
+        "name": CHAIN_ROUTE,
+        "match": {"prefix": "/", "headers": [{"name": CLUSTER_HEADER, "string_match": {"prefix": "chain_"}}]},
+        "route": {"cluster_header": CLUSTER_HEADER, "timeout": timeout, "retry_policy": retry_policy},
+        "request_headers_to_remove": [CLUSTER_HEADER],
+    })
 }
 
 /// A route that matches requests whose `x-semgate-cluster` names a chain (`chain_` prefix).

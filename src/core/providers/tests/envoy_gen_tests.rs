@@ -142,6 +142,9 @@ fn merge_adds_clusters_sets_the_route_policy_and_raises_limits() {
         ["route_config"]["virtual_hosts"][0];
     assert_eq!(vh["include_request_attempt_count"], true);
     assert_eq!(vh["routes"][0]["route"]["retry_policy"]["num_retries"], 1);
+    // Retries sit on a route of their own, for chains only: direct providers are never retried.
+    assert_eq!(vh["routes"][0]["name"], CHAIN_ROUTE);
+    assert!(vh["routes"].as_array().unwrap()[1..].iter().all(|r| r.pointer("/route/retry_policy").is_none()));
     assert_eq!(envoy["static_resources"]["listeners"][0]["per_connection_buffer_limit_bytes"], 64u64 << 20);
     // Merging twice replaces, never duplicates.
     let gen = generate(&example(), &GenOptions::default()).unwrap();
