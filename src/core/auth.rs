@@ -58,7 +58,13 @@ impl KeyTable {
                     path: format!("auth.keys[{i}].key_sha256"),
                     message: "must be 64 hex digits".into(),
                 })?,
-                _ => unreachable!("validated: one of key, key_env, key_sha256"),
+                // `Config::parse` refuses this; a config compiled without it fails at load, never traps.
+                _ => {
+                    return Err(ConfigError {
+                        path: format!("auth.keys[{i}]"),
+                        message: "set exactly one of `key`, `key_env` or `key_sha256`".into(),
+                    })
+                }
             };
             let grant = KeyGrant {
                 tenant: k.tenant.clone(),
