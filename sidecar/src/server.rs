@@ -209,20 +209,6 @@ pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     diff == 0
 }
 
-/// The content types the gateway itself produces: anything else in a stored entry could
-/// smuggle headers into a replay, so it is refused.
-pub fn is_gateway_content_type(ct: &str) -> bool {
-    if ct.bytes().any(|b| b.is_ascii_control() || !b.is_ascii()) {
-        return false;
-    }
-    let mut parts = ct.split(';').map(str::trim);
-    let media = parts.next().unwrap_or("").to_ascii_lowercase();
-    if media != "application/json" && media != "text/event-stream" {
-        return false;
-    }
-    parts.all(|p| p.eq_ignore_ascii_case("charset=utf-8") || p.eq_ignore_ascii_case("charset=\"utf-8\""))
-}
-
 /// A stored response must be the protocol's shape with a content type the gateway produces.
 fn check_response(response: &Value) -> Result<(), String> {
     let headers = response.get("headers").and_then(Value::as_array).ok_or("response.headers must be an array")?;
@@ -233,7 +219,8 @@ fn check_response(response: &Value) -> Result<(), String> {
         if !name.eq_ignore_ascii_case("content-type") {
             return Err(format!("response.headers may only hold content-type, not `{name}`"));
         }
-        if !is_gateway_content_type(value) {
+        // The filter's own rule: it checks the same again before it replays an entry.
+        if !semgate::core::cache::entry::is_gateway_content_type(value) {
             return Err("response content-type must be application/json or text/event-stream".into());
         }
     }
