@@ -14,6 +14,7 @@ Then per scenario only the route and the HTTP filter chain differ:
   noop      as bare, plus the no-op Wasm filter in the same Wasm filter block (same VM settings)
             as semgate's: the cost of running any Rust proxy-wasm filter.
   semgate   exactly the demo's routes and semgate filter block (same configuration JSON).
+  semgate_budget  as semgate, with the client key a virtual key (budget, RPM, TPM).
   direct    envoy.filters.http.buffer reads the whole body, then the route answers with a static
             direct_response (200, ~300 B JSON): the ceiling for a local reply.
 """
@@ -120,6 +121,17 @@ def render(scenario, listen_port, admin_port, provider_port):
         hcm["http_filters"] = [noop, router]
     elif scenario == "semgate":
         pass  # the demo's routes and filters, unchanged
+    elif scenario == "semgate_budget":
+        # The same, with the benchmark's key a virtual key whose budget and limits never run
+        # out: every request reserves, settles and counts against RPM/TPM.
+        filter_cfg = json.loads(conf["value"])
+        demo_key = filter_cfg["auth"]["keys"][0]["key_sha256"]
+        filter_cfg["auth"]["keys"] = []
+        filter_cfg["virtual_keys"] = [{"id": "bench", "key_sha256": demo_key, "team": "bench",
+                                       "budget": {"usd": 1000000, "period": "monthly"},
+                                       "rpm": 100000000, "tpm": 10000000000}]
+        filter_cfg.pop("ledger", None)
+        conf["value"] = json.dumps(filter_cfg)
     elif scenario == "direct":
         vhost["routes"] = [{
             "name": "direct",
@@ -141,7 +153,7 @@ def render(scenario, listen_port, admin_port, provider_port):
             router,
         ]
     else:
-        raise SystemExit(f"unknown scenario {scenario!r}: bare, noop, semgate or direct")
+        raise SystemExit(f"unknown scenario {scenario!r}: bare, noop, semgate, semgate_budget or direct")
     return doc
 
 

@@ -15,7 +15,10 @@ SCENARIOS = {
     "c": "(c) Envoy + semgate, misses",
     "d": "(d) Envoy + semgate, exact hits",
     "e": "(e) Envoy buffer + direct_response",
+    "f": "(f) as (c), the key a virtual key with a budget, RPM and TPM",
+    "g": "(g) as (d), the key a virtual key with a budget, RPM and TPM",
 }
+BUDGET_ADDED_CPU_US = 3.0  # (f) - (c) and (g) - (d) Envoy CPU per request
 MISS_RATIO_TARGET = 0.85  # (c) req/s >= 0.85 x (a)
 MISS_ADDED_P50_US = 50  # (c) p50 - (a) p50 <= 50 us
 HIT_RATIO_TARGET = 0.70  # (d) req/s >= 0.7 x (e)
@@ -149,6 +152,10 @@ def main():
             target = f">= {MISS_RATIO_TARGET:.2f}x (a) req/s; <= +{MISS_ADDED_P50_US} us p50"
             if c_vs_a is not None and added_p50 is not None:
                 result = f"{verdict(c_vs_a >= MISS_RATIO_TARGET)} / {verdict(added_p50 <= MISS_ADDED_P50_US)}"
+        elif label in ("f", "g") and {"f": "c", "g": "d"}[label] in r:
+            base = {"f": "c", "g": "d"}[label]
+            target = f"<= +{BUDGET_ADDED_CPU_US:.0f} us Envoy CPU/req over ({base})"
+            result = verdict(s["envoy_cpu"] - r[base]["envoy_cpu"] <= BUDGET_ADDED_CPU_US)
         elif label == "d":
             target = f">= {HIT_RATIO_TARGET:.2f}x (e) req/s"
             if d_vs_e is not None:
@@ -195,6 +202,11 @@ def main():
     if "c" in r and "a" in r:
         out.append(f"- Envoy CPU per request: misses (c) {r['c']['envoy_cpu'] - r['a']['envoy_cpu']:+.1f} us over (a)"
                    + (f"; hits (d) {r['d']['envoy_cpu'] - r['e']['envoy_cpu']:+.1f} us over (e)" if "d" in r and "e" in r else ""))
+    for x, y, what in (("f", "c", "misses"), ("g", "d", "hits")):
+        if x in r and y in r:
+            added = r[x]["envoy_cpu"] - r[y]["envoy_cpu"]
+            out.append(f"- budget enforcement on {what}: Envoy CPU/req ({x}) {added:+.1f} us over ({y}); "
+                       f"target <= {BUDGET_ADDED_CPU_US:.0f} us: **{verdict(added <= BUDGET_ADDED_CPU_US)}**")
     out.append("")
 
     out.append("Checks:")

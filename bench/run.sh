@@ -8,6 +8,7 @@
 #   c  Envoy + semgate, every body unique (cache misses: the provider answers every request)
 #   d  Envoy + semgate, the same body every time (exact hits: answered from the cache)
 #   e  Envoy buffer filter + static direct_response (the ceiling for a local reply)
+#   f, g  as c and d with the client key a virtual key (budget reservations, RPM, TPM)
 # Prints a Markdown table (also written to bench/results.md) with the targets beside the results.
 # The targets are reported, never enforced: the exit status only says whether the benchmark ran.
 #
@@ -16,7 +17,7 @@
 #   BENCH_WARMUP_SECONDS=2   warm-up duration per scenario (not measured)
 #   BENCH_CONNECTIONS=16     wrk connections (1 wrk thread)
 #   BENCH_LATENCY_SECONDS=BENCH_SECONDS/2  then a run with 1 connection: unloaded latency (0: skip)
-#   BENCH_SCENARIOS="a b c d e"  subset to run (ratios need a / e)
+#   BENCH_SCENARIOS="a b c d e f g"  subset to run (ratios need a / e)
 #   BENCH_ROUNDS=1           repeat all scenarios; the report uses each scenario's median round
 #   BENCH_RESULTS=bench/results.md  where the table goes ("" or /dev/null: nowhere)
 #   BENCH_KEEP=1             keep the temp dir (configs, Envoy/wrk/provider logs)
@@ -36,7 +37,7 @@ NOOP_WASM=$ROOT/target/wasm32-wasip1/release/semgate_noop_filter.wasm
 BENCH_SECONDS=${BENCH_SECONDS:-10}
 BENCH_WARMUP_SECONDS=${BENCH_WARMUP_SECONDS:-2}
 BENCH_CONNECTIONS=${BENCH_CONNECTIONS:-16}
-BENCH_SCENARIOS=${BENCH_SCENARIOS:-a b c d e}
+BENCH_SCENARIOS=${BENCH_SCENARIOS:-a b c d e f g}
 BENCH_ROUNDS=${BENCH_ROUNDS:-1}
 BENCH_LATENCY_SECONDS=${BENCH_LATENCY_SECONDS:-} # default: half of BENCH_SECONDS
 BENCH_RESULTS=${BENCH_RESULTS-$ROOT/bench/results.md}
@@ -71,7 +72,7 @@ ENVOY_VERSION=$("$ENVOY" --version 2>&1 | grep -o 'version: [^ ]*' | head -n1 | 
 [[ -n $BENCH_LATENCY_SECONDS ]] || BENCH_LATENCY_SECONDS=$(((BENCH_SECONDS + 1) / 2))
 [[ $BENCH_LATENCY_SECONDS =~ ^[0-9]+$ ]] || die "BENCH_LATENCY_SECONDS must be an integer (0: skip)"
 [[ $BENCH_CONNECTIONS =~ ^[0-9]+$ && $BENCH_CONNECTIONS -gt 0 ]] || die "BENCH_CONNECTIONS must be a positive integer"
-for s in $BENCH_SCENARIOS; do [[ $s =~ ^[abcde]$ ]] || die "BENCH_SCENARIOS: unknown scenario '$s' (a b c d e)"; done
+for s in $BENCH_SCENARIOS; do [[ $s =~ ^[abcdefg]$ ]] || die "BENCH_SCENARIOS: unknown scenario '$s' (a b c d e f g)"; done
 
 # ------------------------------------------------------------------------- process hygiene
 TMP=$(mktemp -d "${TMPDIR:-/tmp}/semgate-bench.XXXXXX")
@@ -328,17 +329,18 @@ for ((round = 1; round <= BENCH_ROUNDS; round++)); do
     b) config=noop ;;
     c | d) config=semgate ;;
     e) config=direct ;;
+    f | g) config=semgate_budget ;;
     esac
     ((BENCH_ROUNDS == 1)) || log "round $round/$BENCH_ROUNDS"
     start_envoy "$config" "$s$round"
     case $s in
-    a | b | c)
-      check_one "$s" "$([[ $s == c ]] && echo miss || true)" "$TMP/body-check.json"
+    a | b | c | f)
+      check_one "$s" "$([[ $s == c || $s == f ]] && echo miss || true)" "$TMP/body-check.json"
       run_wrk "$s#$round" unique
       ;;
-    d)
-      check_one d miss "$TMP/body-fixed.json"
-      check_one d hit-exact "$TMP/body-fixed.json"
+    d | g)
+      check_one "$s" miss "$TMP/body-fixed.json"
+      check_one "$s" hit-exact "$TMP/body-fixed.json"
       run_wrk "$s#$round" same
       ;;
     e)

@@ -12,6 +12,8 @@ use std::collections::HashMap;
 #[derive(Debug, Clone, PartialEq)]
 pub struct KeyGrant {
     pub tenant: String,
+    /// The virtual key's id (`virtual_keys[].id`); `None` for an `auth.keys` entry.
+    pub key_id: Option<String>,
     pub tenants: Vec<String>,
     pub tenant_prefix: Option<String>,
 }
@@ -68,6 +70,7 @@ impl KeyTable {
             };
             let grant = KeyGrant {
                 tenant: k.tenant.clone(),
+                key_id: None,
                 tenants: k.tenants.clone(),
                 tenant_prefix: k.tenant_prefix.clone(),
             };
@@ -83,6 +86,17 @@ impl KeyTable {
             tenant_header: auth.tenant_header.clone(),
             tenant_header_trusted: auth.tenant_header_trusted,
         })
+    }
+
+    /// Accept a virtual key (`virtual_keys[i]`, by its SHA-256 hex) with its own grant.
+    pub fn add_virtual(&mut self, i: usize, sha256_hex: &str, tenant: &str, key_id: &str) -> Result<(), ConfigError> {
+        let at = format!("virtual_keys[{i}].key_sha256");
+        let hash = unhex(sha256_hex).ok_or_else(|| ConfigError { path: at.clone(), message: "must be 64 hex digits".into() })?;
+        let grant = KeyGrant { tenant: tenant.to_string(), key_id: Some(key_id.to_string()), tenants: vec![], tenant_prefix: None };
+        if self.by_hash.insert(hash, grant).is_some() {
+            return Err(ConfigError { path: at, message: "the same key is also in `auth.keys` or listed twice".into() });
+        }
+        Ok(())
     }
 
     /// The tenant header to read, if it is trusted (otherwise it is never read).

@@ -30,6 +30,8 @@ pub struct Config {
     /// `per_connection_buffer_limit_bytes`, or Envoy answers 413 itself with a plain-text body.
     #[serde(default = "default_max_body_bytes")]
     pub max_body_bytes: u64,
+    /// Client keys without budgets (the older form of `virtual_keys`).
+    #[serde(default)]
     pub auth: AuthConfig,
     pub providers: BTreeMap<String, ProviderConfig>,
     /// Model routing, first match wins: `gpt-*` (prefix), `*-mini` (suffix), `*` or an exact name.
@@ -50,6 +52,47 @@ pub struct Config {
     /// (the gateway's own `:path`, `:authority`, provider key and cluster are set on top).
     #[serde(default = "default_forward_headers")]
     pub forward_headers: Vec<String>,
+    /// Client keys with a team, allowed models, budgets and rate limits (`docs/budgets.md`).
+    #[serde(default)]
+    pub virtual_keys: Vec<crate::core::budget::virtual_keys::VirtualKeyConfig>,
+    /// Team budgets that keys roll up into.
+    #[serde(default)]
+    pub teams: BTreeMap<String, crate::core::budget::virtual_keys::TeamConfig>,
+    /// `provider/model` or `model` -> USD per 1M tokens; wins over the built-in table.
+    #[serde(default)]
+    pub prices: BTreeMap<String, crate::core::budget::virtual_keys::PriceConfig>,
+    /// Where the end customer (chargeback below the key) is read from.
+    #[serde(default)]
+    pub customer: crate::core::budget::virtual_keys::CustomerConfig,
+    /// How a request's cost is estimated before it runs.
+    #[serde(default)]
+    pub estimate: crate::core::budget::estimate::EstimateConfig,
+    /// The spend ledger the replicas share through the sidecar.
+    #[serde(default)]
+    pub ledger: LedgerConfig,
+}
+
+/// Syncing this replica's spend with the sidecar's ledger.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LedgerConfig {
+    /// The sidecar's cluster; unset keeps spend per replica only.
+    pub cluster: Option<String>,
+    /// How often deltas are sent and the global totals read back.
+    pub sync_interval_ms: u64,
+    /// Timeout of one sync callout.
+    pub timeout_ms: u64,
+    /// Environment variable naming this replica (stable across restarts: a restarted
+    /// replica learns its own earlier spend from the ledger); default the VM's `HOSTNAME`.
+    pub replica_env: Option<String>,
+    /// Environment variable holding the sidecar's token (as `semantic.token_env`).
+    pub token_env: Option<String>,
+}
+
+impl Default for LedgerConfig {
+    fn default() -> Self {
+        LedgerConfig { cluster: None, sync_interval_ms: 1000, timeout_ms: 2000, replica_env: None, token_env: None }
+    }
 }
 
 /// Headers that carry a client credential: never forwarded, whatever `forward_headers` says.
@@ -74,7 +117,7 @@ fn default_passthrough_methods() -> Vec<String> {
     vec!["GET".into()]
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AuthConfig {
     /// Accepted client keys and the tenant each one scopes the cache to. A valid key is
@@ -348,8 +391,17 @@ impl Config {
         if self.max_body_bytes == 0 {
             return Err(err("max_body_bytes", "must be greater than 0"));
         }
-        if self.auth.keys.is_empty() {
-            return Err(err("auth.keys", "must list at least one client key: every request needs a valid key"));
+        if self.auth.keys.is_empty() && self.virtual_keys.is_empty() {
+            return Err(err(
+                "virtual_keys",
+                "must list at least one client key (`virtual_keys` or `auth.keys`): every request needs a valid key",
+            ));
+        }
+        if self.ledger.sync_interval_ms < 100 || self.ledger.sync_interval_ms > 600_000 {
+            return Err(err("ledger.sync_interval_ms", "must be between 100 and 600000"));
+        }
+        if self.ledger.timeout_ms == 0 || self.ledger.timeout_ms > 60_000 {
+            return Err(err("ledger.timeout_ms", "must be between 1 and 60000"));
         }
         let mut seen = std::collections::BTreeSet::new();
         for (i, k) in self.auth.keys.iter().enumerate() {
@@ -607,8 +659,8 @@ mod tests {
             (r#"{"models":[{"match":"a*b*","provider":"openai"}]}"#, "models[0].match"),
             (r#"{"models":[]}"#, "models"),
             (r#"{"api_paths":["v1/chat"]}"#, "api_paths[0]"),
-            (r#"{"auth":{"keys":[]}}"#, "auth.keys"),
-            (r#"{"auth":{"tenant_header":"x-tenant"}}"#, "auth.keys"),
+            (r#"{"auth":{"keys":[]}}"#, "virtual_keys"),
+            (r#"{"auth":{"tenant_header":"x-tenant"}}"#, "virtual_keys"),
             (r#"{"auth":{"keys":[{"key":"a","tenant":"t"},{"key":"a","tenant":"u"}]}}"#, "auth.keys[1].key"),
             (r#"{"auth":{"keys":[{"tenant":"t"}]}}"#, "auth.keys[0]"),
             (r#"{"auth":{"keys":[{"key":"a","key_env":"B","tenant":"t"}]}}"#, "auth.keys[0]"),

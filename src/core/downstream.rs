@@ -8,6 +8,9 @@
 //! lookup, the semantic lookup, then forwarding. A budget check is one more stage between the
 //! plan and the lookups, returning `BodyDecision::Reject` like any other refusal.
 
+use crate::core::budget::charge::{self, Account, Charge, Meter};
+use crate::core::budget::ledger::{update_book, SyncResponse};
+use crate::core::budget::reservation::BudgetLedger;
 use crate::core::cache::entry::{CachedResponse, Entry};
 use crate::core::cache::fastpath::{self, FastLookup, FastPath, Probe, RawRequest};
 use crate::core::cache::key::CacheKey;
@@ -52,6 +55,8 @@ impl HostFault {
 pub struct RequestEdit {
     pub remove: Vec<String>,
     pub set: Vec<(&'static str, String)>,
+    /// Replace the buffered body (its length as received, the new bytes).
+    pub body: Option<(usize, Vec<u8>)>,
 }
 
 impl RequestEdit {
@@ -74,7 +79,7 @@ impl RequestEdit {
         if let Some(a) = up.authorization {
             set.push(("authorization", a));
         }
-        RequestEdit { remove, set }
+        RequestEdit { remove, set, body: None }
     }
 }
 
@@ -97,8 +102,9 @@ pub enum HeadersDecision {
 }
 
 /// The request headers the headers phase reads, in one pass over the map.
-fn head_names(gw: &Gateway) -> [&str; 7] {
+fn head_names(gw: &Gateway) -> [&str; 8] {
     [
+        gw.gov.customer.header.as_deref().unwrap_or(""),
         ":method",
         ":path",
         "authorization",
@@ -123,7 +129,7 @@ pub fn on_request_headers(
     t: &mut impl Tally,
 ) -> HeadersDecision {
     let decision = {
-        let [method, path, authorization, tenant, content_length, cache_control, semgate_cache] =
+        let [customer, method, path, authorization, tenant, content_length, cache_control, semgate_cache] =
             headers.pick(head_names(gw));
         let head = RequestHead {
             method: nonempty(method).unwrap_or_default(),
@@ -134,6 +140,7 @@ pub fn on_request_headers(
             cache_control: nonempty(cache_control),
             semgate_cache: nonempty(semgate_cache),
             route_name: route_name.filter(|r| !r.is_empty()),
+            customer: nonempty(customer),
         };
         admit(gw, &head)
     };
@@ -208,11 +215,9 @@ pub struct LocalReply {
 impl LocalReply {
     /// The one renderer of errors: OpenAI-style JSON with the error's status.
     pub fn error(e: &GatewayError) -> LocalReply {
-        LocalReply {
-            status: e.status(),
-            headers: vec![("content-type", Cow::Borrowed("application/json"))],
-            body: e.to_json(),
-        }
+        let mut headers = vec![("content-type", Cow::Borrowed("application/json"))];
+        headers.extend(e.headers().into_iter().map(|(k, v)| (k, Cow::Owned(v))));
+        LocalReply { status: e.status(), headers, body: e.to_json() }
     }
 
     /// A cached answer: its content type, then the marks `mark` adds.
@@ -231,6 +236,41 @@ pub struct CacheReply {
     pub reply: LocalReply,
     hit: Counter,
     state: ReplyState,
+    /// What the answer cost when it was paid for (a virtual key's hit).
+    saved: Option<u64>,
+}
+
+impl CacheReply {
+    /// A virtual key's hit for the access log (`wasm.semgate` filter state).
+    pub fn access_log(&self, gw: &Gateway) -> Option<String> {
+        let (account, model) = match &self.state {
+            ReplyState::Fast(ctx) => (hit_account(gw, &ctx.held.admitted)?, None),
+            ReplyState::Exact { plan, .. } => (plan.account.clone()?, Some(plan.request.model.clone())),
+            ReplyState::Shared { pending, .. } | ReplyState::Semantic(pending) => {
+                (pending.plan.account.clone()?, Some(pending.plan.request.model.clone()))
+            }
+        };
+        let team = gw.gov.by_id.get(&account.key_id).and_then(|k| k.team.clone());
+        let cache = match self.hit {
+            Counter::HitsSemantic => "hit-semantic",
+            _ => "hit-exact",
+        };
+        Some(
+            serde_json::json!({
+                "key": account.key_id, "team": team, "customer": account.customer, "model": model,
+                "cost_usd": charge::usd(0), "saved_usd": self.saved.map(charge::usd), "cache": cache,
+            })
+            .to_string(),
+        )
+    }
+
+    /// A hit's reply; a virtual key's hit also says what it saved (`saving_of`).
+    fn new(mut reply: LocalReply, saved: Option<u64>, hit: Counter, state: ReplyState) -> CacheReply {
+        if let Some(s) = saved {
+            reply.headers.push(("x-semgate-saved-usd", Cow::Owned(charge::usd(s))));
+        }
+        CacheReply { reply, hit, state, saved }
+    }
 }
 
 #[derive(Debug)]
@@ -314,6 +354,13 @@ pub fn on_complete_body<'g, S: SharedData>(
     body: Vec<u8>,
     t: &mut impl Tally,
 ) -> BodyDecision<'g> {
+    // Every request of a key counts against its requests per minute, cache hits included.
+    if let Some(key_id) = &held.admitted.key_id {
+        let account = Account { key_id: key_id.clone(), customer: None };
+        if let Err(e) = charge::take_request(&gw.gov, kv, &account, now) {
+            return BodyDecision::Reject(e);
+        }
+    }
     let mut ctx = BodyCtx { held, body, probe: None };
     // Byte-identical repeat of a request served from the cache: answered before any parse.
     let directive = ctx.held.admitted.directive;
@@ -329,8 +376,8 @@ pub fn on_complete_body<'g, S: SharedData>(
     };
     if let Some(entry) = hit {
         let reply = LocalReply::cached(&entry.response, |h| exact_marks(h, &entry, now, None));
-        let state = ReplyState::Fast(ctx);
-        return BodyDecision::Reply(CacheReply { reply, hit: Counter::HitsFast, state });
+        let saved = saving_of(gw, ctx.held.admitted.key_id.is_some(), &entry.response);
+        return BodyDecision::Reply(CacheReply::new(reply, saved, Counter::HitsFast, ReplyState::Fast(ctx)));
     }
     after_fast_path(gw, kv, now, ctx, t)
 }
@@ -354,18 +401,19 @@ fn after_fast_path<'g, S: SharedData>(
             Lookup::Hit(entry) if !fresh_for(entry.created_ms, ttl_s, now) => t.inc(Counter::Expired),
             Lookup::Hit(entry) => {
                 let reply = LocalReply::cached(&entry.response, |h| exact_marks(h, &entry, now, None));
+                let saved = saving_of(gw, plan.account.is_some(), &entry.response);
                 let state = ReplyState::Exact { ctx: Box::new(ctx), plan: Box::new(plan), entry, ttl_s };
-                return BodyDecision::Reply(CacheReply { reply, hit: Counter::HitsExact, state });
+                return BodyDecision::Reply(CacheReply::new(reply, saved, Counter::HitsExact, state));
             }
             Lookup::Expired => t.inc(Counter::Expired),
             Lookup::Miss => {}
         }
     }
-    after_exact(gw, now, ctx, plan)
+    after_exact(gw, kv, now, ctx, plan)
 }
 
 /// No local answer: ask the sidecar when the semantic layer applies, else forward.
-fn after_exact<'g>(gw: &'g Gateway, now: u64, ctx: BodyCtx, plan: Plan) -> BodyDecision<'g> {
+fn after_exact<'g, S: SharedData>(gw: &'g Gateway, kv: &S, now: u64, ctx: BodyCtx, plan: Plan) -> BodyDecision<'g> {
     let sem = &gw.config.semantic;
     let admitted = &ctx.held.admitted;
     let path_is_upstream = !admitted.has_query && admitted.path == plan.upstream.path;
@@ -398,24 +446,26 @@ fn after_exact<'g>(gw: &'g Gateway, now: u64, ctx: BodyCtx, plan: Plan) -> BodyD
         (CachePlan::Refresh { .. }, Some(probe)) => Some(RefreshRecord { probe, admitted: held.admitted, body }),
         _ => None,
     };
-    BodyDecision::Forward(forward(gw, &held.client_headers, plan, path_is_upstream, query, refresh))
+    forward(gw, kv, now, &held.client_headers, plan, path_is_upstream, query, refresh)
 }
 
 /// The host could not send the lookup (sidecar cluster missing or overloaded): fail open.
-pub fn lookup_not_sent<'g>(
+pub fn lookup_not_sent<'g, S: SharedData>(
     gw: &'g Gateway,
+    kv: &S,
+    now: u64,
     pending: Box<Pending>,
     status: u32,
     t: &mut impl Tally,
 ) -> BodyDecision<'g> {
     t.inc(Counter::SidecarErrors);
     t.log(LogLevel::Warn, format!("semgate: semantic lookup not sent (status {status})"));
-    forward_pending(gw, pending)
+    forward_pending(gw, kv, now, pending)
 }
 
-fn forward_pending(gw: &Gateway, p: Box<Pending>) -> BodyDecision<'static> {
+fn forward_pending<S: SharedData>(gw: &Gateway, kv: &S, now: u64, p: Box<Pending>) -> BodyDecision<'static> {
     let Pending { plan, query, client_headers, path_is_upstream, .. } = *p;
-    BodyDecision::Forward(forward(gw, &client_headers, plan, path_is_upstream, Some(query), None))
+    forward(gw, kv, now, &client_headers, plan, path_is_upstream, Some(query), None)
 }
 
 /// Whether the host should read the answer's body: only a 200 carries one worth reading.
@@ -425,8 +475,9 @@ pub fn lookup_answer_has_body(status: Option<&str>) -> bool {
 
 /// The sidecar answered (or the callout timed out: no status at all). `body` is what the
 /// host read when `lookup_answer_has_body`, or the status of its refusal.
-pub fn on_lookup_answer<'g>(
+pub fn on_lookup_answer<'g, S: SharedData>(
     gw: &'g Gateway,
+    kv: &S,
     now: u64,
     pending: Box<Pending>,
     status: Option<&str>,
@@ -445,7 +496,7 @@ pub fn on_lookup_answer<'g>(
     };
     t.gauge(Gauge::LookupMs, now.saturating_sub(pending.sent_ms));
     match answer {
-        Ok(Some(hit)) if hit.tier == HitTier::Exact => return shared_exact(gw, now, pending, hit, t),
+        Ok(Some(hit)) if hit.tier == HitTier::Exact => return shared_exact(gw, kv, now, pending, hit, t),
         Ok(Some(hit)) if !semantic_fresh(&pending.plan, hit.created_ms, now) => t.inc(Counter::Expired),
         Ok(Some(hit)) => {
             let score = format!("{:.4}", hit.score);
@@ -453,11 +504,9 @@ pub fn on_lookup_answer<'g>(
                 h.push(("x-semgate-cache", Cow::Borrowed("hit-semantic")));
                 h.push(("x-semgate-similarity", Cow::Owned(score)));
             });
-            return BodyDecision::Reply(CacheReply {
-                reply,
-                hit: Counter::HitsSemantic,
-                state: ReplyState::Semantic(pending),
-            });
+            let saved = saving_of(gw, pending.plan.account.is_some(), &hit.response);
+            let state = ReplyState::Semantic(pending);
+            return BodyDecision::Reply(CacheReply::new(reply, saved, Counter::HitsSemantic, state));
         }
         Ok(None) => t.inc(Counter::SemanticMisses),
         Err(LookupError::UnsafeEntry) => {
@@ -469,7 +518,18 @@ pub fn on_lookup_answer<'g>(
             t.log(LogLevel::Warn, format!("semgate: semantic lookup failed, failing open: {e}"));
         }
     }
-    forward_pending(gw, pending)
+    forward_pending(gw, kv, now, pending)
+}
+
+/// What a virtual key's cache hit saved (`None` for other keys: nothing is counted).
+fn saving_of(gw: &Gateway, governed: bool, response: &CachedResponse) -> Option<u64> {
+    governed.then(|| charge::saving(&gw.gov, response)).flatten()
+}
+
+/// A fast-path hit's account: its body was never parsed, so the customer is the header's.
+fn hit_account(gw: &Gateway, admitted: &Admitted) -> Option<Account> {
+    let key_id = admitted.key_id.clone()?;
+    Some(Account { key_id, customer: gw.gov.customer_of(admitted.customer_header.as_deref(), None) })
 }
 
 /// A semantic entry is served only while younger than this request's semantic TTL.
@@ -483,23 +543,26 @@ fn semantic_fresh(plan: &Plan, created_ms: Option<u64>, now: u64) -> bool {
 
 /// Answer from the sidecar's shared exact tier (another replica stored it), and keep a copy
 /// in this replica's cache until the original expiry, so the next hit is local.
-fn shared_exact<'g>(
+fn shared_exact<'g, S: SharedData>(
     gw: &'g Gateway,
+    kv: &S,
     now: u64,
     pending: Box<Pending>,
     hit: SemanticHit,
     t: &mut impl Tally,
 ) -> BodyDecision<'g> {
-    let CachePlan::Lookup { key, ttl_s } = pending.plan.cache else { return forward_pending(gw, pending) };
+    let CachePlan::Lookup { key, ttl_s } = pending.plan.cache else { return forward_pending(gw, kv, now, pending) };
     let created_ms = hit.created_ms.unwrap_or(now).min(now);
     if !fresh_for(created_ms, ttl_s, now) {
         t.inc(Counter::Expired);
-        return forward_pending(gw, pending);
+        return forward_pending(gw, kv, now, pending);
     }
     let expires_ms = hit.expires_ms.unwrap_or(u64::MAX).min(now + ttl_s * 1000);
     let entry = Entry { key, created_ms, expires_ms, response: hit.response };
     let reply = LocalReply::cached(&entry.response, |h| exact_marks(h, &entry, now, Some("shared")));
-    BodyDecision::Reply(CacheReply { reply, hit: Counter::HitsShared, state: ReplyState::Shared { pending, entry } })
+    let saved = saving_of(gw, pending.plan.account.is_some(), &entry.response);
+    let state = ReplyState::Shared { pending, entry };
+    BodyDecision::Reply(CacheReply::new(reply, saved, Counter::HitsShared, state))
 }
 
 /// An exact hit's marks: its key and age, and the tier that held it when not this replica's.
@@ -522,15 +585,26 @@ pub fn after_reply<'g, S: SharedData>(
     sent: Result<(), u32>,
     t: &mut impl Tally,
 ) -> Option<BodyDecision<'g>> {
-    let CacheReply { hit, state, .. } = reply;
+    let CacheReply { hit, state, saved, .. } = reply;
     if let Err(status) = sent {
         t.inc(Counter::HostErrors);
         t.log(LogLevel::Error, format!("semgate: cache hit reply refused (status {status}), forwarding"));
         return Some(match state {
             ReplyState::Fast(ctx) => after_fast_path(gw, kv, now, ctx, t),
-            ReplyState::Exact { ctx, plan, .. } => after_exact(gw, now, *ctx, *plan),
-            ReplyState::Shared { pending, .. } | ReplyState::Semantic(pending) => forward_pending(gw, pending),
+            ReplyState::Exact { ctx, plan, .. } => after_exact(gw, kv, now, *ctx, *plan),
+            ReplyState::Shared { pending, .. } | ReplyState::Semantic(pending) => forward_pending(gw, kv, now, pending),
         });
+    }
+    // A virtual key's hit is free, but counted (requests, and what it saved).
+    let account = match &state {
+        ReplyState::Fast(ctx) => hit_account(gw, &ctx.held.admitted),
+        ReplyState::Exact { plan, .. } => plan.account.clone(),
+        ReplyState::Shared { pending, .. } | ReplyState::Semantic(pending) => pending.plan.account.clone(),
+    };
+    if let Some(account) = account {
+        charge::record_hit(&gw.gov, kv, &account, saved, now);
+        t.count(Counter::SavedMicros, saved.unwrap_or(0));
+        charge::count_spend(&gw.gov, kv, &account, 0, saved.unwrap_or(0), t);
     }
     // A fast hit is an exact hit too (HitsFast is the subset).
     if hit == Counter::HitsFast {
@@ -620,15 +694,51 @@ pub struct Forwarded {
     /// The semantic entry's TTL, when not the exact entry's.
     semantic_ttl_s: Option<u64>,
     refresh_record: Option<Box<RefreshRecord>>,
+    /// A virtual key's hold on its budget and limits, settled or released by the answer.
+    charge: Option<Box<Charge>>,
+    /// Reads a successful answer's usage (set once its status is known).
+    meter: Option<Meter>,
+    strip_usage: bool,
+    /// The response head is held until the body's end, to carry the cost.
+    hold_head: bool,
+    /// Who answered (a chain's upstream role says it in `x-semgate-provider`).
+    answered_by: Option<String>,
+    settled: Option<charge::Settled>,
 }
 
-fn forward(
+/// Reserve a virtual key's budget (refusing the request if it has no room), then route.
+#[allow(clippy::too_many_arguments)]
+fn forward<S: SharedData>(
     gw: &Gateway,
+    kv: &S,
+    now: u64,
     client_headers: &HeaderMap,
     plan: Plan,
     path_is_upstream: bool,
     semantic: Option<SemanticQuery>,
     refresh: Option<RefreshRecord>,
+) -> BodyDecision<'static> {
+    let charge = match &plan.account {
+        None => None,
+        Some(account) => {
+            let (request, up) = (&plan.request, &plan.upstream);
+            match charge::reserve(&gw.gov, kv, account, &request.value, &up.provider, &request.model, plan.price, now) {
+                Ok(c) => c.map(Box::new),
+                Err(e) => return BodyDecision::Reject(e),
+            }
+        }
+    };
+    BodyDecision::Forward(route(gw, client_headers, plan, path_is_upstream, semantic, refresh, charge))
+}
+
+fn route(
+    gw: &Gateway,
+    client_headers: &HeaderMap,
+    mut plan: Plan,
+    path_is_upstream: bool,
+    semantic: Option<SemanticQuery>,
+    refresh: Option<RefreshRecord>,
+    charge: Option<Box<Charge>>,
 ) -> Forward {
     let (cache_status, reason, counter) = match plan.cache {
         CachePlan::Lookup { .. } => ("miss", None, Counter::Misses),
@@ -640,7 +750,13 @@ fn forward(
     let provider = (!plan.upstream.chain).then(|| plan.upstream.provider.clone());
     let chain_request_id =
         if plan.upstream.chain { client_headers.get("x-request-id").map(str::to_string) } else { None };
-    let edit = RequestEdit::to(gw, client_headers, plan.upstream, path_is_upstream);
+    let strip_usage = plan.strip_stream_usage;
+    let body = plan.upstream_body.take().map(|b| (plan.body_len, b));
+    let mut edit = RequestEdit::to(gw, client_headers, plan.upstream, path_is_upstream);
+    if let Some((_, b)) = &body {
+        edit.set.push(("content-length", b.len().to_string()));
+    }
+    edit.body = body;
     Forward {
         edit,
         counter,
@@ -655,6 +771,12 @@ fn forward(
             semantic,
             semantic_ttl_s,
             refresh_record: refresh.map(Box::new),
+            charge,
+            meter: None,
+            strip_usage,
+            hold_head: false,
+            answered_by: None,
+            settled: None,
         }),
     }
 }
@@ -676,9 +798,106 @@ impl Forwarded {
         marks
     }
 
-    /// Whether the host should read the response headers (a storable answer, or a chain's).
+    /// Whether the host should read the response headers (a storable answer, a chain's, or
+    /// one a virtual key pays for).
     pub fn wants_response_head(&self) -> bool {
-        self.store.is_some() || self.chain_request_id.is_some()
+        self.store.is_some() || self.chain_request_id.is_some() || self.charge.is_some()
+    }
+
+    /// A paid answer's head: a failure releases the reservation; a success starts reading its
+    /// usage. Returns the headers to add now and whether to hold the head until the body's
+    /// end (a JSON answer, so its head can carry the cost).
+    pub fn meter_response<S: SharedData>(
+        &mut self,
+        gw: &Gateway,
+        kv: &S,
+        now: u64,
+        headers: &HeaderMap,
+        end_of_stream: bool,
+        t: &mut impl Tally,
+    ) -> (Vec<(&'static str, Value)>, bool) {
+        let Some(c) = self.charge.as_mut() else { return (Vec::new(), false) };
+        let [status, content_type, provider] = headers.pick([":status", "content-type", "x-semgate-provider"]);
+        self.answered_by = provider.map(str::to_string).or_else(|| self.provider.clone());
+        let ok = status.and_then(|s| s.parse::<u16>().ok()).is_some_and(|s| (200..300).contains(&s));
+        if !ok {
+            c.release(kv, now);
+            return (Vec::new(), false);
+        }
+        let meter = Meter::for_response(content_type, self.strip_usage);
+        let json = matches!(meter, Meter::Json(_));
+        self.meter = Some(meter);
+        if end_of_stream {
+            return (self.settle(gw, kv, now, t), false);
+        }
+        if json {
+            self.hold_head = true;
+            return (Vec::new(), true);
+        }
+        // A stream's cost is known only at its end (the access log and the ledger have it).
+        let marks = match c.remaining(kv, now) {
+            Some(r) => vec![("x-semgate-budget-remaining-usd", Cow::Owned(charge::usd(r)))],
+            None => Vec::new(),
+        };
+        (marks, false)
+    }
+
+    /// Settle at the answer's usage; the cost headers.
+    fn settle<S: SharedData>(&mut self, gw: &Gateway, kv: &S, now: u64, t: &mut impl Tally) -> Vec<(&'static str, Value)> {
+        let Some(c) = self.charge.as_mut() else { return Vec::new() };
+        let (usage, model) = self.meter.as_ref().map(Meter::usage).unwrap_or((None, None));
+        let Some(settled) = c.settle(&gw.gov, kv, usage, self.answered_by.as_deref(), model.as_deref(), now) else {
+            return Vec::new();
+        };
+        t.count(Counter::SpendMicros, settled.cost_micros);
+        charge::count_spend(&gw.gov, kv, &c.account, settled.cost_micros, 0, t);
+        self.settled = Some(settled);
+        let mut marks = vec![("x-semgate-cost-usd", Cow::Owned(charge::usd(settled.cost_micros)))];
+        if let Some(r) = c.remaining(kv, now) {
+            marks.push(("x-semgate-budget-remaining-usd", Cow::Owned(charge::usd(r))));
+        }
+        marks
+    }
+
+    /// A virtual key's request for the access log (`wasm.semgate` filter state), once settled.
+    pub fn access_log(&self) -> Option<String> {
+        let c = self.charge.as_ref()?;
+        let s = self.settled?;
+        let u = s.usage.unwrap_or_default();
+        Some(
+            serde_json::json!({
+                "key": c.account.key_id, "team": c.team, "customer": c.account.customer, "model": c.model,
+                "provider": self.answered_by, "input_tokens": u.input + u.cached_input + u.cache_write,
+                "output_tokens": u.output, "cost_usd": charge::usd(s.cost_micros), "cache": self.cache_status,
+            })
+            .to_string(),
+        )
+    }
+
+    /// The head is held until the body's end (the body is read once, whole, at the end).
+    pub fn head_held(&self) -> bool {
+        self.hold_head
+    }
+
+    /// The stream is over (completed, failed, or the client left). A paid request that never
+    /// settled: charged its reservation if an answer had started, else released.
+    pub fn on_done<S: SharedData>(&mut self, gw: &Gateway, kv: &S, now: u64, t: &mut impl Tally) {
+        match self.charge.as_ref() {
+            Some(c) if !c.done => {}
+            _ => return,
+        }
+        if self.meter.is_some() {
+            self.settle(gw, kv, now, t);
+        } else if let Some(c) = self.charge.as_mut() {
+            c.release(kv, now);
+        }
+    }
+
+    /// A chain's answer was replaced by the all-failed 502: nothing was paid for.
+    pub fn release<S: SharedData>(&mut self, kv: &S, now: u64) {
+        if let Some(c) = self.charge.as_mut() {
+            c.release(kv, now);
+        }
     }
 
     /// A chain's final answer is a failure (5xx or 429 after the retries): the host holds the
@@ -721,9 +940,9 @@ impl Forwarded {
         }
     }
 
-    /// Whether the host should read the response body (a copy is being kept).
+    /// Whether the host should read the response body (a copy is kept, or usage read).
     pub fn wants_response_body(&self) -> bool {
-        self.tee.is_some()
+        self.tee.is_some() || self.meter.is_some()
     }
 
     /// The host could not read a chunk: the copy is incomplete, drop it.
@@ -731,9 +950,26 @@ impl Forwarded {
         self.tee = None;
     }
 
-    /// A response chunk went by: copy it; at the end, store a complete answer here and return
-    /// the sidecar store to send (fire and forget).
+    /// A response chunk went by: read its usage (cutting the usage chunk the client did not
+    /// ask for) and copy what the client gets; at the end, settle the charge and store a
+    /// complete answer here, and return the sidecar store to send (fire and forget).
     pub fn on_response_body<'g, S: SharedData>(
+        &mut self,
+        gw: &'g Gateway,
+        kv: &S,
+        now: u64,
+        chunk: &[u8],
+        end_of_stream: bool,
+        t: &mut impl Tally,
+    ) -> BodyOutcome<'g> {
+        let replace = self.meter.as_mut().and_then(|m| m.push(chunk, end_of_stream));
+        let sent = replace.as_deref().unwrap_or(chunk);
+        let store = self.copy(gw, kv, now, sent, end_of_stream, t);
+        let head = if end_of_stream && self.meter.is_some() { self.settle(gw, kv, now, t) } else { Vec::new() };
+        BodyOutcome { store, replace, head }
+    }
+
+    fn copy<'g, S: SharedData>(
         &mut self,
         gw: &'g Gateway,
         kv: &S,
@@ -782,6 +1018,72 @@ impl Forwarded {
         }
         callout
     }
+}
+
+/// What the host does with a response chunk.
+#[derive(Debug)]
+pub struct BodyOutcome<'g> {
+    /// The sidecar store to send.
+    pub store: Option<Callout<'g>>,
+    /// Bytes to send instead of the chunk.
+    pub replace: Option<Vec<u8>>,
+    /// Headers for a held head (the cost), set before it is released.
+    pub head: Vec<(&'static str, Value)>,
+}
+
+/// The root's periodic ledger sync: the spend every worker settled since the last one (or the
+/// sync still unanswered, resent unchanged), sent to the sidecar's ledger. `None` when no
+/// ledger is configured or the book cannot be read.
+pub fn ledger_sync<'g, S: SharedData>(gw: &'g Gateway, kv: &S) -> Option<(Callout<'g>, String)> {
+    let cluster = gw.config.ledger.cluster.as_deref()?;
+    let sync = update_book(kv, |book| book.begin_sync(&gw.replica)).ok()?;
+    let body = serde_json::to_vec(&sync).ok()?;
+    let callout = Callout {
+        kind: CalloutKind::Store,
+        cluster,
+        path: "/v1/ledger/sync",
+        authorization: gw.ledger_auth.as_deref(),
+        body,
+        timeout_ms: gw.config.ledger.timeout_ms,
+    };
+    Some((callout, sync.sync_id))
+}
+
+/// The ledger answered sync `sync_id`: the sync is done, and every budget record learns what
+/// the other replicas spent. Any other answer keeps the sync, to be resent.
+pub fn on_ledger_answer<S: SharedData>(kv: &S, sync_id: &str, status: Option<&str>, body: Option<&[u8]>, t: &mut impl Tally) {
+    let parsed = match (status, body) {
+        (Some("200"), Some(b)) => serde_json::from_slice::<SyncResponse>(b).ok(),
+        _ => None,
+    };
+    let Some(answer) = parsed else {
+        t.inc(Counter::LedgerErrors);
+        return;
+    };
+    let _ = update_book(kv, |book| book.ack(sync_id));
+    let ledger = BudgetLedger { kv };
+    for (record_key, row) in answer.totals.record_keys() {
+        let _ = ledger.apply_ledger(&record_key, row.spent_micros, row.own_spent_micros.unwrap_or(0));
+    }
+    t.inc(Counter::LedgerSyncs);
+}
+
+/// This Envoy process's name in the ledger, the same for every worker: the configured one, or
+/// the first worker's `fallback`, kept in shared data.
+pub fn replica_name<S: SharedData>(kv: &S, configured: Option<&str>, fallback: &str) -> String {
+    const KEY: &str = "semgate:ledger:replica";
+    if let Some(name) = configured {
+        return name.to_string();
+    }
+    for _ in 0..4 {
+        if let Some((b, _)) = kv.get(KEY) {
+            return String::from_utf8_lossy(&b).into_owned();
+        }
+        if kv.set(KEY, fallback.as_bytes(), None).is_ok() {
+            return fallback.to_string();
+        }
+    }
+    fallback.to_string()
 }
 
 /// Lay out the cache in shared data at configure time; the bytes it already holds (another

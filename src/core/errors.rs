@@ -25,6 +25,12 @@ pub enum GatewayError {
     /// The gateway itself failed (a host call refused): never the client's fault.
     #[error("the gateway could not process this request: {0}")]
     Internal(String),
+    /// A key's requests- or tokens-per-minute limit; `headers` are the `x-ratelimit-*` ones.
+    #[error("rate limit reached for {kind} per minute on this key; retry after {retry_after_s}s")]
+    RateLimited { kind: &'static str, retry_after_s: u64, headers: Vec<(&'static str, String)> },
+    /// A budget (key, team or end customer) has no room for this request.
+    #[error("{message}")]
+    BudgetExceeded { message: String, retry_after_s: u64 },
 }
 
 impl GatewayError {
@@ -42,6 +48,21 @@ impl GatewayError {
             GatewayError::Forbidden(_) => 403,
             GatewayError::UnknownPath { .. } => 404,
             GatewayError::Internal(_) => 500,
+            GatewayError::RateLimited { .. } | GatewayError::BudgetExceeded { .. } => 429,
+        }
+    }
+
+    /// Headers the refusal carries besides its content type: `retry-after`, and a rate
+    /// limit's `x-ratelimit-*`.
+    pub fn headers(&self) -> Vec<(&'static str, String)> {
+        match self {
+            GatewayError::RateLimited { retry_after_s, headers, .. } => {
+                let mut h = headers.clone();
+                h.push(("retry-after", retry_after_s.to_string()));
+                h
+            }
+            GatewayError::BudgetExceeded { retry_after_s, .. } => vec![("retry-after", retry_after_s.to_string())],
+            _ => Vec::new(),
         }
     }
 
@@ -56,6 +77,8 @@ impl GatewayError {
             GatewayError::Forbidden(_) => ("permission_error", "permission_denied"),
             GatewayError::UnknownPath { .. } => ("invalid_request_error", "unknown_url"),
             GatewayError::Internal(_) => ("server_error", "gateway_error"),
+            GatewayError::RateLimited { kind, .. } => (kind, "rate_limit_exceeded"),
+            GatewayError::BudgetExceeded { .. } => ("budget_exceeded", "budget_exceeded"),
         }
     }
 

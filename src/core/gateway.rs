@@ -4,6 +4,10 @@
 //! of the body.
 
 use crate::core::auth::KeyTable;
+use crate::core::budget::charge::{self, Account};
+use crate::core::budget::prices::Price;
+use crate::core::budget::usage::request_stream_usage;
+use crate::core::budget::virtual_keys::{Governance, GovernanceConfig};
 use crate::core::cache::fastpath::{self, FastPathLimits};
 use crate::core::cache::key::{CacheKey, Scope};
 use crate::core::cache::store::StoreLimits;
@@ -40,12 +44,34 @@ pub fn resolve_provider_keys(
     Ok(keys)
 }
 
+/// `Bearer <value of var>`, if a variable is named; unset or empty is a load error.
+fn bearer_from_env(
+    env: &impl Fn(&str) -> Option<String>,
+    path: &str,
+    var: Option<&str>,
+) -> Result<Option<String>, ConfigError> {
+    let Some(var) = var else { return Ok(None) };
+    match env(var).map(|t| t.trim().to_string()).filter(|t| !t.is_empty()) {
+        Some(t) => Ok(Some(format!("Bearer {t}"))),
+        None => Err(ConfigError {
+            path: path.into(),
+            message: format!("environment variable `{var}` is unset or empty in the Wasm VM (list it in vm_config.environment_variables)"),
+        }),
+    }
+}
+
 /// The configuration compiled for the request path, once at load: the client key table,
 /// every provider's upstream headers, the policy index, and the cache's limits.
 #[derive(Debug, Clone)]
 pub struct Gateway {
     pub config: Config,
     pub keys: KeyTable,
+    /// Virtual keys' teams, models, budgets and limits; prices.
+    pub gov: Governance,
+    /// `Authorization` value of the ledger syncs (`ledger.token_env`).
+    pub ledger_auth: Option<String>,
+    /// This replica's name in the ledger (`ledger.replica_env`; else set by the host at load).
+    pub replica: String,
     /// Provider name -> `Authorization` value sent upstream.
     pub provider_auth: ProviderKeys,
     /// Provider name -> where its requests go, header values included (cloned per request,
@@ -73,19 +99,22 @@ impl Gateway {
             resolve_provider_keys(&config, &env)?.into_iter().map(|(p, k)| (p, format!("Bearer {k}"))).collect();
         let upstreams =
             config.providers.iter().map(|(name, pc)| (name.clone(), upstream_for(name, pc, &provider_auth))).collect();
-        let keys = KeyTable::compile(&config.auth, &env)?;
-        let sidecar_auth = match &config.semantic.token_env {
-            None => None,
-            Some(var) => match env(var).map(|t| t.trim().to_string()).filter(|t| !t.is_empty()) {
-                Some(t) => Some(format!("Bearer {t}")),
-                None => {
-                    return Err(ConfigError {
-                        path: "semantic.token_env".into(),
-                        message: format!("environment variable `{var}` is unset or empty in the Wasm VM (list it in vm_config.environment_variables)"),
-                    })
-                }
-            },
-        };
+        let mut keys = KeyTable::compile(&config.auth, &env)?;
+        let gov = GovernanceConfig::of(&config).compile()?;
+        for (i, k) in config.virtual_keys.iter().enumerate() {
+            let record = &gov.keys[&k.key_sha256];
+            keys.add_virtual(i, &k.key_sha256, &record.tenant, &record.id)?;
+        }
+        let ledger_auth = bearer_from_env(&env, "ledger.token_env", config.ledger.token_env.as_deref())?;
+        // Empty: the host names the replica once per process (`downstream::replica_name`).
+        let replica = config
+            .ledger
+            .replica_env
+            .as_deref()
+            .and_then(|v| env(v))
+            .map(|r| r.trim().chars().filter(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.')).take(64).collect::<String>())
+            .unwrap_or_default();
+        let sidecar_auth = bearer_from_env(&env, "semantic.token_env", config.semantic.token_env.as_deref())?;
         let policies = PolicyIndex::compile(&config);
         let limits = StoreLimits {
             max_bytes: config.cache.max_bytes,
@@ -98,7 +127,7 @@ impl Gateway {
             max_record_bytes: config.cache.fast_path.max_record_bytes,
             seed: 0,
         };
-        Ok(Gateway { config, keys, provider_auth, upstreams, sidecar_auth, policies, limits, fast })
+        Ok(Gateway { config, keys, gov, ledger_auth, replica, provider_auth, upstreams, sidecar_auth, policies, limits, fast })
     }
 
     /// Some policy matches on the Envoy route name, so the host must read it (a property
@@ -141,6 +170,8 @@ pub struct RequestHead<'a> {
     pub cache_control: Option<&'a str>,
     pub semgate_cache: Option<&'a str>,
     pub route_name: Option<&'a str>,
+    /// The `customer.header` value, when configured.
+    pub customer: Option<&'a str>,
 }
 
 /// What the client asked of the cache.
@@ -164,6 +195,10 @@ pub struct Admitted {
     pub has_query: bool,
     pub route_name: Option<String>,
     pub directive: ClientDirective,
+    /// The virtual key's id; `None` for an `auth.keys` key (no budget, no limits).
+    pub key_id: Option<String>,
+    /// The raw `customer.header` value (cleaned when the account is made).
+    pub customer_header: Option<String>,
 }
 
 #[derive(Debug, PartialEq)]
@@ -217,6 +252,9 @@ pub fn admit(gw: &Gateway, head: &RequestHead) -> HeadDecision {
         has_query: query.is_some(),
         route_name: head.route_name.map(str::to_string),
         directive: client_directive(head.cache_control, head.semgate_cache),
+        key_id: grant.key_id.clone(),
+        // Read at most what a cleaned id keeps (plus room for the control characters removed).
+        customer_header: head.customer.map(|c| c.chars().take(4 * gw.gov.customer.max_len).collect()),
     })
 }
 
@@ -365,6 +403,15 @@ pub struct Plan {
     pub upstream: Upstream,
     pub cache: CachePlan,
     pub semantic: SemanticPolicy,
+    /// Governance of a virtual key's request: who pays, at what price.
+    pub account: Option<Account>,
+    pub price: Option<Price>,
+    /// The body to send instead of the client's: a stream asked for its usage report, which
+    /// the gateway needs to charge it and strips before the client sees it.
+    pub upstream_body: Option<Vec<u8>>,
+    pub strip_stream_usage: bool,
+    /// Bytes of the client's body (what `upstream_body` replaces).
+    pub body_len: usize,
 }
 
 /// The body-phase decision: validate, route by model, and plan the cache.
@@ -399,7 +446,42 @@ pub fn plan(gw: &Gateway, admitted: &Admitted, body: &[u8]) -> Result<Plan, Gate
     } else {
         CachePlan::Lookup { key: key(), ttl_s: policy.ttl_s }
     };
-    Ok(Plan { request, upstream, cache, semantic: policy.semantic })
+    let mut plan = Plan {
+        request,
+        upstream,
+        cache,
+        semantic: policy.semantic,
+        account: None,
+        price: None,
+        upstream_body: None,
+        strip_stream_usage: false,
+        body_len: body.len(),
+    };
+    if let Some(key_id) = &admitted.key_id {
+        govern(gw, admitted, key_id, body, &mut plan)?;
+    }
+    Ok(plan)
+}
+
+/// A virtual key's request: its account (with the end customer), the model check and price,
+/// and, for a stream, the usage report asked of the provider.
+fn govern(gw: &Gateway, admitted: &Admitted, key_id: &str, body: &[u8], plan: &mut Plan) -> Result<(), GatewayError> {
+    let gov = &gw.gov;
+    let wants_user = gov.customer.from_user_field && admitted.customer_header.is_none();
+    let raw: Option<serde_json::Value> =
+        if wants_user || plan.request.stream { serde_json::from_slice(body).ok() } else { None };
+    let user = raw.as_ref().and_then(|v| v.get("user")).and_then(|u| u.as_str());
+    let customer = gov.customer_of(admitted.customer_header.as_deref(), user);
+    let account = Account { key_id: key_id.to_string(), customer };
+    plan.price = charge::authorize(gov, &account, &plan.upstream.provider, &plan.request.model)?;
+    if let Some(mut raw) = raw.filter(|_| plan.request.stream) {
+        if !request_stream_usage(&mut raw) {
+            plan.upstream_body = serde_json::to_vec(&raw).ok();
+            plan.strip_stream_usage = plan.upstream_body.is_some();
+        }
+    }
+    plan.account = Some(account);
+    Ok(())
 }
 
 /// `auth`: provider name -> the `Authorization` value (compiled at load, with the rest).

@@ -32,10 +32,16 @@ pub enum Counter {
     ChainFailures,
     /// Callout answers whose token names no callout in flight (late, or never ours).
     UnknownCallouts,
+    /// Ledger syncs answered, and those that failed (kept and resent).
+    LedgerSyncs,
+    LedgerErrors,
+    /// Micro-dollars charged to virtual keys, and saved for them by cache hits.
+    SpendMicros,
+    SavedMicros,
 }
 
 impl Counter {
-    pub const ALL: [Counter; 23] = [
+    pub const ALL: [Counter; 27] = [
         Counter::Requests,
         Counter::Rejected,
         Counter::HitsExact,
@@ -59,6 +65,10 @@ impl Counter {
         Counter::Relayed,
         Counter::ChainFailures,
         Counter::UnknownCallouts,
+        Counter::LedgerSyncs,
+        Counter::LedgerErrors,
+        Counter::SpendMicros,
+        Counter::SavedMicros,
     ];
 
     /// The Prometheus name (Envoy's `wasmcustom` namespace adds no prefix).
@@ -87,6 +97,10 @@ impl Counter {
             Counter::Relayed => "semgate_relayed_total",
             Counter::ChainFailures => "semgate_chain_failures_total",
             Counter::UnknownCallouts => "semgate_callouts_unknown_total",
+            Counter::LedgerSyncs => "semgate_ledger_syncs_total",
+            Counter::LedgerErrors => "semgate_ledger_errors_total",
+            Counter::SpendMicros => "semgate_spend_micro_usd_total",
+            Counter::SavedMicros => "semgate_saved_micro_usd_total",
         }
     }
 }
@@ -117,8 +131,40 @@ pub enum LogLevel {
     Critical,
 }
 
+/// Counters per virtual key, team and end customer (chargeback in Prometheus).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Spend {
+    Cost,
+    Saved,
+    Requests,
+}
+
+impl Spend {
+    pub fn base(self) -> &'static str {
+        match self {
+            Spend::Cost => "semgate_key_spend_micro_usd_total",
+            Spend::Saved => "semgate_key_saved_micro_usd_total",
+            Spend::Requests => "semgate_key_requests_total",
+        }
+    }
+
+    /// The stat name with its labels, `<base>.key.<k>.team.<t>.customer.<c>`, which the
+    /// shipped Envoy configs' `stats_tags` turn into Prometheus labels. Label values keep
+    /// `[A-Za-z0-9_-]` (anything else becomes `_`); the customer label is already bounded.
+    pub fn stat_name(self, key: &str, team: Option<&str>, customer: &str) -> String {
+        fn clean(v: &str) -> String {
+            let s: String =
+                v.chars().take(64).map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '_' }).collect();
+            if s.is_empty() { "_".to_string() } else { s }
+        }
+        format!("{}.key.{}.team.{}.customer.{}", self.base(), clean(key), clean(team.unwrap_or("none")), clean(customer))
+    }
+}
+
 /// Where the core reports what it counted, set and logged while deciding.
 pub trait Tally {
+    /// A labelled counter (`Spend::stat_name`), defined by the host on first use.
+    fn count_named(&mut self, name: String, n: u64);
     fn count(&mut self, c: Counter, n: u64);
     fn gauge(&mut self, g: Gauge, v: u64);
     fn log(&mut self, level: LogLevel, msg: String);
@@ -132,6 +178,7 @@ pub trait Tally {
 #[derive(Debug, Default, Clone)]
 pub struct Effects {
     pub counts: std::collections::BTreeMap<Counter, u64>,
+    pub named: std::collections::BTreeMap<String, u64>,
     pub gauges: std::collections::BTreeMap<Gauge, u64>,
     pub logs: Vec<(LogLevel, String)>,
 }
@@ -143,6 +190,9 @@ impl Effects {
 }
 
 impl Tally for Effects {
+    fn count_named(&mut self, name: String, n: u64) {
+        *self.named.entry(name).or_default() += n;
+    }
     fn count(&mut self, c: Counter, n: u64) {
         if n > 0 {
             *self.counts.entry(c).or_default() += n;

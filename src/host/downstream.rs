@@ -60,7 +60,7 @@ impl<H: Host> DownstreamHttp<H> {
 
     fn send(&self, reply: &LocalReply) -> Result<(), HostError> {
         // A reply has a handful of headers: borrowed on the stack, no allocation.
-        let mut pairs = [("", ""); 8];
+        let mut pairs = [("", ""); 16];
         let n = reply.headers.len().min(pairs.len());
         for (slot, (k, v)) in pairs.iter_mut().zip(&reply.headers) {
             *slot = (k, v.as_ref());
@@ -76,6 +76,9 @@ impl<H: Host> DownstreamHttp<H> {
             }
             for (name, value) in &edit.set {
                 self.host.set_header(Map::Request, name, value)?;
+            }
+            if let Some((len, body)) = &edit.body {
+                self.host.replace_buffer(Buffer::RequestBody, 0, *len, body)?;
             }
             Ok(())
         };
@@ -158,6 +161,9 @@ impl<H: Host> DownstreamHttp<H> {
         loop {
             decision = match decision {
                 BodyDecision::Reply(hit) => {
+                    if let Some(line) = hit.access_log(gw) {
+                        let _ = self.host.set_property("semgate", &line);
+                    }
                     let sent = self.send(&hit.reply).map_err(|e| e.0);
                     let kv = self.host.shared_data();
                     match core::after_reply(gw, kv, now, hit, sent, &mut HostTally(&self.host)) {
@@ -175,7 +181,10 @@ impl<H: Host> DownstreamHttp<H> {
                             self.phase = Phase::AwaitingLookup(pending);
                             return Flow::Pause;
                         }
-                        Err(e) => core::lookup_not_sent(gw, pending, e.0, &mut HostTally(&self.host)),
+                        Err(e) => {
+                            let kv = self.host.shared_data();
+                            core::lookup_not_sent(gw, kv, now, pending, e.0, &mut HostTally(&self.host))
+                        }
                     }
                 }
                 BodyDecision::Forward(f) => {
@@ -209,20 +218,20 @@ impl<H: Host> DownstreamHttp<H> {
         let body = core::lookup_answer_has_body(status)
             .then(|| self.host.buffer(Buffer::CallResponseBody, 0, body_size).map_err(|e| e.0));
         let now = self.host.now_ms();
-        let decision = core::on_lookup_answer(&gw, now, pending, status, body, &mut HostTally(&self.host));
+        let kv = self.host.shared_data();
+        let decision = core::on_lookup_answer(&gw, kv, now, pending, status, body, &mut HostTally(&self.host));
         self.carry_out(&gw, now, decision, true);
     }
 
+
     pub fn on_response_headers(&mut self, end_of_stream: bool) -> Flow {
         let (Phase::Forwarded(f), Some(gw)) = (&mut self.phase, self.gw.as_ref()) else { return Flow::Continue };
-        for (name, value) in f.response_marks() {
-            if self.host.set_header(Map::Response, name, &value).is_err() {
-                self.host.count(Counter::HostErrors, 1);
-            }
-        }
+        let marks = f.response_marks();
         if f.wants_response_head() {
             let headers = self.host.headers(Map::Response);
             if f.check_chain_failure(&headers) {
+                f.release(self.host.shared_data(), self.host.now_ms());
+                set_response_headers(&self.host, &marks);
                 self.host.count(Counter::ChainFailures, 1);
                 let status = crate::core::upstream::ALL_FAILED_STATUS.to_string();
                 let ok = self.host.set_header(Map::Response, ":status", &status).is_ok()
@@ -238,8 +247,22 @@ impl<H: Host> DownstreamHttp<H> {
                 return Flow::Pause;
             }
             f.on_response_headers(gw, &headers, end_of_stream, &mut HostTally(&self.host));
+            let now = self.host.now_ms();
+            let kv = self.host.shared_data();
+            let (more, hold) = f.meter_response(gw, kv, now, &headers, end_of_stream, &mut HostTally(&self.host));
+            set_response_headers(&self.host, &marks);
+            set_response_headers(&self.host, &more);
+            return if hold { Flow::Pause } else { Flow::Continue };
         }
+        set_response_headers(&self.host, &marks);
         Flow::Continue
+    }
+
+    /// The stream is over: a paid request's charge is settled or released now at the latest.
+    pub fn on_done(&mut self) {
+        if let (Phase::Forwarded(f), Some(gw)) = (&mut self.phase, self.gw.as_ref()) {
+            f.on_done(gw, self.host.shared_data(), self.host.now_ms(), &mut HostTally(&self.host));
+        }
     }
 
     pub fn on_response_body(&mut self, body_size: usize, end_of_stream: bool) -> Flow {
@@ -257,6 +280,10 @@ impl<H: Host> DownstreamHttp<H> {
         if !f.wants_response_body() {
             return Flow::Continue;
         }
+        // A held head: Envoy buffers the body; it is read once, whole, at the end.
+        if f.head_held() && !end_of_stream {
+            return Flow::Pause;
+        }
         let chunk = if body_size > 0 {
             match self.host.buffer(Buffer::ResponseBody, 0, body_size) {
                 Ok(c) => c,
@@ -272,7 +299,19 @@ impl<H: Host> DownstreamHttp<H> {
         // The clock is read once, at the end, when an entry is made.
         let now = if end_of_stream { self.host.now_ms() } else { 0 };
         let kv = self.host.shared_data();
-        if let Some(store) = f.on_response_body(gw, kv, now, &chunk, end_of_stream, &mut HostTally(&self.host)) {
+        let out = f.on_response_body(gw, kv, now, &chunk, end_of_stream, &mut HostTally(&self.host));
+        if let Some(bytes) = &out.replace {
+            if self.host.replace_buffer(Buffer::ResponseBody, 0, body_size, bytes).is_err() {
+                self.host.count(Counter::HostErrors, 1);
+            }
+        }
+        set_response_headers(&self.host, &out.head);
+        if end_of_stream {
+            if let Some(line) = f.access_log() {
+                let _ = self.host.set_property("semgate", &line);
+            }
+        }
+        if let Some(store) = out.store {
             // Fire and forget: the answer, if any, is not waited for.
             match self.callouts.send(&self.host, &store, CalloutKind::Store) {
                 Ok(_) => self.host.count(Counter::SemanticStores, 1),
@@ -280,5 +319,13 @@ impl<H: Host> DownstreamHttp<H> {
             }
         }
         Flow::Continue
+    }
+}
+
+fn set_response_headers<H: Host>(host: &H, marks: &[(&'static str, core::Value)]) {
+    for (name, value) in marks {
+        if host.set_header(Map::Response, name, value).is_err() {
+            host.count(Counter::HostErrors, 1);
+        }
     }
 }

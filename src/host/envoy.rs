@@ -14,7 +14,7 @@ use crate::host::downstream::DownstreamHttp;
 use crate::host::metrics::Metrics;
 use crate::host::shared::EnvoySharedData;
 use crate::host::upstream::UpstreamHttp;
-use crate::host::{abi, Buffer, Flow, Host, HostError, Map, Role};
+use crate::host::{abi, Buffer, Flow, Host, HostError, HostTally, Map, Role};
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{Action, ContextType};
 use std::rc::Rc;
@@ -79,6 +79,9 @@ impl Host for EnvoyHost {
     fn property(&self, path: &[&str]) -> Option<Vec<u8>> {
         abi::get_property(path)
     }
+    fn set_property(&self, name: &str, value: &str) -> Result<(), HostError> {
+        proxy_wasm::hostcalls::set_property(vec![name], Some(value.as_bytes())).map_err(|s| HostError(s as u32))
+    }
     fn now_ms(&self) -> u64 {
         abi::now_ms()
     }
@@ -88,14 +91,19 @@ impl Host for EnvoyHost {
     fn count(&self, c: Counter, n: u64) {
         self.metrics.add(c, n)
     }
+    fn count_named(&self, name: &str, n: u64) {
+        self.metrics.add_named(name, n)
+    }
     fn gauge(&self, g: Gauge, v: u64) {
         self.metrics.set(g, v)
     }
 }
 
-/// Root callouts (none yet: the ledger sync adds its continuation here).
+/// Root callouts: a ledger sync, by its id.
 #[derive(Debug)]
-enum RootCallout {}
+enum RootCallout {
+    LedgerSync(String),
+}
 
 /// The downstream role's root context.
 #[derive(Default)]
@@ -106,10 +114,13 @@ struct DownstreamRoot {
 }
 
 impl Context for DownstreamRoot {
-    fn on_http_call_response(&mut self, token_id: u32, _: usize, _: usize, _: usize) {
-        if let Some(then) = self.callouts.answer(&self.host, token_id) {
-            match then {}
-        }
+    fn on_http_call_response(&mut self, token_id: u32, _: usize, body_size: usize, _: usize) {
+        let Some(RootCallout::LedgerSync(sync_id)) = self.callouts.answer(&self.host, token_id) else { return };
+        let headers = self.host.headers(Map::CallResponse);
+        let status = headers.get(":status");
+        let body = self.host.buffer(Buffer::CallResponseBody, 0, body_size).ok();
+        let kv = self.host.shared_data();
+        crate::core::downstream::on_ledger_answer(kv, &sync_id, status, body.as_deref(), &mut HostTally(&self.host));
     }
 }
 
@@ -129,6 +140,13 @@ impl RootContext for DownstreamRoot {
                         gw.fast.max_record_bytes
                     ),
                 );
+                if let Some(_cluster) = &gw.config.ledger.cluster {
+                    let every = std::time::Duration::from_millis(gw.config.ledger.sync_interval_ms);
+                    if proxy_wasm::hostcalls::set_tick_period(every).is_err() {
+                        abi::log(LogLevel::Critical, "semgate: cannot start the ledger sync timer");
+                        return false;
+                    }
+                }
                 self.gw = Some(Rc::new(gw));
                 self.host = host;
                 true
@@ -137,6 +155,18 @@ impl RootContext for DownstreamRoot {
                 abi::log(LogLevel::Critical, &format!("semgate: refusing to start: {msg}"));
                 false
             }
+        }
+    }
+
+    fn on_tick(&mut self) {
+        // One sync in flight per worker; an unanswered one is resent by the next tick.
+        if self.callouts.in_flight() > 0 {
+            return;
+        }
+        let Some(gw) = self.gw.clone() else { return };
+        let Some((call, sync_id)) = crate::core::downstream::ledger_sync(&gw, self.host.shared_data()) else { return };
+        if self.callouts.send(&self.host, &call, RootCallout::LedgerSync(sync_id)).is_err() {
+            self.host.count(Counter::LedgerErrors, 1);
         }
     }
 
@@ -153,8 +183,16 @@ impl RootContext for DownstreamRoot {
 fn load() -> Result<(Gateway, EnvoyHost), String> {
     let raw = abi::get_buffer(Buffer::PluginConfiguration, 0, usize::MAX)
         .map_err(|e| format!("cannot read the plugin configuration (status {})", e.0))?;
-    let gw = Gateway::load(&raw, |var| std::env::var(var).ok()).map_err(|e| e.to_string())?;
+    let mut gw = Gateway::load(&raw, |var| std::env::var(var).ok()).map_err(|e| e.to_string())?;
     let host = EnvoyHost { metrics: Rc::new(Metrics::define()?) };
+    if gw.replica.is_empty() {
+        let nanos = proxy_wasm::hostcalls::get_current_time()
+            .ok()
+            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+            .map_or(0, |d| d.as_nanos());
+        let fallback = format!("envoy-{nanos:x}");
+        gw.replica = crate::core::downstream::replica_name(host.shared_data(), None, &fallback);
+    }
     let bytes = init_store(&gw, host.shared_data())?;
     host.gauge(Gauge::CacheBytes, bytes);
     Ok((gw, host))
@@ -271,5 +309,9 @@ impl HttpContext for DownstreamContext {
 
     fn on_http_response_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
         action(self.0.on_response_body(body_size, end_of_stream))
+    }
+
+    fn on_log(&mut self) {
+        self.0.on_done();
     }
 }

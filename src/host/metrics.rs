@@ -11,6 +11,8 @@ use proxy_wasm::types::MetricType;
 pub struct Metrics {
     counters: Vec<u32>,
     gauges: Vec<u32>,
+    /// Counters named at run time (per key, team and customer), by name.
+    named: std::cell::RefCell<std::collections::HashMap<String, u32>>,
 }
 
 impl Metrics {
@@ -22,13 +24,33 @@ impl Metrics {
             define(MetricType::Gauge, Gauge::CacheBytes.name())?,
             define(MetricType::Histogram, Gauge::LookupMs.name())?,
         ];
-        Ok(Metrics { counters, gauges })
+        Ok(Metrics { counters, gauges, named: Default::default() })
     }
 
     pub fn add(&self, c: Counter, n: u64) {
         if let (Some(&id), true) = (self.counters.get(c as usize), n > 0) {
             let _ = hostcalls::increment_metric(id, n as i64);
         }
+    }
+
+    /// Add to a counter named at run time, defining it on first use (its label values are
+    /// bounded by the caller).
+    pub fn add_named(&self, name: &str, n: u64) {
+        if n == 0 {
+            return;
+        }
+        let known = self.named.borrow().get(name).copied();
+        let id = match known {
+            Some(id) => id,
+            None => match hostcalls::define_metric(MetricType::Counter, name) {
+                Ok(id) => {
+                    self.named.borrow_mut().insert(name.to_string(), id);
+                    id
+                }
+                Err(_) => return,
+            },
+        };
+        let _ = hostcalls::increment_metric(id, n as i64);
     }
 
     /// Set a gauge, or record one value of a histogram.

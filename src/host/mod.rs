@@ -76,9 +76,14 @@ pub trait Host {
     fn resume_request(&self) -> Result<(), HostError>;
     /// A property such as `["xds", "route_name"]`; `None` when absent or refused.
     fn property(&self, path: &[&str]) -> Option<Vec<u8>>;
+    /// Set this request's filter state `wasm.<name>` (printed by access logs with
+    /// `%FILTER_STATE(wasm.<name>:PLAIN)%`).
+    fn set_property(&self, name: &str, value: &str) -> Result<(), HostError>;
     fn now_ms(&self) -> u64;
     fn log(&self, level: LogLevel, msg: &str);
     fn count(&self, c: Counter, n: u64);
+    /// A counter named at run time (labelled chargeback counters), defined on first use.
+    fn count_named(&self, name: &str, n: u64);
     fn gauge(&self, g: Gauge, v: u64);
 }
 
@@ -86,6 +91,9 @@ pub trait Host {
 pub struct HostTally<'a, H: Host>(pub &'a H);
 
 impl<H: Host> Tally for HostTally<'_, H> {
+    fn count_named(&mut self, name: String, n: u64) {
+        self.0.count_named(&name, n);
+    }
     fn count(&mut self, c: Counter, n: u64) {
         if n > 0 {
             self.0.count(c, n);

@@ -22,7 +22,7 @@ pub enum LimitKind {
 }
 
 impl LimitKind {
-    fn name(self) -> &'static str {
+    pub fn name(self) -> &'static str {
         match self {
             LimitKind::Requests => "requests",
             LimitKind::Tokens => "tokens",
@@ -54,6 +54,16 @@ impl RateDecision {
             (format!("x-ratelimit-remaining-{k}"), self.remaining.to_string()),
             (format!("x-ratelimit-reset-{k}"), format_duration(self.reset_ms)),
         ]
+    }
+
+    /// The same headers with static names (for replies built without allocating names).
+    pub fn named_headers(&self) -> Vec<(&'static str, String)> {
+        let names = match self.kind {
+            LimitKind::Requests => ["x-ratelimit-limit-requests", "x-ratelimit-remaining-requests", "x-ratelimit-reset-requests"],
+            LimitKind::Tokens => ["x-ratelimit-limit-tokens", "x-ratelimit-remaining-tokens", "x-ratelimit-reset-tokens"],
+        };
+        let [a, b, c] = self.headers();
+        vec![(names[0], a.1), (names[1], b.1), (names[2], c.1)]
     }
 
     /// Whole seconds for `retry-after`, at least 1.

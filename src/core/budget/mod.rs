@@ -6,6 +6,7 @@
 //! so no sum ever drifts. The overshoot bound of the budgets is derived in `docs/budgets.md`.
 
 pub mod bucket;
+pub mod charge;
 pub mod estimate;
 pub mod ledger;
 

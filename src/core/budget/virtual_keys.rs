@@ -1,6 +1,5 @@
-//! The governance config (virtual keys, teams, price overrides, end customers) and the runtime
-//! index it compiles to. Not yet part of `Config`: it parses on its own, with the same
-//! `ConfigError` naming the field path.
+//! The governance config (virtual keys, teams, price overrides, end customers), part of the
+//! filter's `Config`, and the runtime index it compiles to (`Governance`, in the `Gateway`).
 //!
 //! A virtual key is stored only as the SHA-256 of the bearer token, lowercase hex, as printed
 //! by `printf %s "$KEY" | sha256sum`: the config can be read without leaking keys. A request's
@@ -45,6 +44,10 @@ pub struct VirtualKeyConfig {
     pub key_sha256: String,
     #[serde(default)]
     pub team: Option<String>,
+    /// The cache scope of the key's requests; default the key's id. Keys that share a tenant
+    /// share cached answers, so they must allow the same models.
+    #[serde(default)]
+    pub tenant: Option<String>,
     /// Models the key may use (`gpt-*`, `*-mini`, exact names); empty allows all.
     #[serde(default)]
     pub models: Vec<String>,
@@ -118,6 +121,8 @@ impl Default for CustomerConfig {
 pub struct KeyRecord {
     pub id: String,
     pub team: Option<String>,
+    /// The cache scope (the key's `tenant`, else its id).
+    pub tenant: String,
     pub models: Vec<String>,
     pub budget: Option<(u64, Period)>,
     pub rpm: Option<u64>,
@@ -167,6 +172,8 @@ impl KeyRecord {
 #[derive(Debug, Clone)]
 pub struct Governance {
     pub keys: HashMap<String, KeyRecord>,
+    /// The same records by key id (the request path knows the id once authenticated).
+    pub by_id: HashMap<String, KeyRecord>,
     pub teams: BTreeMap<String, (u64, Period)>,
     pub prices: PriceTable,
     pub customer: CustomerConfig,
@@ -183,6 +190,17 @@ pub fn sha256_hex(key: &str) -> String {
 }
 
 impl GovernanceConfig {
+    /// The governance sections of the filter's configuration.
+    pub fn of(c: &crate::core::config::Config) -> GovernanceConfig {
+        GovernanceConfig {
+            virtual_keys: c.virtual_keys.clone(),
+            teams: c.teams.clone(),
+            prices: c.prices.clone(),
+            customer: c.customer.clone(),
+            estimate: c.estimate.clone(),
+        }
+    }
+
     /// Parse, validate and compile. Errors name the field path (`virtual_keys[1].team`).
     pub fn parse(json: &[u8]) -> Result<Governance, ConfigError> {
         let de = &mut serde_json::Deserializer::from_slice(json);
@@ -315,9 +333,23 @@ impl GovernanceConfig {
                     (d, named)
                 }
             };
+            let tenant = k.tenant.clone().unwrap_or_else(|| k.id.clone());
+            if tenant.trim().is_empty() || tenant.bytes().any(|b| b.is_ascii_control()) {
+                return Err(err(format!("{at}.tenant"), "must be a non-empty name without control characters"));
+            }
+            if let Some(other) = self.virtual_keys[..i]
+                .iter()
+                .find(|o| o.tenant.clone().unwrap_or_else(|| o.id.clone()) == tenant && o.models != k.models)
+            {
+                return Err(err(
+                    format!("{at}.models"),
+                    format!("key `{}` shares tenant `{tenant}` (and so cached answers) but allows other models: give them the same `models` or separate tenants", other.id),
+                ));
+            }
             let record = KeyRecord {
                 id: k.id.clone(),
                 team: k.team.clone(),
+                tenant,
                 models: k.models.clone(),
                 budget: key_budget,
                 rpm: k.rpm,
@@ -340,7 +372,8 @@ impl GovernanceConfig {
             }
             keys.insert(k.key_sha256.clone(), record);
         }
-        Ok(Governance { keys, teams, prices, customer: c.clone(), estimate: e.clone() })
+        let by_id = keys.values().map(|k| (k.id.clone(), k.clone())).collect();
+        Ok(Governance { keys, by_id, teams, prices, customer: c.clone(), estimate: e.clone() })
     }
 }
 

@@ -44,7 +44,7 @@ fn miss_then_store(gw: &Gateway, kv: &MemKv, extra: &[(&str, &str)], t: &mut Eff
     assert!(f.forwarded.wants_response_head());
     f.forwarded.on_response_headers(gw, &head, false, t);
     assert!(f.forwarded.wants_response_body());
-    assert!(f.forwarded.on_response_body(gw, kv, NOW, ANSWER, true, t).is_none(), "no sidecar configured");
+    assert!(f.forwarded.on_response_body(gw, kv, NOW, ANSWER, true, t).store.is_none(), "no sidecar configured");
     f
 }
 
@@ -201,7 +201,7 @@ fn a_semantic_hit_replies_and_a_miss_or_a_timeout_forwards() {
     let hit = serde_json::json!({"hit": true, "tier": "semantic", "score": 0.91, "created_ms": NOW - 1000,
         "response": {"status": 200, "headers": [["content-type", "application/json"]], "body_b64": "e30=", "stream": false}});
     let body = Some(Ok(hit.to_string().into_bytes()));
-    let BodyDecision::Reply(r) = on_lookup_answer(&g, NOW + 20, ask(&g, &kv, &mut t), Some("200"), body, &mut t) else {
+    let BodyDecision::Reply(r) = on_lookup_answer(&g, &kv, NOW + 20, ask(&g, &kv, &mut t), Some("200"), body, &mut t) else {
         panic!()
     };
     assert!(r.reply.headers.contains(&("x-semgate-similarity", "0.9100".into())));
@@ -212,21 +212,21 @@ fn a_semantic_hit_replies_and_a_miss_or_a_timeout_forwards() {
 
     let miss = Some(Ok(br#"{"hit":false,"score":0.1}"#.to_vec()));
     let kv = MemKv::default();
-    let d = on_lookup_answer(&g, NOW, ask(&g, &kv, &mut t), Some("200"), miss, &mut t);
+    let d = on_lookup_answer(&g, &kv, NOW, ask(&g, &kv, &mut t), Some("200"), miss, &mut t);
     let BodyDecision::Forward(f) = d else { panic!() };
     assert_eq!(t.get(Counter::SemanticMisses), 1);
     // The answer is also offered to the sidecar once it is complete.
     let mut fw = f.forwarded;
     let head = HeaderMap(headermap::encode(&[(":status", "200"), ("content-type", "application/json")]));
     fw.on_response_headers(&g, &head, false, &mut t);
-    let store = fw.on_response_body(&g, &kv, NOW, ANSWER, true, &mut t).expect("a sidecar store");
+    let store = fw.on_response_body(&g, &kv, NOW, ANSWER, true, &mut t).store.expect("a sidecar store");
     assert_eq!((store.kind, store.path), (CalloutKind::Store, "/v1/store"));
 
     let kv = MemKv::default();
-    let d = on_lookup_answer(&g, NOW, ask(&g, &kv, &mut t), None, None, &mut t);
+    let d = on_lookup_answer(&g, &kv, NOW, ask(&g, &kv, &mut t), None, None, &mut t);
     assert!(matches!(d, BodyDecision::Forward(_)));
     assert_eq!(t.get(Counter::SidecarErrors), 1);
-    let d = lookup_not_sent(&g, ask(&g, &kv, &mut t), 2, &mut t);
+    let d = lookup_not_sent(&g, &kv, NOW, ask(&g, &kv, &mut t), 2, &mut t);
     assert!(matches!(d, BodyDecision::Forward(_)));
     assert_eq!(t.get(Counter::SidecarErrors), 2);
 }
@@ -239,7 +239,7 @@ fn a_shared_exact_hit_is_copied_into_this_replicas_cache() {
         "expires_ms": NOW + 60_000,
         "response": {"status": 200, "headers": [["content-type", "application/json"]], "body_b64": "e30=", "stream": false}});
     let body = Some(Ok(hit.to_string().into_bytes()));
-    let BodyDecision::Reply(r) = on_lookup_answer(&g, NOW, ask(&g, &kv, &mut t), Some("200"), body, &mut t) else {
+    let BodyDecision::Reply(r) = on_lookup_answer(&g, &kv, NOW, ask(&g, &kv, &mut t), Some("200"), body, &mut t) else {
         panic!()
     };
     assert!(r.reply.headers.contains(&("x-semgate-tier", "shared".into())));
@@ -260,7 +260,7 @@ fn an_overflowing_or_truncated_response_is_not_stored() {
     let mut fw = f.forwarded;
     let head = HeaderMap(headermap::encode(&[(":status", "200"), ("content-type", "application/json")]));
     fw.on_response_headers(&g, &head, false, &mut t);
-    assert!(fw.on_response_body(&g, &kv, NOW, &[b' '; 2000], false, &mut t).is_none());
+    assert!(fw.on_response_body(&g, &kv, NOW, &[b' '; 2000], false, &mut t).store.is_none());
     assert!(!fw.wants_response_body(), "over the limit: the copy is dropped");
     assert_eq!((t.get(Counter::TooLarge), t.get(Counter::Stores)), (1, 0));
     let head = HeaderMap(headermap::encode(&[(":status", "500")]));

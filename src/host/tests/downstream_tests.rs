@@ -121,6 +121,10 @@ impl Host for Rc<Fake> {
         self.resumed.set(self.resumed.get() + 1);
         Ok(())
     }
+    fn count_named(&self, _name: &str, _n: u64) {}
+    fn set_property(&self, _name: &str, _value: &str) -> Result<(), HostError> {
+        Ok(())
+    }
     fn property(&self, _path: &[&str]) -> Option<Vec<u8>> {
         None
     }
