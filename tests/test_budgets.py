@@ -235,3 +235,72 @@ def test_customer_spend_reaches_the_access_log_the_ledger_and_hostile_ids_are_cl
     finally:
         e.stop()
         side.stop()
+
+
+def priced(body):
+    """What an answer cost at gpt-4o-mini's list price ($0.15 / $0.60 per 1M tokens), from the
+    usage the provider put in the body the client received, rounded up per request."""
+    u = body["usage"]
+    return -(-(u["prompt_tokens"] * 150_000 + u["completion_tokens"] * 600_000) // 1_000_000)
+
+
+def test_two_replicas_share_one_budget_through_the_ledger_across_kills_and_restarts(provider, tmp_path):
+    from harness import _semgate_filter
+    side = Sidecar(tmp_path / "sidecar")
+    side_port = side.port
+    cfg = budget_config(ledger={"cluster": "semgate_sidecar", "token_env": "SEMGATE_SIDECAR_TOKEN",
+                                "sync_interval_ms": 200, "replica_env": "SEMGATE_REPLICA"})
+    cfg["virtual_keys"].append({"id": "shared", "key_sha256": sha("sk-test-shared"),
+                                "budget": {"usd": 0.0008, "period": "daily"}})
+
+    def replica(name):
+        doc = render_envoy_config(provider.port, free_port(), free_port(), cfg, sidecar_port=side_port)
+        _semgate_filter(doc)["config"]["vm_config"]["environment_variables"]["host_env_keys"].append("SEMGATE_REPLICA")
+        return Envoy(provider, doc=doc, env={"SEMGATE_REPLICA": name})
+
+    def ledger_total():
+        v = requests.get(f"{side.url}/v1/ledger", headers={"authorization": f"Bearer {SIDECAR_TOKEN}"}, timeout=5)
+        v.raise_for_status()
+        return sum(k["spent_micros"] for k in v.json()["keys"] if k["id"] == "shared" and len(k["period"]) == 10)
+
+    a, b = replica("a"), replica("b")
+    paid, costs, refused = 0, [], set()
+    prompt = "Describe the product photo: a ceramic mug, matte red glaze, on a wooden table. " * 4
+    try:
+        for i in range(200):
+            if refused == {"a", "b"}:
+                break
+            name, gw = ("a", a) if i % 2 == 0 else ("b", b)
+            r = ask(gw, "sk-test-shared", f"{prompt} {uuid.uuid4().hex}", max_tokens=20)
+            if r.status_code == 429:
+                refused.add(name)
+            else:
+                assert r.status_code == 200, r.text
+                cost = priced(r.json())
+                assert usd(r.headers["x-semgate-cost-usd"]) == cost
+                paid += cost
+                costs.append(cost)
+            if i == 6:
+                side.proc.kill()  # SIGKILL: the ledger is gone; the replicas keep their deltas
+                side.proc.wait()
+            if i == 12:
+                side = Sidecar(tmp_path / "sidecar", "--listen", f"127.0.0.1:{side_port}")
+            if i == 18:
+                time.sleep(1.0)  # b's spend is synced; then b is killed and comes back
+                b.proc.kill()
+                b.proc.wait()
+                b = replica("b")
+                wait_until(lambda: b.stat("semgate_ledger_syncs_total") > 0, "the restarted replica to sync")
+            # Slower than the ledger's staleness (two syncs): each replica sees the other's spend.
+            time.sleep(0.45)
+        assert refused == {"a", "b"}, "the budget never ran out"
+        budget = usd("0.0008")
+        # Sequential requests, each admitted after the other replica's spend reached it: at most
+        # the last request's cost over the budget (the README's bound with N = 1, A = 0).
+        assert paid <= budget + max(costs), (paid, budget)
+        # Nothing lost across the kills, nothing counted twice.
+        wait_until(lambda: ledger_total() == paid, f"the ledger to hold all {paid} micro-dollars")
+    finally:
+        a.stop()
+        b.stop()
+        side.stop()

@@ -1036,7 +1036,7 @@ pub struct BodyOutcome<'g> {
 /// ledger is configured or the book cannot be read.
 pub fn ledger_sync<'g, S: SharedData>(gw: &'g Gateway, kv: &S) -> Option<(Callout<'g>, String)> {
     let cluster = gw.config.ledger.cluster.as_deref()?;
-    let sync = update_book(kv, |book| book.begin_sync(&gw.replica)).ok()?;
+    let sync = update_book(kv, |book| book.begin_sync(&gw.replica, &gw.epoch)).ok()?;
     let body = serde_json::to_vec(&sync).ok()?;
     let callout = Callout {
         kind: CalloutKind::Store,
@@ -1068,10 +1068,11 @@ pub fn on_ledger_answer<S: SharedData>(kv: &S, sync_id: &str, status: Option<&st
     t.inc(Counter::LedgerSyncs);
 }
 
-/// This Envoy process's name in the ledger, the same for every worker: the configured one, or
-/// the first worker's `fallback`, kept in shared data.
-pub fn replica_name<S: SharedData>(kv: &S, configured: Option<&str>, fallback: &str) -> String {
-    const KEY: &str = "semgate:ledger:replica";
+/// This Envoy process's epoch, the same for every worker: the configured one, or the first
+/// worker's `fallback` (its start time), kept in shared data (which lives as long as the
+/// process).
+pub fn process_epoch<S: SharedData>(kv: &S, configured: Option<&str>, fallback: &str) -> String {
+    const KEY: &str = "semgate:ledger:epoch";
     if let Some(name) = configured {
         return name.to_string();
     }

@@ -72,6 +72,8 @@ pub struct Gateway {
     pub ledger_auth: Option<String>,
     /// This replica's name in the ledger (`ledger.replica_env`; else set by the host at load).
     pub replica: String,
+    /// This process's life, in its ledger sync ids (set by the host at load).
+    pub epoch: String,
     /// Provider name -> `Authorization` value sent upstream.
     pub provider_auth: ProviderKeys,
     /// Provider name -> where its requests go, header values included (cloned per request,
@@ -106,7 +108,7 @@ impl Gateway {
             keys.add_virtual(i, &k.key_sha256, &record.tenant, &record.id)?;
         }
         let ledger_auth = bearer_from_env(&env, "ledger.token_env", config.ledger.token_env.as_deref())?;
-        // Empty: the host names the replica once per process (`downstream::replica_name`).
+        // Empty: the host names the replica once per process (`downstream::process_epoch`).
         let replica = config
             .ledger
             .replica_env
@@ -127,7 +129,7 @@ impl Gateway {
             max_record_bytes: config.cache.fast_path.max_record_bytes,
             seed: 0,
         };
-        Ok(Gateway { config, keys, gov, ledger_auth, replica, provider_auth, upstreams, sidecar_auth, policies, limits, fast })
+        Ok(Gateway { config, keys, gov, ledger_auth, replica, epoch: String::new(), provider_auth, upstreams, sidecar_auth, policies, limits, fast })
     }
 
     /// Some policy matches on the Envoy route name, so the host must read it (a property

@@ -185,14 +185,16 @@ fn load() -> Result<(Gateway, EnvoyHost), String> {
         .map_err(|e| format!("cannot read the plugin configuration (status {})", e.0))?;
     let mut gw = Gateway::load(&raw, |var| std::env::var(var).ok()).map_err(|e| e.to_string())?;
     let host = EnvoyHost { metrics: Rc::new(Metrics::define()?) };
+    // One name for the process's life, shared by its workers (the first one's start time).
+    let nanos = proxy_wasm::hostcalls::get_current_time()
+        .ok()
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .map_or(0, |d| d.as_nanos());
+    let epoch = crate::core::downstream::process_epoch(host.shared_data(), None, &format!("{nanos:x}"));
     if gw.replica.is_empty() {
-        let nanos = proxy_wasm::hostcalls::get_current_time()
-            .ok()
-            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
-            .map_or(0, |d| d.as_nanos());
-        let fallback = format!("envoy-{nanos:x}");
-        gw.replica = crate::core::downstream::replica_name(host.shared_data(), None, &fallback);
+        gw.replica = format!("envoy-{epoch}");
     }
+    gw.epoch = epoch;
     let bytes = init_store(&gw, host.shared_data())?;
     host.gauge(Gauge::CacheBytes, bytes);
     Ok((gw, host))

@@ -146,14 +146,16 @@ impl UsageBook {
     }
 
     /// The sync to send: the one in flight if any (resent unchanged), else a new one holding
-    /// everything unsynced. A sync with no deltas still fetches the totals.
-    pub fn begin_sync(&mut self, replica: &str) -> SyncRequest {
+    /// everything unsynced. A sync with no deltas still fetches the totals. `epoch` names this
+    /// process's life (its ids are `<epoch>-<seq>`): a replica restarted under the same name
+    /// starts its sequence again, and its new syncs must not read as replays of old ones.
+    pub fn begin_sync(&mut self, replica: &str, epoch: &str) -> SyncRequest {
         if let Some(p) = &self.pending {
             return p.clone();
         }
         let sync = SyncRequest {
             replica: replica.to_string(),
-            sync_id: self.next_seq.to_string(),
+            sync_id: format!("{epoch}-{}", self.next_seq),
             deltas: std::mem::take(&mut self.unsynced),
         };
         self.next_seq += 1;

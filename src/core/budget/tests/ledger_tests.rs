@@ -31,17 +31,17 @@ fn the_book_merges_rows_and_a_sync_is_resent_until_acknowledged() {
     book.record(delta("k", Some("acme"), "2026-12-02", 10));
     book.record(delta("k", Some("acme"), "2026-12-02", 5));
     book.record(delta("k", None, "2026-12-02", 1));
-    let first = book.begin_sync("r1");
-    assert_eq!(first.sync_id, "0");
+    let first = book.begin_sync("r1", "e");
+    assert_eq!(first.sync_id, "e-0");
     assert_eq!(first.deltas.len(), 2);
     assert_eq!((first.deltas[0].spent_micros, first.deltas[0].requests), (15, 2));
     // Spend during the sync waits for the next one; an unanswered sync is resent as is.
     book.record(delta("k", None, "2026-12-02", 7));
-    assert_eq!(book.begin_sync("r1"), first);
+    assert_eq!(book.begin_sync("r1", "e"), first);
     assert!(!book.ack("9"));
-    assert!(book.ack("0"));
-    let second = book.begin_sync("r1");
-    assert_eq!((second.sync_id.as_str(), second.deltas.len(), second.deltas[0].spent_micros), ("1", 1, 7));
+    assert!(book.ack("e-0"));
+    let second = book.begin_sync("r1", "e");
+    assert_eq!((second.sync_id.as_str(), second.deltas.len(), second.deltas[0].spent_micros), ("e-1", 1, 7));
 }
 
 #[test]
@@ -64,7 +64,7 @@ fn the_book_lives_in_shared_data_and_round_trips() {
     update_book(&kv, |b| b.record(delta("k", None, "2026-12-02", 3))).unwrap();
     *kv.interfere.borrow_mut() = 2;
     update_book(&kv, |b| b.record(delta("k", None, "2026-12-02", 4))).unwrap();
-    let sync = update_book(&kv, |b| b.begin_sync("r")).unwrap();
+    let sync = update_book(&kv, |b| b.begin_sync("r", "e")).unwrap();
     assert_eq!(sync.deltas[0].spent_micros, 7, "counted once through the retries");
     let json = serde_json::to_string(&sync).unwrap();
     assert_eq!(serde_json::from_str::<SyncRequest>(&json).unwrap(), sync);
