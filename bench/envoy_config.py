@@ -130,7 +130,6 @@ def render(scenario, listen_port, admin_port, provider_port):
         filter_cfg["virtual_keys"] = [{"id": "bench", "key_sha256": demo_key, "team": "bench",
                                        "budget": {"usd": 1000000, "period": "monthly"},
                                        "rpm": 100000000, "tpm": 10000000000}]
-        filter_cfg.pop("ledger", None)
         conf["value"] = json.dumps(filter_cfg)
     elif scenario == "direct":
         vhost["routes"] = [{

@@ -9,7 +9,7 @@
 //! plan and the lookups, returning `BodyDecision::Reject` like any other refusal.
 
 use crate::core::budget::charge::{self, Account, Charge, Meter};
-use crate::core::budget::ledger::{update_book, SyncResponse};
+use crate::core::budget::ledger::{flush_local, update_book, SyncResponse};
 use crate::core::budget::reservation::BudgetLedger;
 use crate::core::cache::entry::{CachedResponse, Entry};
 use crate::core::cache::fastpath::{self, FastLookup, FastPath, Probe, RawRequest};
@@ -602,7 +602,7 @@ pub fn after_reply<'g, S: SharedData>(
         ReplyState::Shared { pending, .. } | ReplyState::Semantic(pending) => pending.plan.account.clone(),
     };
     if let Some(account) = account {
-        charge::record_hit(&gw.gov, kv, &account, saved, now);
+        charge::record_hit(&gw.gov, &account, saved, now);
         t.count(Counter::SavedMicros, saved.unwrap_or(0));
         charge::count_spend(&gw.gov, kv, &account, 0, saved.unwrap_or(0), t);
     }
@@ -1036,6 +1036,7 @@ pub struct BodyOutcome<'g> {
 /// ledger is configured or the book cannot be read.
 pub fn ledger_sync<'g, S: SharedData>(gw: &'g Gateway, kv: &S) -> Option<(Callout<'g>, String)> {
     let cluster = gw.config.ledger.cluster.as_deref()?;
+    let _ = flush_local(kv);
     let sync = update_book(kv, |book| book.begin_sync(&gw.replica, &gw.epoch)).ok()?;
     let body = serde_json::to_vec(&sync).ok()?;
     let callout = Callout {

@@ -102,7 +102,8 @@ impl Gateway {
         let upstreams =
             config.providers.iter().map(|(name, pc)| (name.clone(), upstream_for(name, pc, &provider_auth))).collect();
         let mut keys = KeyTable::compile(&config.auth, &env)?;
-        let gov = GovernanceConfig::of(&config).compile()?;
+        let mut gov = GovernanceConfig::of(&config).compile()?;
+        gov.ledger = config.ledger.cluster.is_some();
         for (i, k) in config.virtual_keys.iter().enumerate() {
             let record = &gov.keys[&k.key_sha256];
             keys.add_virtual(i, &k.key_sha256, &record.tenant, &record.id)?;

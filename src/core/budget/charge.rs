@@ -14,7 +14,7 @@
 
 use super::bucket::{LimitKind, RateBuckets, RateDecision};
 use super::estimate::{estimate_tokens, OutputLearner};
-use super::ledger::{update_book, LedgerDelta};
+use super::ledger::{record_local, LedgerDelta};
 use super::period::Period;
 use super::prices::Price;
 use super::reservation::{BudgetError, BudgetLedger, BudgetScope, Reservation};
@@ -219,7 +219,7 @@ impl Charge {
             }
             let _ = (OutputLearner { kv }).observe(&self.model, u.output);
         }
-        record(kv, &self.account, self.team.clone(), now_ms, cost, 0);
+        record(gov, &self.account, self.team.clone(), now_ms, cost, 0);
         Some(Settled { cost_micros: cost, usage })
     }
 
@@ -278,8 +278,13 @@ pub fn count_spend<S: SharedData>(
     }
 }
 
-/// One settled request or cache hit in the book the root context syncs to the ledger.
-fn record<S: SharedData>(kv: &S, account: &Account, team: Option<String>, now_ms: u64, spent: u64, saved: u64) {
+/// One settled request or cache hit, in this VM's book (`ledger::record_local`), which the
+/// root context moves to the shared book and syncs to the ledger; nothing when no ledger is
+/// configured.
+fn record(gov: &Governance, account: &Account, team: Option<String>, now_ms: u64, spent: u64, saved: u64) {
+    if !gov.ledger {
+        return;
+    }
     let delta = LedgerDelta {
         key_id: account.key_id.clone(),
         team,
@@ -289,14 +294,14 @@ fn record<S: SharedData>(kv: &S, account: &Account, team: Option<String>, now_ms
         requests: 1,
         saved_micros: saved,
     };
-    let _ = update_book(kv, |book| book.record(delta.clone()));
+    record_local(delta);
 }
 
 /// A cache hit for this account: free, but counted (requests, and what the answer cost when
 /// it was paid for: `saving`).
-pub fn record_hit<S: SharedData>(gov: &Governance, kv: &S, account: &Account, saved: Option<u64>, now_ms: u64) {
+pub fn record_hit(gov: &Governance, account: &Account, saved: Option<u64>, now_ms: u64) {
     if let Some(k) = key(gov, account) {
-        record(kv, account, k.team.clone(), now_ms, 0, saved.unwrap_or(0));
+        record(gov, account, k.team.clone(), now_ms, 0, saved.unwrap_or(0));
     }
 }
 
@@ -366,11 +371,95 @@ impl Meter {
     }
 }
 
+/// The usage and model of a JSON answer, reading only those two fields: the `usage` (or
+/// Gemini's `usageMetadata`) object is cut out and parsed alone, the rest of the body (the
+/// answer's text) is scanned, never parsed.
 fn json_usage(body: &[u8]) -> (Option<TokenUsage>, Option<String>) {
-    match serde_json::from_slice::<Value>(body) {
-        Ok(v) => (usage_of(&v), v.get("model").and_then(Value::as_str).map(str::to_string)),
-        Err(_) => (None, None),
+    let usage = ["\"usage\"", "\"usageMetadata\""].iter().find_map(|k| {
+        let obj = object_after_key(body, k.as_bytes())?;
+        let v: Value = serde_json::from_slice(obj).ok()?;
+        usage_of(&serde_json::json!({ k.trim_matches('"'): v }))
+    });
+    let model = string_after_key(body, b"\"model\"");
+    (usage, model)
+}
+
+/// Where `key` (quoted) occurs as an object key: the last occurrence not inside a string.
+fn key_at(body: &[u8], key: &[u8]) -> Option<usize> {
+    let mut in_str = false;
+    let mut esc = false;
+    let mut found = None;
+    let mut i = 0;
+    while i < body.len() {
+        let b = body[i];
+        if in_str {
+            if esc {
+                esc = false;
+            } else if b == b'\\' {
+                esc = true;
+            } else if b == b'"' {
+                in_str = false;
+            }
+        } else if b == b'"' {
+            if body[i..].starts_with(key) {
+                let rest = body[i + key.len()..].iter().skip_while(|c| c.is_ascii_whitespace()).next();
+                if rest == Some(&b':') {
+                    found = Some(i + key.len());
+                    i += key.len();
+                    continue;
+                }
+            }
+            in_str = true;
+        }
+        i += 1;
     }
+    found
+}
+
+/// The object that is the value of `key`.
+fn object_after_key<'a>(body: &'a [u8], key: &[u8]) -> Option<&'a [u8]> {
+    let at = key_at(body, key)?;
+    let start = at + body[at..].iter().position(|&c| c == b'{')?;
+    if body[at..start].iter().any(|&c| c != b':' && !c.is_ascii_whitespace()) {
+        return None;
+    }
+    let (mut depth, mut in_str, mut esc) = (0usize, false, false);
+    for (j, &b) in body[start..].iter().enumerate() {
+        if in_str {
+            if esc {
+                esc = false;
+            } else if b == b'\\' {
+                esc = true;
+            } else if b == b'"' {
+                in_str = false;
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_str = true,
+            b'{' => depth += 1,
+            b'}' => {
+                depth -= 1;
+                if depth == 0 {
+                    return Some(&body[start..=start + j]);
+                }
+            }
+            _ => {}
+        }
+    }
+    None
+}
+
+/// The string that is the value of `key` (escapes kept out: a model name has none).
+fn string_after_key(body: &[u8], key: &[u8]) -> Option<String> {
+    let at = key_at(body, key)?;
+    let rest = &body[at..];
+    let open = rest.iter().position(|&c| c == b'"')?;
+    if rest[..open].iter().any(|&c| c != b':' && !c.is_ascii_whitespace()) {
+        return None;
+    }
+    let len = rest[open + 1..].iter().position(|&c| c == b'"' || c == b'\\')?;
+    std::str::from_utf8(&rest[open + 1..open + 1 + len]).ok().map(str::to_string)
 }
 
 /// The usage a cached answer reported when it was paid for, and its model.

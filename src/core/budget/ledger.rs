@@ -173,6 +173,40 @@ impl UsageBook {
     }
 }
 
+thread_local! {
+    /// This VM's settled spend since the root last moved it to the shared book: recording a
+    /// request costs no shared-data call (a Wasm VM runs one worker's contexts on one thread).
+    static LOCAL_BOOK: std::cell::RefCell<UsageBook> = std::cell::RefCell::new(UsageBook::default());
+}
+
+/// Add one settled request (or cache hit) to this VM's book.
+pub fn record_local(delta: LedgerDelta) {
+    LOCAL_BOOK.with(|b| b.borrow_mut().record(delta));
+}
+
+/// Move this VM's book into the shared one (the root context, before a sync). If shared data
+/// refuses, the rows stay here for the next time.
+pub fn flush_local<S: SharedData>(kv: &S) -> Result<(), SetError> {
+    let rows = LOCAL_BOOK.with(|b| std::mem::take(&mut b.borrow_mut().unsynced));
+    if rows.is_empty() {
+        return Ok(());
+    }
+    let moved = update_book(kv, |book| {
+        for d in &rows {
+            book.record(d.clone());
+        }
+    });
+    if moved.is_err() {
+        LOCAL_BOOK.with(|b| {
+            let mut b = b.borrow_mut();
+            for d in rows {
+                b.record(d);
+            }
+        });
+    }
+    moved
+}
+
 /// Read-modify-write the book in shared data with compare-and-swap.
 pub fn update_book<S: SharedData, T>(kv: &S, mut f: impl FnMut(&mut UsageBook) -> T) -> Result<T, SetError> {
     for _ in 0..32 {

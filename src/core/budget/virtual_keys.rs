@@ -178,6 +178,8 @@ pub struct Governance {
     pub prices: PriceTable,
     pub customer: CustomerConfig,
     pub estimate: EstimateConfig,
+    /// Spend is recorded for a ledger (`ledger.cluster` is set).
+    pub ledger: bool,
 }
 
 fn err(path: impl Into<String>, message: impl Into<String>) -> ConfigError {
@@ -373,7 +375,7 @@ impl GovernanceConfig {
             keys.insert(k.key_sha256.clone(), record);
         }
         let by_id = keys.values().map(|k| (k.id.clone(), k.clone())).collect();
-        Ok(Governance { keys, by_id, teams, prices, customer: c.clone(), estimate: e.clone() })
+        Ok(Governance { keys, by_id, teams, prices, customer: c.clone(), estimate: e.clone(), ledger: false })
     }
 }
 

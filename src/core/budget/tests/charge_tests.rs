@@ -14,7 +14,9 @@ fn gov(extra: &str) -> Governance {
             "budget":{{"usd":0.01,"period":"daily"}}{extra}}}]}}"#,
         "a".repeat(64)
     );
-    GovernanceConfig::parse(cfg.as_bytes()).unwrap()
+    let mut g = GovernanceConfig::parse(cfg.as_bytes()).unwrap();
+    g.ledger = true;
+    g
 }
 
 fn account() -> Account {
@@ -65,7 +67,8 @@ fn reservations_refuse_at_the_budget_and_settle_to_the_real_cost() {
     }
     assert_eq!(spent, admitted.len() as u64 * price.unwrap().cost(&usage));
     assert!(reserve(&g, &kv, &account(), &request(1000), "openai", "gpt-4o-mini", price, NOW).is_ok());
-    // The book holds what the ledger will be told.
+    // The book holds what the ledger will be told, once the root moved this VM's rows.
+    crate::core::budget::ledger::flush_local(&kv).unwrap();
     let book = UsageBook::decode(&kv.get(BOOK_KEY).unwrap().0);
     assert_eq!(book.unsynced.len(), 1);
     assert_eq!(book.unsynced[0].spent_micros, spent);
@@ -113,7 +116,8 @@ fn a_cache_hit_is_free_and_records_what_it_saved() {
     let body = br#"{"model":"gpt-4o-mini","choices":[],"usage":{"prompt_tokens":1000000,"completion_tokens":0}}"#;
     let cached = CachedResponse { kind: BodyKind::Json, content_type: "application/json".into(), chunks: vec![body.to_vec()] };
     assert_eq!(saving(&g, &cached), Some(150_000));
-    record_hit(&g, &kv, &account(), saving(&g, &cached), NOW);
+    record_hit(&g, &account(), saving(&g, &cached), NOW);
+    crate::core::budget::ledger::flush_local(&kv).unwrap();
     let book = UsageBook::decode(&kv.get(BOOK_KEY).unwrap().0);
     assert_eq!((book.unsynced[0].spent_micros, book.unsynced[0].saved_micros), (0, 150_000));
     assert_eq!(usd(1_234_567), "1.234567");
@@ -144,5 +148,19 @@ fn the_meter_reads_stream_usage_and_strips_the_chunk_the_client_did_not_ask_for(
         let (usage, model) = m.usage();
         assert_eq!(usage.unwrap().output, 2);
         assert_eq!(model.as_deref(), Some("gpt-4o-mini"));
+    }
+}
+
+#[test]
+fn json_usage_reads_the_usage_object_and_the_model_without_parsing_the_answer() {
+    let body = br#"{"id":"x","model":"gpt-4o-mini","choices":[{"message":{"content":"say \"usage\": {\"prompt_tokens\": 9}"}}],
+        "usage":{"prompt_tokens":12,"completion_tokens":3,"prompt_tokens_details":{"cached_tokens":2}}}"#;
+    let (u, m) = json_usage(body);
+    assert_eq!(m.as_deref(), Some("gpt-4o-mini"));
+    assert_eq!(u, Some(TokenUsage { input: 10, output: 3, cached_input: 2, cache_write: 0 }));
+    let gemini = br#"{"candidates":[],"usageMetadata":{"promptTokenCount":4,"candidatesTokenCount":5},"modelVersion":"gemini-1.5-pro"}"#;
+    assert_eq!(json_usage(gemini).0.map(|u| u.output), Some(5));
+    for bad in [&b"{"[..], b"", b"{\"usage\": 5}", b"{\"usage\": {\"prompt_tokens\": 1", b"[1,2]"] {
+        assert_eq!(json_usage(bad).0, None, "{:?}", String::from_utf8_lossy(bad));
     }
 }
