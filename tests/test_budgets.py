@@ -304,3 +304,14 @@ def test_two_replicas_share_one_budget_through_the_ledger_across_kills_and_resta
         a.stop()
         b.stop()
         side.stop()
+
+
+def test_an_answer_from_a_provider_chain_is_priced_for_the_provider_that_gave_it(gw):
+    r = gw.chat({"model": "claude-3-5-sonnet", "max_tokens": 50,
+                 "messages": [{"role": "user", "content": f"caption the mug {uuid.uuid4().hex}"}]}, key=OPEN)
+    assert r.status_code == 200, r.text
+    assert r.headers["x-semgate-provider"] == "anthropic"
+    u = r.json()["usage"]
+    # Claude 3.5 Sonnet: $3 in, $15 out per 1M tokens.
+    want = -(-(u["prompt_tokens"] * 3_000_000 + u["completion_tokens"] * 15_000_000) // 1_000_000)
+    assert usd(r.headers["x-semgate-cost-usd"]) == want
