@@ -9,11 +9,13 @@ per-connection buffer limits, with three changes that apply to all of them alike
   * Wasm code paths are absolute (Envoy may run from anywhere).
 Then per scenario only the route and the HTTP filter chain differ:
 
-  bare      router only; the route goes straight to provider_openai and (standing in for what
-            semgate does) overwrites the client's key with the provider's.
+  bare      router only; the route goes straight to provider_openai (without the upstream
+            filter it carries in the demo) and (standing in for what semgate does) overwrites
+            the client's key with the provider's.
   noop      as bare, plus the no-op Wasm filter in the same Wasm filter block (same VM settings)
             as semgate's: the cost of running any Rust proxy-wasm filter.
-  semgate   exactly the demo's routes and semgate filter block (same configuration JSON).
+  semgate   exactly the demo's routes, semgate filter block and provider clusters: a miss runs
+            both roles, the gateway filter and the upstream filter on provider_openai.
   semgate_budget  as semgate, with the client key a virtual key (budget, RPM, TPM).
   direct    envoy.filters.http.buffer reads the whole body, then the route answers with a static
             direct_response (200, ~300 B JSON): the ceiling for a local reply.
@@ -106,6 +108,10 @@ def render(scenario, listen_port, admin_port, provider_port):
         }],
     }
 
+    if scenario in ("bare", "noop"):
+        # The route goes straight to the provider: no upstream role either.
+        openai = next(c for c in doc["static_resources"]["clusters"] if c["name"] == "provider_openai")
+        openai.pop("typed_extension_protocol_options", None)
     if scenario == "bare":
         vhost["routes"] = [straight_route]
         hcm["http_filters"] = [router]

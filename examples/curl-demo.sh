@@ -21,7 +21,7 @@ echo "near miss:          $(ask -d "$(say 'How do I change my password?')")"
 curl -s "$ADMIN/stats/prometheus" | grep '^semgate_'
 curl -s http://127.0.0.1:18100/metrics | grep -v '^#'
 # Provider chain: claude-3-5-sonnet goes to the Anthropic fake, then the Vertex fake if it fails.
-chain() { curl -s -o /dev/null -w "%{http_code} provider=%header{x-semgate-provider} attempt=%header{x-semgate-attempt}\n" "$GW/v1/chat/completions" \
+chain() { curl -s -o /dev/null -w "%{http_code} provider=%header{x-semgate-provider} attempts=%header{x-semgate-attempts}\n" "$GW/v1/chat/completions" \
           -H 'authorization: Bearer sk-demo' -d "{\"model\":\"claude-3-5-sonnet\",\"messages\":[{\"role\":\"user\",\"content\":\"$1\"}]}"; }
 echo "chain, primary up:   $(chain "Caption a red mug $RANDOM")"
 curl -s -X POST http://127.0.0.1:18002/control -d '{"fail_status":503,"fail_fraction":1.0}' >/dev/null

@@ -234,9 +234,36 @@ def upstream_filters(doc):
                 yield f
 
 
+SEMGATE_CONFIG = ROOT / "target/release/semgate-config"
+
+
+def generate_envoy_config(semgate_config, base):
+    """The Envoy side for a filter configuration, as users make it: `semgate-config envoy`
+    merges the provider and chain clusters, the chain route and both roles' configuration
+    into `base`. None when the generator refuses the configuration (a test of a bad config
+    then sees Envoy refuse it)."""
+    with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as f:
+        json.dump(semgate_config, f)
+    try:
+        out = subprocess.run([str(SEMGATE_CONFIG), "envoy", "--filter-config", f.name, "--base", str(base), "--format", "json"],
+                             capture_output=True, text=True)
+    finally:
+        os.unlink(f.name)
+    return json.loads(out.stdout) if out.returncode == 0 else None
+
+
 def render_envoy_config(provider_port, listen_port, admin_port, semgate_config=None, base=ROOT / "envoy/envoy.yaml", sidecar_port=None):
+    """The shipped config with free ports, every provider cluster on `provider_port`, and
+    (given `semgate_config`) the clusters and both filters' configuration generated for it."""
     doc = yaml.safe_load(Path(base).read_text())
-    doc = copy.deepcopy(doc)
+    if semgate_config is not None:
+        semantic = semgate_config.get("semantic", {})
+        if semantic.get("enabled") and "token_env" not in semantic:
+            # As the shipped config does: the filter sends the sidecar's token.
+            semgate_config = {**semgate_config, "semantic": {**semantic, "token_env": "SEMGATE_SIDECAR_TOKEN"}}
+        doc = generate_envoy_config(semgate_config, base) or doc
+    # Through JSON: the YAML's shared anchors become separate objects a test may change alone.
+    doc = json.loads(json.dumps(doc))
     doc["static_resources"]["listeners"][0]["address"]["socket_address"]["port_value"] = listen_port
     doc["admin"]["address"]["socket_address"]["port_value"] = admin_port
     for cluster in doc["static_resources"]["clusters"]:
@@ -251,11 +278,10 @@ def render_envoy_config(provider_port, listen_port, admin_port, semgate_config=N
     for f in upstream_filters(doc):
         f["typed_config"]["config"]["vm_config"]["code"]["local"]["filename"] = str(WASM)
     if semgate_config is not None:
-        semantic = semgate_config.get("semantic", {})
-        if semantic.get("enabled") and "token_env" not in semantic:
-            # As the shipped config does: the filter sends the sidecar's token.
-            semgate_config = {**semgate_config, "semantic": {**semantic, "token_env": "SEMGATE_SIDECAR_TOKEN"}}
-        wasm["config"]["configuration"]["value"] = json.dumps(semgate_config)
+        # Both roles get the one configuration (the generator wrote it; a configuration it
+        # refused is set as it is, for Envoy to refuse).
+        for config in [wasm["config"], *(f["typed_config"]["config"] for f in upstream_filters(doc))]:
+            config["configuration"]["value"] = json.dumps(semgate_config)
     return doc
 
 

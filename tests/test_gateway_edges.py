@@ -126,8 +126,10 @@ def test_metrics_are_exported_to_prometheus(envoy):
 def start_expecting_failure(provider, semgate_config, env_key_values=None):
     doc = render_envoy_config(provider.port, free_port(), free_port(), semgate_config)
     if env_key_values is not None:
-        from harness import _semgate_filter
-        _semgate_filter(doc)["config"]["vm_config"]["environment_variables"] = {"key_values": env_key_values}
+        # The provider keys are the upstream role's: its VMs get only these variables.
+        from harness import upstream_filters
+        for f in upstream_filters(doc):
+            f["typed_config"]["config"]["vm_config"]["environment_variables"] = {"key_values": env_key_values}
     e = Envoy(provider, doc=doc, wait=False)
     try:
         code = e.proc.wait(timeout=60)
@@ -144,13 +146,21 @@ def test_invalid_config_fails_at_load_naming_the_field(provider):
     assert "semgate config: `cache.ttl`" in log, log[-2000:]
 
     cfg = gateway_test_config()
-    cfg["models"] = [{"match": "*", "provider": "anthropic"}]
+    cfg["models"] = {"*": ["openia/*"]}
     code, log = start_expecting_failure(provider, cfg)
     assert code != 0
-    assert "`models[0].provider`: unknown provider `anthropic`" in log
+    assert "`models.*[0]`: provider `openia` is not in `providers`" in log, log[-2000:]
+
+    # The shape before model chains is refused with what to write instead.
+    cfg = gateway_test_config()
+    cfg["models"] = [{"match": "*", "provider": "openai"}]
+    code, log = start_expecting_failure(provider, cfg)
+    assert code != 0
+    assert "`models`: the `[{\"match\": ..., \"provider\": ...}]` list is replaced by a map" in log, log[-2000:]
 
 
 def test_missing_provider_key_fails_at_load(provider):
-    code, log = start_expecting_failure(provider, gateway_test_config(), env_key_values={})
+    others = {v: "sk-fake-provider" for v in ("ANTHROPIC_KEY_PRIMARY", "ANTHROPIC_KEY_BACKUP", "VERTEX_EXPRESS_KEY")}
+    code, log = start_expecting_failure(provider, gateway_test_config(), env_key_values=others)
     assert code != 0
-    assert "SEMGATE_OPENAI_KEY" in log and "providers.openai.api_key_env" in log
+    assert "SEMGATE_OPENAI_KEY" in log and "providers.openai.keys[0].env" in log, log[-2000:]

@@ -13,7 +13,8 @@ import requests
 from conftest import gateway_test_config
 import yaml
 
-from harness import ROOT, Envoy, FakeProvider, free_port, render_envoy_config, sse_events, stream_content, upstream_filters
+from harness import (ROOT, Envoy, FakeProvider, filter_config, free_port, render_envoy_config, sse_events, stream_content,
+                     upstream_filters)
 
 SEMGATE_CONFIG = ROOT / "target/release/semgate-config"
 MODEL = "claude-3-5-sonnet"
@@ -28,9 +29,12 @@ def providers():
 
 
 def set_port(doc, cluster_name, port):
+    """Every endpoint (one per key) of a provider's cluster on `port`."""
     for c in doc["static_resources"]["clusters"]:
         if c["name"] == cluster_name:
-            c["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]["address"]["socket_address"]["port_value"] = port
+            for group in c["load_assignment"]["endpoints"]:
+                for lb in group["lb_endpoints"]:
+                    lb["endpoint"]["address"]["socket_address"]["port_value"] = port
 
 
 @pytest.fixture(scope="module")
@@ -45,12 +49,15 @@ def chain(providers):
     envoy.stop()
 
 
-def test_the_shipped_chain_passes_semgate_config_check(tmp_path):
-    doc = yaml.safe_load((ROOT / "envoy/envoy.yaml").read_text())
-    [f] = list(upstream_filters(doc))
-    cfg = tmp_path / "upstream.json"
-    cfg.write_text(f["typed_config"]["config"]["configuration"]["value"])
-    out = subprocess.run([str(SEMGATE_CONFIG), "check", "--filter-config", str(cfg), "--envoy", str(ROOT / "envoy/envoy.yaml")],
+@pytest.mark.parametrize("shipped", ["envoy/envoy.yaml", "envoy/production.yaml"])
+def test_the_shipped_configs_pass_semgate_config_check(tmp_path, shipped):
+    doc = yaml.safe_load((ROOT / shipped).read_text())
+    cfg = tmp_path / "semgate.json"
+    cfg.write_text(json.dumps(filter_config(doc)))
+    # Both roles run with the one configuration.
+    for f in upstream_filters(doc):
+        assert json.loads(f["typed_config"]["config"]["configuration"]["value"]) == filter_config(doc)
+    out = subprocess.run([str(SEMGATE_CONFIG), "check", "--filter-config", str(cfg), "--envoy", str(ROOT / shipped)],
                          capture_output=True, text=True)
     assert out.returncode == 0, out.stdout + out.stderr
 
@@ -165,17 +172,24 @@ def test_a_stream_falls_back_to_vertex_as_a_stream_the_openai_sdk_reads(chain, p
     assert any(c.choices and c.choices[0].finish_reason == "stop" for c in chunks)
 
 
-def test_a_refused_key_cools_down_and_the_next_key_answers(providers):
+def test_a_refused_key_is_retried_with_the_backup_key_before_the_chain_moves_on(providers):
     from harness import PROVIDER_KEY
-    # The primary key is wrong: Anthropic answers 401, the key is cooled down, the attempt
-    # falls back; the next requests use the backup key.
+    # The primary key is revoked: Anthropic answers 401, and the same request is retried on
+    # Anthropic with the backup key (its own cluster, next in the chain) before Vertex.
+    primary, fallback = providers
     envoy = own_chain(providers, ANTHROPIC_KEY_PRIMARY="sk-revoked", ANTHROPIC_KEY_BACKUP=PROVIDER_KEY)
     try:
+        vertex_before = fallback.stats().get("gemini_requests", 0)
         first = ask(envoy, f"key one {uuid.uuid4().hex[:6]}")
         assert first.status_code == 200, first.text
-        assert first.headers["x-semgate-provider"] == "vertex"
-        answered = [ask(envoy, f"key two {i} {uuid.uuid4().hex[:6]}").headers["x-semgate-provider"] for i in range(4)]
-        assert answered == ["anthropic"] * 4, answered
+        assert (first.headers["x-semgate-provider"], first.headers["x-semgate-attempts"]) == ("anthropic", "2")
         assert "sk-revoked" not in first.text
+        # The refused key's cluster is ejected: the next requests go straight to the backup key.
+        started = primary.started()
+        answered = [ask(envoy, f"key two {i} {uuid.uuid4().hex[:6]}") for i in range(4)]
+        assert [(r.headers["x-semgate-provider"], r.headers["x-semgate-attempts"]) for r in answered] == [("anthropic", "1")] * 4
+        assert primary.started() == started + 4
+        assert fallback.stats().get("gemini_requests", 0) == vertex_before
+        assert envoy.stat("cluster.provider_anthropic.outlier_detection.ejections_active") == 1
     finally:
         envoy.stop()

@@ -19,18 +19,14 @@ def second_provider():
 @pytest.fixture(scope="module")
 def two_provider_envoy(provider, second_provider):
     cfg = gateway_test_config()
-    cfg["providers"]["local"] = {"cluster": "provider_local", "api_key_env": "SEMGATE_LOCAL_KEY", "path": "/v1/chat/completions"}
-    cfg["models"] = [{"match": "llama-*", "provider": "local"}, {"match": "gpt-*", "provider": "openai"}]
+    cfg["providers"]["local"] = {"kind": "openai_compatible", "address": "127.0.0.1:18009",
+                                 "keys": [{"env": "SEMGATE_LOCAL_KEY"}]}
+    cfg["models"] = {"llama-*": ["local/*"], "gpt-*": ["openai/*"]}
     doc = render_envoy_config(provider.port, free_port(), free_port(), cfg)
-    clusters = doc["static_resources"]["clusters"]
-    local = copy.deepcopy(next(c for c in clusters if c["name"] == "provider_openai"))
-    local["name"] = local["load_assignment"]["cluster_name"] = "provider_local"
+    local = next(c for c in doc["static_resources"]["clusters"] if c["name"] == "provider_local")
     local["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]["address"]["socket_address"]["port_value"] = second_provider.port
-    clusters.append(local)
     # Both fake providers require the same key; the variable name differs per provider.
-    env = _semgate_filter(doc)["config"]["vm_config"]["environment_variables"]
-    env.setdefault("key_values", {})["SEMGATE_LOCAL_KEY"] = "sk-fake-provider"
-    e = Envoy(provider, doc=doc)
+    e = Envoy(provider, doc=doc, env={"SEMGATE_LOCAL_KEY": "sk-fake-provider"})
     yield e
     e.stop()
 

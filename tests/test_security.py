@@ -41,8 +41,9 @@ def security_config():
     keys that may narrow to sub-tenants, a short default TTL beside the demo's one-day
     captioning policy, and the demo's `/v1/models` passthrough."""
     cfg = gateway_test_config()
-    cfg["providers"]["echo"] = {"cluster": "provider_openai", "path": "/v1/echo", "api_key_env": "SEMGATE_OPENAI_KEY"}
-    cfg["models"].insert(0, {"match": "echo-*", "provider": "echo"})
+    cfg["providers"]["echo"] = {"kind": "openai", "address": "127.0.0.1:18001", "base_path": "/v1/echo",
+                                "keys": [{"env": "SEMGATE_OPENAI_KEY"}]}
+    cfg["models"]["echo-*"] = ["echo/*"]
     cfg["auth"]["tenant_header"] = "x-tenant"
     cfg["auth"]["tenant_header_trusted"] = True
     cfg["auth"]["keys"] += [
@@ -262,7 +263,7 @@ def test_only_allowed_client_headers_reach_the_provider(gw):
         "traceparent": "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01", "user-agent": "probe/1"})
     assert r.status_code == 200, r.text
     echo = r.json()
-    assert echo["path"] == "/v1/echo"
+    assert echo["path"] == "/v1/echo/v1/chat/completions"
     sent = echo["headers"]
     assert sent["authorization"] == f"Bearer {PROVIDER_KEY}"
     for dropped in ("openai-organization", "openai-project", "x-api-key", "cookie", "x-envoy-upstream-rq-timeout-ms",
@@ -343,14 +344,15 @@ def json_body_of(raw):
 
 def test_envoys_own_replies_are_openai_json(provider):
     cfg = gateway_test_config()
-    cfg["providers"]["missing"] = {"cluster": "provider_missing"}
-    cfg["providers"]["down"] = {"cluster": "provider_down"}
-    cfg["models"][:0] = [{"match": "missing-*", "provider": "missing"}, {"match": "down-*", "provider": "down"}]
+    for name in ("missing", "down"):
+        cfg["providers"][name] = {"kind": "openai", "address": "127.0.0.1:18001", "keys": [{"env": "SEMGATE_OPENAI_KEY"}]}
+        cfg["models"][f"{name}-*"] = [f"{name}/*"]
     doc = render_envoy_config(provider.port, free_port(), free_port(), cfg)
-    down = json.loads(json.dumps([c for c in doc["static_resources"]["clusters"] if c["name"] == "provider_openai"][0]))
-    down["name"] = down["load_assignment"]["cluster_name"] = "provider_down"
+    clusters = doc["static_resources"]["clusters"]
+    # One provider's cluster is gone from Envoy, another's endpoint does not listen.
+    clusters[:] = [c for c in clusters if c["name"] != "provider_missing"]
+    down = next(c for c in clusters if c["name"] == "provider_down")
     down["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]["address"]["socket_address"]["port_value"] = free_port()
-    doc["static_resources"]["clusters"].append(down)
     doc["static_resources"]["listeners"][0]["per_connection_buffer_limit_bytes"] = 1 << 20
     envoy = Envoy(provider, doc=doc)
     try:

@@ -231,17 +231,20 @@ mod tests {
 
     #[test]
     fn check_points_at_the_yaml_line_to_fix() {
-        let broken = HAND_WRITTEN.replace("metadata: { filter_metadata: { semgate: { provider: vertex } } }", "");
+        let broken = HAND_WRITTEN
+            .replace("metadata: { filter_metadata: { semgate: { provider: vertex, key: VERTEX_EXPRESS_KEY } } }", "");
         let problems = run_check(&filter(), "envoy.yaml", &broken).unwrap();
         let line = HAND_WRITTEN.lines().position(|l| l.contains("- name: provider_vertex")).unwrap() + 1;
         assert_eq!(problems.len(), 1, "{problems:?}");
         assert!(problems[0].starts_with(&format!("envoy.yaml:{line}: cluster `provider_vertex`")), "{problems:?}");
 
-        let broken =
-            HAND_WRITTEN.replace("clusters: [provider_anthropic, provider_vertex]", "clusters: [provider_anthropic]");
+        let broken = HAND_WRITTEN.replace(
+            "clusters: [provider_anthropic, provider_anthropic_key2, provider_vertex]",
+            "clusters: [provider_anthropic]",
+        );
         let problems = run_check(&filter(), "envoy.yaml", &broken).unwrap();
         let line = HAND_WRITTEN.lines().position(|l| l.contains("- name: chain_anthropic_vertex")).unwrap() + 1;
-        assert_eq!(problems, [format!("envoy.yaml:{line}: cluster `chain_anthropic_vertex` lists [provider_anthropic]; the chain needs [provider_anthropic, provider_vertex] in this order")]);
+        assert_eq!(problems, [format!("envoy.yaml:{line}: cluster `chain_anthropic_vertex` lists [provider_anthropic]; the chain needs [provider_anthropic, provider_anthropic_key2, provider_vertex] in this order")]);
 
         assert!(run_check(&filter(), "envoy.yaml", "a: [").unwrap_err().starts_with("envoy.yaml:"));
     }
@@ -265,8 +268,8 @@ mod tests {
     fn without_a_base_the_pieces_are_written_as_one_document() {
         let (doc, notes) = run_envoy(&filter(), None, &GenOptions::default()).unwrap();
         assert!(notes.is_empty());
-        assert_eq!(doc["clusters"].as_array().unwrap().len(), 3);
-        assert_eq!(doc["route_retry_policy"]["num_retries"], 1);
+        assert_eq!(doc["clusters"].as_array().unwrap().len(), 4);
+        assert_eq!(doc["route_retry_policy"]["num_retries"], 2);
         let e = run_envoy(&serde_json::json!({"providers": {}}), None, &GenOptions::default()).unwrap_err();
         assert!(e.contains("`models`") || e.contains("`providers`"), "{e}");
     }
@@ -294,7 +297,7 @@ mod tests {
         assert_eq!(code, ExitCode::SUCCESS);
         let code = run(&["check".into(), "--filter-config".into(), p(&filter), "--envoy".into(), p(&out)]).unwrap();
         assert_eq!(code, ExitCode::SUCCESS);
-        std::fs::write(&envoy, HAND_WRITTEN.replace("num_retries: 1", "num_retries: 0")).unwrap();
+        std::fs::write(&envoy, HAND_WRITTEN.replace("num_retries: 2", "num_retries: 1")).unwrap();
         let code = run(&["check".into(), "--filter-config".into(), p(&filter), "--envoy".into(), p(&envoy)]).unwrap();
         assert_eq!(code, ExitCode::from(1));
         assert!(run(&[

@@ -4,6 +4,8 @@
 use serde::Deserialize;
 use std::collections::BTreeMap;
 
+use crate::core::providers::config::{FallbackSpec, ProviderSpec, ProvidersConfig};
+
 pub const DEFAULT_API_PATH: &str = "/v1/chat/completions";
 
 /// A configuration error: the dotted path of the offending field and what is wrong with it.
@@ -33,9 +35,14 @@ pub struct Config {
     /// Client keys without budgets (the older form of `virtual_keys`).
     #[serde(default)]
     pub auth: AuthConfig,
-    pub providers: BTreeMap<String, ProviderConfig>,
-    /// Model routing, first match wins: `gpt-*` (prefix), `*-mini` (suffix), `*` or an exact name.
-    pub models: Vec<ModelRoute>,
+    /// Providers by name: `kind`, cluster, address, keys (`providers::config::ProviderSpec`).
+    pub providers: BTreeMap<String, ProviderSpec>,
+    /// Public model name or pattern (`gpt-*`, `*-mini`, `*`) -> ordered chain of
+    /// `provider/upstream-model`; an exact name wins over patterns, the longest pattern first.
+    pub models: BTreeMap<String, Vec<String>>,
+    /// What moves a request to the next provider of its chain, and the circuit breaker.
+    #[serde(default)]
+    pub fallback: FallbackSpec,
     #[serde(default)]
     pub cache: CacheConfig,
     /// Layer 2: the semantic cache through the sidecar (off by default: exact-only).
@@ -155,44 +162,6 @@ pub struct ClientKey {
     /// Or any value of `auth.tenant_header` with this prefix.
     #[serde(default)]
     pub tenant_prefix: Option<String>,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum ProviderApi {
-    Openai,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ProviderConfig {
-    /// The Envoy cluster the router sends this provider's requests to.
-    pub cluster: String,
-    #[serde(default = "default_api")]
-    pub api: ProviderApi,
-    /// Upstream path for chat completions.
-    #[serde(default = "default_api_path")]
-    pub path: String,
-    /// `:authority` to send (the provider's host name); unset keeps the client's.
-    #[serde(default)]
-    pub authority: Option<String>,
-    /// Name of the environment variable holding the provider key (Envoy passes it to the VM
-    /// through `vm_config.environment_variables`). Read once at load; unset or empty = error.
-    #[serde(default)]
-    pub api_key_env: Option<String>,
-    /// The cluster is a provider chain (an aggregate cluster) whose upstream semgate filter
-    /// picks the provider per attempt, injects its key, translates, and says who answered in
-    /// `x-semgate-provider`: the gateway then sets no key and no path of its own.
-    #[serde(default)]
-    pub chain: bool,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ModelRoute {
-    #[serde(rename = "match")]
-    pub pattern: String,
-    pub provider: String,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -321,12 +290,6 @@ impl Default for CacheConfig {
 fn default_api_paths() -> Vec<String> {
     vec![DEFAULT_API_PATH.to_string()]
 }
-fn default_api_path() -> String {
-    DEFAULT_API_PATH.to_string()
-}
-fn default_api() -> ProviderApi {
-    ProviderApi::Openai
-}
 fn default_max_body_bytes() -> u64 {
     32 << 20
 }
@@ -370,6 +333,9 @@ impl CacheConfig {
 impl Config {
     /// Parse and validate. The error names the field path (`cache.ttl_s`, `models[2].provider`).
     pub fn parse(json: &[u8]) -> Result<Config, ConfigError> {
+        if let Ok(value) = serde_json::from_slice::<serde_json::Value>(json) {
+            refuse_old_shape(&value)?;
+        }
         let de = &mut serde_json::Deserializer::from_slice(json);
         let config: Config = serde_path_to_error::deserialize(de).map_err(|e| {
             let path = e.path().to_string();
@@ -466,41 +432,7 @@ impl Config {
                 return Err(err(format!("passthrough[{i}].methods"), "must list upper-case HTTP methods"));
             }
         }
-        if self.providers.is_empty() {
-            return Err(err("providers", "must define at least one provider"));
-        }
-        for (name, p) in &self.providers {
-            if p.cluster.trim().is_empty() {
-                return Err(err(format!("providers.{name}.cluster"), "must name an Envoy cluster"));
-            }
-            if !p.path.starts_with('/') {
-                return Err(err(format!("providers.{name}.path"), "must start with `/`"));
-            }
-            if p.chain && p.api_key_env.is_some() {
-                return Err(err(
-                    format!("providers.{name}.api_key_env"),
-                    "a chain's keys belong to its upstream filter (its `providers.<name>.keys`)",
-                ));
-            }
-            if let Some(env) = &p.api_key_env {
-                if env.is_empty() {
-                    return Err(err(format!("providers.{name}.api_key_env"), "must not be empty"));
-                }
-            }
-        }
-        if self.models.is_empty() {
-            return Err(err("models", "must route at least one model pattern (use `*` for all)"));
-        }
-        for (i, m) in self.models.iter().enumerate() {
-            if !self.providers.contains_key(&m.provider) {
-                return Err(err(format!("models[{i}].provider"), format!("unknown provider `{}`", m.provider)));
-            }
-            let stars = m.pattern.matches('*').count();
-            let edge_star = m.pattern.starts_with('*') || m.pattern.ends_with('*');
-            if m.pattern.is_empty() || stars > 1 || (stars == 1 && !edge_star) {
-                return Err(err(format!("models[{i}].match"), "must be a name, `prefix*`, `*suffix` or `*`"));
-            }
-        }
+        self.routing().validate()?;
         self.cache.validate("cache")?;
         if let Some((field, message)) = self.semantic.problems() {
             return Err(err(format!("semantic.{field}"), message));
@@ -532,11 +464,43 @@ impl Config {
         Ok(())
     }
 
-    /// The provider a model routes to (first matching pattern), if any.
-    pub fn route_model(&self, model: &str) -> Option<(&str, &ProviderConfig)> {
-        let route = self.models.iter().find(|m| pattern_matches(&m.pattern, model))?;
-        self.providers.get_key_value(route.provider.as_str()).map(|(k, v)| (k.as_str(), v))
+    /// The `providers`, `models` and `fallback` sections, as the upstream role reads them.
+    pub fn routing(&self) -> ProvidersConfig {
+        ProvidersConfig {
+            providers: self.providers.clone(),
+            models: self.models.clone(),
+            fallback: self.fallback.clone(),
+        }
     }
+}
+
+/// The shape before `providers.<name>.kind` and model chains: refused at load with what to
+/// write instead (docs/configuration.md, "Migrating from the older provider shape").
+pub(crate) fn refuse_old_shape(config: &serde_json::Value) -> Result<(), ConfigError> {
+    if config.get("models").is_some_and(serde_json::Value::is_array) {
+        return Err(err(
+            "models",
+            "the `[{\"match\": ..., \"provider\": ...}]` list is replaced by a map from a model name or pattern to its chain, e.g. `{\"gpt-*\": [\"openai/*\"], \"claude-3-5-sonnet\": [\"anthropic/claude-3-5-sonnet-20241022\", \"vertex/gemini-1.5-pro\"]}`",
+        ));
+    }
+    let Some(providers) = config.get("providers").and_then(serde_json::Value::as_object) else { return Ok(()) };
+    for (name, p) in providers {
+        let replaced = [
+            ("api_key_env", "is replaced by `keys: [{\"env\": \"VAR\"}]` (one entry per key)"),
+            ("path", "is replaced by `kind` (which sets the API path) and an optional `base_path` prefix"),
+            ("api", "is replaced by `kind` (`openai`, `anthropic`, `gemini`, `vertex`, `openai_compatible`)"),
+            (
+                "chain",
+                "chains are now `models` entries listing several `provider/model`; remove this provider and list the chain's providers instead",
+            ),
+        ];
+        for (field, message) in replaced {
+            if p.get(field).is_some() {
+                return Err(err(format!("providers.{name}.{field}"), message));
+            }
+        }
+    }
+    Ok(())
 }
 
 impl CacheConfig {
@@ -605,8 +569,8 @@ mod tests {
     use super::*;
 
     const MIN: &str = r#"{"auth":{"keys":[{"key":"sk-demo","tenant":"demo"}]},
-        "providers":{"openai":{"cluster":"provider_openai","api_key_env":"OPENAI_API_KEY"}},
-        "models":[{"match":"*","provider":"openai"}]}"#;
+        "providers":{"openai":{"kind":"openai","keys":[{"env":"OPENAI_API_KEY"}]}},
+        "models":{"*":["openai/*"]}}"#;
 
     fn with(patch: &str) -> String {
         // Merge a JSON object into MIN at top level.
@@ -627,7 +591,8 @@ mod tests {
         assert_eq!(c.cache.slot_count(), 16384);
         // A quarter of 64 MiB in 16 KiB records.
         assert_eq!(c.cache.fast_path_slots(), 1024);
-        assert_eq!(c.route_model("gpt-4o").unwrap().0, "openai");
+        let models = c.routing().model_table().unwrap();
+        assert_eq!(models.route("gpt-4o").unwrap().cluster, "provider_openai");
     }
 
     #[test]
@@ -655,9 +620,14 @@ mod tests {
             (r#"{"cache":{"fast_path":{"max_bytes":1000}}}"#, "cache.fast_path.max_bytes"),
             (r#"{"cache":{"fast_path":{"slots":4}}}"#, "cache.fast_path.slots"),
             (r#"{"cache":{"max_temperature":3}}"#, "cache.max_temperature"),
-            (r#"{"models":[{"match":"*","provider":"nope"}]}"#, "models[0].provider"),
-            (r#"{"models":[{"match":"a*b*","provider":"openai"}]}"#, "models[0].match"),
-            (r#"{"models":[]}"#, "models"),
+            (r#"{"models":{"*":["nope/x"]}}"#, "models.*[0]"),
+            (r#"{"models":{"a*b*":["openai/*"]}}"#, "models.a*b*"),
+            (r#"{"models":{}}"#, "models"),
+            (r#"{"models":[{"match":"*","provider":"openai"}]}"#, "models"),
+            (r#"{"providers":{"openai":{"cluster":"c","api_key_env":"K"}}}"#, "providers.openai.api_key_env"),
+            (r#"{"providers":{"claude":{"cluster":"chain_x","chain":true}}}"#, "providers.claude.chain"),
+            (r#"{"providers":{"openai":{"kind":"openai"}}}"#, "providers.openai.keys"),
+            (r#"{"fallback":{"max_attempts":0}}"#, "fallback.max_attempts"),
             (r#"{"api_paths":["v1/chat"]}"#, "api_paths[0]"),
             (r#"{"auth":{"keys":[]}}"#, "virtual_keys"),
             (r#"{"auth":{"tenant_header":"x-tenant"}}"#, "virtual_keys"),

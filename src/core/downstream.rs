@@ -59,25 +59,20 @@ pub struct RequestEdit {
     pub body: Option<(usize, Vec<u8>)>,
 }
 
+/// Marks a `passthrough` request for the upstream role (set only by the gateway: every client
+/// `x-semgate-*` header is dropped), so it keeps the request's path and body.
+pub const RELAY_HEADER: &str = "x-semgate-relay";
+
 impl RequestEdit {
-    /// Set what the gateway decided (cluster, the provider's path unless the client's is
-    /// already it, authority, key) and drop every client header that is not forwarded.
-    pub fn to(gw: &Gateway, client_headers: &HeaderMap, up: Upstream, path_is_upstream: bool) -> RequestEdit {
-        let mut remove = gw.headers_to_drop(client_headers.iter().map(|(k, _)| k));
-        // Replaced below rather than removed first: one host call, not two.
-        if up.authorization.is_some() {
-            remove.retain(|n| n != "authorization");
-        }
-        let mut set = Vec::with_capacity(4);
+    /// Set the cluster the gateway decided and drop every client header that is not
+    /// forwarded (the client's credential included). The provider's path, authority and key
+    /// are the upstream role's, on every attempt.
+    pub fn to(gw: &Gateway, client_headers: &HeaderMap, up: Upstream) -> RequestEdit {
+        let remove = gw.headers_to_drop(client_headers.iter().map(|(k, _)| k));
+        let mut set = Vec::with_capacity(2);
         set.push(("x-semgate-cluster", up.cluster));
-        if !path_is_upstream {
-            set.push((":path", up.path));
-        }
-        if let Some(a) = up.authority {
-            set.push((":authority", a));
-        }
-        if let Some(a) = up.authorization {
-            set.push(("authorization", a));
+        if up.relay {
+            set.push((RELAY_HEADER, "1".to_string()));
         }
         RequestEdit { remove, set, body: None }
     }
@@ -147,7 +142,7 @@ pub fn on_request_headers(
     match decision {
         HeadDecision::Relay(up) => {
             t.inc(Counter::Relayed);
-            HeadersDecision::Relay(RequestEdit::to(gw, &headers, up, true))
+            HeadersDecision::Relay(RequestEdit::to(gw, &headers, up))
         }
         HeadDecision::Reject(e) => HeadersDecision::Reject(e),
         HeadDecision::ReadBody(admitted) => {
@@ -340,7 +335,6 @@ pub struct Pending {
     plan: Plan,
     query: SemanticQuery,
     client_headers: HeaderMap,
-    path_is_upstream: bool,
     /// When the lookup was sent, for the lookup latency histogram.
     sent_ms: u64,
 }
@@ -416,7 +410,6 @@ fn after_fast_path<'g, S: SharedData>(
 fn after_exact<'g, S: SharedData>(gw: &'g Gateway, kv: &S, now: u64, ctx: BodyCtx, plan: Plan) -> BodyDecision<'g> {
     let sem = &gw.config.semantic;
     let admitted = &ctx.held.admitted;
-    let path_is_upstream = !admitted.has_query && admitted.path == plan.upstream.path;
     let query = match plan.cache.store_as() {
         Some(_) if plan.semantic.enabled => {
             let provider = gw.config.cache.cache_by_provider.then_some(plan.upstream.provider.as_str());
@@ -435,7 +428,7 @@ fn after_exact<'g, S: SharedData>(gw: &'g Gateway, kv: &S, now: u64, ctx: BodyCt
                 timeout_ms: sem.timeout_ms,
             };
             let client_headers = ctx.held.client_headers;
-            let pending = Pending { plan, query, client_headers, path_is_upstream, sent_ms: now };
+            let pending = Pending { plan, query, client_headers, sent_ms: now };
             return BodyDecision::AskSidecar(callout, Box::new(pending));
         }
         (query, _) => query,
@@ -446,7 +439,7 @@ fn after_exact<'g, S: SharedData>(gw: &'g Gateway, kv: &S, now: u64, ctx: BodyCt
         (CachePlan::Refresh { .. }, Some(probe)) => Some(RefreshRecord { probe, admitted: held.admitted, body }),
         _ => None,
     };
-    forward(gw, kv, now, &held.client_headers, plan, path_is_upstream, query, refresh)
+    forward(gw, kv, now, &held.client_headers, plan, query, refresh)
 }
 
 /// The host could not send the lookup (sidecar cluster missing or overloaded): fail open.
@@ -464,8 +457,8 @@ pub fn lookup_not_sent<'g, S: SharedData>(
 }
 
 fn forward_pending<S: SharedData>(gw: &Gateway, kv: &S, now: u64, p: Box<Pending>) -> BodyDecision<'static> {
-    let Pending { plan, query, client_headers, path_is_upstream, .. } = *p;
-    forward(gw, kv, now, &client_headers, plan, path_is_upstream, Some(query), None)
+    let Pending { plan, query, client_headers, .. } = *p;
+    forward(gw, kv, now, &client_headers, plan, Some(query), None)
 }
 
 /// Whether the host should read the answer's body: only a 200 carries one worth reading.
@@ -679,8 +672,6 @@ struct RefreshRecord {
 pub struct Forwarded {
     cache_status: &'static str,
     reason: Option<&'static str>,
-    /// `None` for a chain: its upstream role says who answered.
-    provider: Option<String>,
     /// A chain request's `x-request-id`: keys the upstream role's attempt log, read when
     /// every attempt failed.
     chain_request_id: Option<String>,
@@ -714,7 +705,6 @@ fn forward<S: SharedData>(
     now: u64,
     client_headers: &HeaderMap,
     plan: Plan,
-    path_is_upstream: bool,
     semantic: Option<SemanticQuery>,
     refresh: Option<RefreshRecord>,
 ) -> BodyDecision<'static> {
@@ -728,14 +718,13 @@ fn forward<S: SharedData>(
             }
         }
     };
-    BodyDecision::Forward(route(gw, client_headers, plan, path_is_upstream, semantic, refresh, charge))
+    BodyDecision::Forward(route(gw, client_headers, plan, semantic, refresh, charge))
 }
 
 fn route(
     gw: &Gateway,
     client_headers: &HeaderMap,
     mut plan: Plan,
-    path_is_upstream: bool,
     semantic: Option<SemanticQuery>,
     refresh: Option<RefreshRecord>,
     charge: Option<Box<Charge>>,
@@ -747,12 +736,11 @@ fn route(
     };
     let store = plan.cache.store_as();
     let semantic_ttl_s = plan.semantic.ttl_s;
-    let provider = (!plan.upstream.chain).then(|| plan.upstream.provider.clone());
     let chain_request_id =
         if plan.upstream.chain { client_headers.get("x-request-id").map(str::to_string) } else { None };
     let strip_usage = plan.strip_stream_usage;
     let body = plan.upstream_body.take().map(|b| (plan.body_len, b));
-    let mut edit = RequestEdit::to(gw, client_headers, plan.upstream, path_is_upstream);
+    let mut edit = RequestEdit::to(gw, client_headers, plan.upstream);
     if let Some((_, b)) = &body {
         edit.set.push(("content-length", b.len().to_string()));
     }
@@ -763,7 +751,6 @@ fn route(
         forwarded: Box::new(Forwarded {
             cache_status,
             reason,
-            provider,
             chain_request_id,
             all_failed: false,
             store,
@@ -786,9 +773,6 @@ impl Forwarded {
     pub fn response_marks(&self) -> Vec<(&'static str, Value)> {
         let mut marks = Vec::with_capacity(4);
         marks.push(("x-semgate-cache", Cow::Borrowed(self.cache_status)));
-        if let Some(p) = &self.provider {
-            marks.push(("x-semgate-provider", Cow::Owned(p.clone())));
-        }
         if let Some(r) = self.reason {
             marks.push(("x-semgate-cache-reason", Cow::Borrowed(r)));
         }
@@ -818,7 +802,7 @@ impl Forwarded {
     ) -> (Vec<(&'static str, Value)>, bool) {
         let Some(c) = self.charge.as_mut() else { return (Vec::new(), false) };
         let [status, content_type, provider] = headers.pick([":status", "content-type", "x-semgate-provider"]);
-        self.answered_by = provider.map(str::to_string).or_else(|| self.provider.clone());
+        self.answered_by = provider.map(str::to_string);
         let ok = status.and_then(|s| s.parse::<u16>().ok()).is_some_and(|s| (200..300).contains(&s));
         if !ok {
             c.release(kv, now);

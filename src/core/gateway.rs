@@ -11,38 +11,11 @@ use crate::core::budget::virtual_keys::{Governance, GovernanceConfig};
 use crate::core::cache::fastpath::{self, FastPathLimits};
 use crate::core::cache::key::{CacheKey, Scope};
 use crate::core::cache::store::StoreLimits;
-use crate::core::config::{Config, ConfigError, PolicyMatch, ProviderConfig, CREDENTIAL_HEADERS};
+use crate::core::config::{Config, ConfigError, PolicyMatch, CREDENTIAL_HEADERS};
 use crate::core::errors::GatewayError;
+use crate::core::providers::config::ModelTable;
 use crate::core::request::{parse_chat_request, ChatRequest};
 use std::collections::BTreeMap;
-
-/// Provider keys resolved from the environment once, at load.
-pub type ProviderKeys = BTreeMap<String, String>;
-
-/// Read each provider's `api_key_env`; an unset or empty variable is a load error, so a
-/// gateway never starts that would fail every request to that provider.
-pub fn resolve_provider_keys(
-    config: &Config,
-    env: impl Fn(&str) -> Option<String>,
-) -> Result<ProviderKeys, ConfigError> {
-    let mut keys = ProviderKeys::new();
-    for (name, p) in &config.providers {
-        if let Some(var) = &p.api_key_env {
-            match env(var).filter(|v| !v.trim().is_empty()) {
-                Some(v) => {
-                    keys.insert(name.clone(), v.trim().to_string());
-                }
-                None => {
-                    return Err(ConfigError {
-                        path: format!("providers.{name}.api_key_env"),
-                        message: format!("environment variable `{var}` is unset or empty in the Wasm VM (list it in vm_config.environment_variables)"),
-                    })
-                }
-            }
-        }
-    }
-    Ok(keys)
-}
 
 /// `Bearer <value of var>`, if a variable is named; unset or empty is a load error.
 fn bearer_from_env(
@@ -74,11 +47,11 @@ pub struct Gateway {
     pub replica: String,
     /// This process's life, in its ledger sync ids (set by the host at load).
     pub epoch: String,
-    /// Provider name -> `Authorization` value sent upstream.
-    pub provider_auth: ProviderKeys,
-    /// Provider name -> where its requests go, header values included (cloned per request,
-    /// never formatted).
-    pub upstreams: BTreeMap<String, Upstream>,
+    /// Public model (or pattern) -> its chain's cluster. Provider keys are the upstream
+    /// role's: the gateway never holds them.
+    pub models: ModelTable,
+    /// Provider name -> where a `passthrough` request to it goes.
+    pub relays: BTreeMap<String, Upstream>,
     /// `Authorization` value of the sidecar callouts (`semantic.token_env`).
     pub sidecar_auth: Option<String>,
     pub policies: PolicyIndex,
@@ -97,10 +70,16 @@ impl Gateway {
 
     /// Resolve every key the config names through `env` (the VM's environment).
     pub fn compile(config: Config, env: impl Fn(&str) -> Option<String>) -> Result<Gateway, ConfigError> {
-        let provider_auth: ProviderKeys =
-            resolve_provider_keys(&config, &env)?.into_iter().map(|(p, k)| (p, format!("Bearer {k}"))).collect();
-        let upstreams =
-            config.providers.iter().map(|(name, pc)| (name.clone(), upstream_for(name, pc, &provider_auth))).collect();
+        let models = config.routing().model_table()?;
+        let relays = config
+            .providers
+            .iter()
+            .map(|(name, spec)| {
+                let up =
+                    Upstream { provider: name.clone(), cluster: spec.cluster_name(name), chain: false, relay: true };
+                (name.clone(), up)
+            })
+            .collect();
         let mut keys = KeyTable::compile(&config.auth, &env)?;
         let mut gov = GovernanceConfig::of(&config).compile()?;
         gov.ledger = config.ledger.cluster.is_some();
@@ -130,7 +109,7 @@ impl Gateway {
             max_record_bytes: config.cache.fast_path.max_record_bytes,
             seed: 0,
         };
-        Ok(Gateway { config, keys, gov, ledger_auth, replica, epoch: String::new(), provider_auth, upstreams, sidecar_auth, policies, limits, fast })
+        Ok(Gateway { config, keys, gov, ledger_auth, replica, epoch: String::new(), models, relays, sidecar_auth, policies, limits, fast })
     }
 
     /// Some policy matches on the Envoy route name, so the host must read it (a property
@@ -139,8 +118,19 @@ impl Gateway {
         self.policies.needs_route_name
     }
 
-    fn upstream(&self, provider: &str) -> Option<Upstream> {
-        self.upstreams.get(provider).cloned()
+    fn relay(&self, provider: &str) -> Option<Upstream> {
+        self.relays.get(provider).cloned()
+    }
+
+    /// Where a model's requests go: its chain's cluster. The scope label of a chain of one is
+    /// its provider, of a longer chain its aggregate cluster (`cache_by_provider`).
+    fn route(&self, model: &str) -> Option<Upstream> {
+        let chain = self.models.route(model)?;
+        let provider = match chain.entries.as_slice() {
+            [only] => self.config.providers.keys().nth(only.provider).cloned().unwrap_or_default(),
+            _ => chain.cluster.clone(),
+        };
+        Some(Upstream { provider, cluster: chain.cluster.clone(), chain: chain.is_fallback_chain(), relay: false })
     }
 
     /// Client request headers that must not go upstream: credentials, `x-semgate-*`, and
@@ -229,7 +219,7 @@ pub fn admit(gw: &Gateway, head: &RequestHead) -> HeadDecision {
             .passthrough
             .iter()
             .find(|p| path.starts_with(p.path_prefix.as_str()) && p.methods.iter().any(|m| m == head.method));
-        return match relay.and_then(|r| gw.upstream(&r.provider)) {
+        return match relay.and_then(|r| gw.relay(&r.provider)) {
             Some(up) => HeadDecision::Relay(up),
             None => HeadDecision::Reject(GatewayError::UnknownPath {
                 method: head.method.chars().take(16).collect(),
@@ -387,17 +377,18 @@ impl CachePlan {
     }
 }
 
-/// Where a request goes upstream.
+/// Where a request goes upstream. The upstream role on that cluster sets the provider's path,
+/// authority and key, translates, and names the provider that answered.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Upstream {
+    /// The provider, or for a chain of several its aggregate cluster (the cache scope's label
+    /// with `cache_by_provider`).
     pub provider: String,
     pub cluster: String,
-    pub path: String,
-    pub authority: Option<String>,
-    /// `Authorization` value for the provider (the client's never goes upstream).
-    pub authorization: Option<String>,
-    /// A provider chain: the upstream role names the provider that answered.
+    /// A chain of several providers: retried by Envoy, and a 502 names the attempts when all fail.
     pub chain: bool,
+    /// A `passthrough` request: the upstream role keeps its path and body.
+    pub relay: bool,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -424,10 +415,7 @@ pub fn plan(gw: &Gateway, admitted: &Admitted, body: &[u8]) -> Result<Plan, Gate
         return Err(GatewayError::BodyTooLarge { size: body.len() as u64, limit: config.max_body_bytes });
     }
     let request = parse_chat_request(body)?;
-    let upstream = config
-        .route_model(&request.model)
-        .and_then(|(provider, _)| gw.upstream(provider))
-        .ok_or_else(|| GatewayError::UnknownModel(request.model.clone()))?;
+    let upstream = gw.route(&request.model).ok_or_else(|| GatewayError::UnknownModel(request.model.clone()))?;
     let provider = upstream.provider.as_str();
     let policy = gw.policies.resolve(admitted, &request.model);
     let scope = Scope {
@@ -485,18 +473,6 @@ fn govern(gw: &Gateway, admitted: &Admitted, key_id: &str, body: &[u8], plan: &m
     }
     plan.account = Some(account);
     Ok(())
-}
-
-/// `auth`: provider name -> the `Authorization` value (compiled at load, with the rest).
-fn upstream_for(provider: &str, pc: &ProviderConfig, auth: &ProviderKeys) -> Upstream {
-    Upstream {
-        provider: provider.to_string(),
-        cluster: pc.cluster.clone(),
-        path: pc.path.clone(),
-        authority: pc.authority.clone(),
-        authorization: auth.get(provider).cloned(),
-        chain: pc.chain,
-    }
 }
 
 /// Whether an entry may be served to a request whose policy TTL is `ttl_s`: an entry stored

@@ -28,17 +28,29 @@ use crate::core::store::{SetError, SharedData};
 pub const ROOT_ID: &str = "semgate_upstream";
 /// The `get_property` path naming the attempt's provider (endpoint metadata of the chosen host).
 pub const PROVIDER_PROPERTY: &[&str] = &["xds", "upstream_host_metadata", "filter_metadata", "semgate", "provider"];
+/// The `get_property` path naming the key of the attempt's endpoint (its environment variable):
+/// a provider cluster lists one endpoint per key, each in its own priority, so Envoy's retry
+/// moves to the provider's next key before the chain's next provider.
+pub const KEY_PROPERTY: &[&str] = &["xds", "upstream_host_metadata", "filter_metadata", "semgate", "key"];
 /// Response headers the upstream role sets for the downstream role.
 pub const HEADER_PROVIDER: &str = "x-semgate-provider";
 pub const HEADER_UPSTREAM_MODEL: &str = "x-semgate-upstream-model";
-pub const HEADER_ATTEMPT: &str = "x-semgate-attempt";
+/// Provider attempts the answer took (1: the first provider answered with its first key).
+pub const HEADER_ATTEMPTS: &str = "x-semgate-attempts";
 /// Set by Envoy on upstream requests when the virtual host has `include_request_attempt_count`.
 pub const ENVOY_ATTEMPT_COUNT: &str = "x-envoy-attempt-count";
 
 /// Request headers dropped before every attempt: the downstream's credential placeholder,
 /// any provider credential, and compression (translation needs the provider's plain bytes).
-pub const REMOVE_REQUEST_HEADERS: &[&str] =
-    &["authorization", "x-api-key", "api-key", "x-goog-api-key", "anthropic-version", "accept-encoding"];
+pub const REMOVE_REQUEST_HEADERS: &[&str] = &[
+    "authorization",
+    "x-api-key",
+    "api-key",
+    "x-goog-api-key",
+    "anthropic-version",
+    "accept-encoding",
+    crate::core::downstream::RELAY_HEADER,
+];
 /// Slots of the attempt log ring; a request whose slot is reused loses its history (lossy).
 pub const ATTEMPT_LOG_SLOTS: u64 = 4096;
 /// Attempts one record keeps (well above any sensible `max_attempts`).
@@ -77,6 +89,12 @@ pub struct AttemptRequest<'a> {
     pub request_id: Option<&'a str>,
     /// [`ENVOY_ATTEMPT_COUNT`], when Envoy sends it.
     pub envoy_attempt_count: Option<&'a str>,
+    /// The endpoint metadata at [`KEY_PROPERTY`]: the key (by its variable) this attempt uses.
+    pub key: Option<&'a str>,
+    /// The gateway marked the request as a `passthrough` relay: `path` is kept.
+    pub relay: bool,
+    /// The request's `:path` (read for relays).
+    pub path: Option<&'a str>,
     pub body: &'a [u8],
     pub now_ms: u64,
 }
@@ -130,6 +148,8 @@ impl AttemptError {
 pub struct AttemptState {
     pub provider: String,
     pub kind: ProviderKind,
+    /// The `models` entry that routed the request (a name or pattern: bounded, for metrics).
+    pub route: String,
     /// The model the client asked for (names the OpenAI answer).
     pub client_model: String,
     pub upstream_model: String,
@@ -139,6 +159,10 @@ pub struct AttemptState {
     pub key: Option<usize>,
     /// Every key was cooling down; the one whose cooldown ends first was used.
     pub all_keys_cooling: bool,
+    /// A 429 is answered as a 503 (`upstream_rate_limited`), so Envoy's outlier detection
+    /// takes this key's endpoint out and the retry goes to the next key or provider: the
+    /// provider has another key or the chain another provider.
+    pub rate_limit_fails_over: bool,
     /// 1 for the first attempt; `None` when neither Envoy nor the log could tell.
     pub attempt: Option<u32>,
     /// This attempt's place in the attempt log (it may differ from Envoy's count).
@@ -180,15 +204,20 @@ pub fn plan_attempt<S: SharedData>(
 ) -> Result<AttemptPlan, AttemptError> {
     let name = req.provider.filter(|p| !p.is_empty()).ok_or(AttemptError::NoProvider)?;
     let provider = table.provider(name).ok_or_else(|| AttemptError::UnknownProvider(name.to_string()))?;
+    if req.relay {
+        return Ok(plan_relay(provider, kv, req));
+    }
     let head: BodyHead = serde_json::from_slice(req.body).map_err(|e| TranslateError::InvalidJson(e.to_string()))?;
     let client_model = head.model.ok_or(AttemptError::MissingModel)?;
-    if table.model(&client_model).is_none() {
+    let Some(chain) = table.model(&client_model) else {
         return Err(AttemptError::UnknownModel(client_model));
-    }
+    };
+    let route = chain.model.clone();
     let upstream_model = table
         .upstream_model(&client_model, name)
         .ok_or_else(|| AttemptError::NotInChain { model: client_model.clone(), provider: name.to_string() })?
         .to_string();
+    let is_last = table.position(&client_model, name).is_none_or(|(at, len)| at + 1 == len);
     let stream = head.stream.unwrap_or(false);
     let include_usage = stream && head.stream_options.and_then(|o| o.include_usage).unwrap_or(false);
 
@@ -201,7 +230,7 @@ pub fn plan_attempt<S: SharedData>(
         vec![SetHeader::plain(":path", path), SetHeader::plain(":authority", provider.authority.clone())];
     let (key, all_keys_cooling) = match &provider.auth {
         ProviderAuth::Keys(keys) => {
-            let choice = choose_key(kv, &provider.name, keys.len(), req.now_ms);
+            let choice = key_for(provider, kv, req);
             for (header, value) in &keys[choice.index].headers {
                 set_headers.push(SetHeader { name: header, value: value.expose().to_string(), secret: true });
             }
@@ -219,21 +248,62 @@ pub fn plan_attempt<S: SharedData>(
         remove_headers.push("content-length");
     }
     let logged = req.request_id.and_then(|id| log_attempt_start(kv, id, &provider.name));
-    let attempt = req.envoy_attempt_count.and_then(|a| a.trim().parse().ok()).or(logged);
+    let attempt = logged.or_else(|| req.envoy_attempt_count.and_then(|a| a.trim().parse().ok()));
     let state = AttemptState {
         provider: provider.name.clone(),
         kind: provider.kind,
+        route,
         client_model,
         upstream_model,
         stream,
         include_usage,
         key,
         all_keys_cooling,
+        rate_limit_fails_over: req.key.is_some() && (provider.key_count() > 1 || !is_last),
         attempt,
         logged,
         request_id: req.request_id.map(str::to_string),
     };
     Ok(AttemptPlan { set_headers, remove_headers, body, state })
+}
+
+/// A `passthrough` request (e.g. `GET /v1/models`): the provider's authority and key, its
+/// base path before the request's path; the body and the answer pass as they are.
+fn plan_relay<S: SharedData>(provider: &Provider, kv: &S, req: &AttemptRequest<'_>) -> AttemptPlan {
+    let path = format!("{}{}", provider.base_path, req.path.unwrap_or("/"));
+    let mut set_headers =
+        vec![SetHeader::plain(":path", path), SetHeader::plain(":authority", provider.authority.clone())];
+    let key = match &provider.auth {
+        ProviderAuth::Keys(keys) => {
+            let choice = key_for(provider, kv, req);
+            for (header, value) in &keys[choice.index].headers {
+                set_headers.push(SetHeader { name: header, value: value.expose().to_string(), secret: true });
+            }
+            Some(choice.index)
+        }
+        ProviderAuth::SidecarToken => {
+            if let Some(token) = read_vertex_token(kv, &provider.name, req.now_ms) {
+                set_headers.push(SetHeader { name: "authorization", value: format!("Bearer {token}"), secret: true });
+            }
+            None
+        }
+    };
+    let state = AttemptState {
+        provider: provider.name.clone(),
+        kind: ProviderKind::OpenAi,
+        route: String::new(),
+        client_model: String::new(),
+        upstream_model: String::new(),
+        stream: false,
+        include_usage: false,
+        key,
+        all_keys_cooling: false,
+        rate_limit_fails_over: false,
+        attempt: None,
+        logged: None,
+        request_id: None,
+    };
+    AttemptPlan { set_headers, remove_headers: REMOVE_REQUEST_HEADERS.to_vec(), body: None, state }
 }
 
 fn attempt_path(provider: &Provider, model: &str, stream: bool) -> Result<String, TranslateError> {
@@ -250,6 +320,16 @@ fn attempt_path(provider: &Provider, model: &str, stream: bool) -> Result<String
 }
 
 // ---------------------------------------------------------------- keys
+
+/// The key of this attempt: the one its endpoint names (Envoy chose the endpoint: a retry after
+/// a refused key lands on the next key's endpoint), else the next in turn that is not cooling.
+fn key_for<S: SharedData>(provider: &Provider, kv: &S, req: &AttemptRequest<'_>) -> KeyChoice {
+    let named = req.key.and_then(|env| provider.key_envs.iter().position(|e| e == env));
+    match named {
+        Some(index) => KeyChoice { index, all_cooling: false },
+        None => choose_key(kv, &provider.name, provider.key_count(), req.now_ms),
+    }
+}
 
 /// The key an attempt uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -502,12 +582,17 @@ pub fn on_response_headers<S: SharedData>(
     if let (Some(id), Some(n)) = (&state.request_id, state.logged) {
         log_attempt_status(kv, id, n, status);
     }
-    let mut set_headers = vec![
-        SetHeader::plain(HEADER_PROVIDER, state.provider.clone()),
-        SetHeader::plain(HEADER_UPSTREAM_MODEL, state.upstream_model.clone()),
-    ];
+    let mut set_headers = vec![SetHeader::plain(HEADER_PROVIDER, state.provider.clone())];
+    // Seen by Envoy's retry and outlier detection, which run after this filter (a translated
+    // error body keeps the provider's 429 in its own words: only the status changes).
+    if status == 429 && state.rate_limit_fails_over {
+        set_headers.push(SetHeader::plain(":status", "503"));
+    }
+    if !state.upstream_model.is_empty() {
+        set_headers.push(SetHeader::plain(HEADER_UPSTREAM_MODEL, state.upstream_model.clone()));
+    }
     if let Some(n) = state.attempt {
-        set_headers.push(SetHeader::plain(HEADER_ATTEMPT, n.to_string()));
+        set_headers.push(SetHeader::plain(HEADER_ATTEMPTS, n.to_string()));
     }
     let ctx =
         ResponseContext { model: &state.client_model, created: now_ms / 1000, include_usage: state.include_usage };

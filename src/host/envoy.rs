@@ -214,7 +214,13 @@ impl RootContext for UpstreamRoot {
     fn on_configure(&mut self, _size: usize) -> bool {
         let loaded = abi::get_buffer(Buffer::PluginConfiguration, 0, usize::MAX)
             .map_err(|e| format!("cannot read the plugin configuration (status {})", e.0))
-            .and_then(|raw| ProvidersConfig::parse(&raw).map_err(|e| e.to_string()))
+            .and_then(|raw| {
+                // The same configuration as the gateway's: only `providers`, `models` and
+                // `fallback` are read here.
+                let value: serde_json::Value =
+                    serde_json::from_slice(&raw).map_err(|e| format!("semgate config: not JSON: {e}"))?;
+                ProvidersConfig::from_filter_config(&value).map_err(|e| e.to_string())
+            })
             .and_then(|c| c.compile(&|var| std::env::var(var).ok()).map_err(|e| e.to_string()))
             .and_then(|table| Ok((table, EnvoyHost { metrics: Rc::new(Metrics::define()?) })));
         match loaded {

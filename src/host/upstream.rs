@@ -74,12 +74,17 @@ impl<H: Host> UpstreamHttp<H> {
     fn plan(&mut self, body: Vec<u8>, body_size: usize) -> Flow {
         let Some(table) = self.table.clone() else { return Flow::Continue };
         let headers = self.host.headers(Map::Request);
-        let [request_id, attempt] = headers.pick(["x-request-id", core::ENVOY_ATTEMPT_COUNT]);
+        let [request_id, attempt, path, relay] =
+            headers.pick(["x-request-id", core::ENVOY_ATTEMPT_COUNT, ":path", crate::core::downstream::RELAY_HEADER]);
         let provider = self.host.property(core::PROVIDER_PROPERTY).and_then(|v| String::from_utf8(v).ok());
+        let key = self.host.property(core::KEY_PROPERTY).and_then(|v| String::from_utf8(v).ok());
         let req = AttemptRequest {
             provider: provider.as_deref(),
             request_id,
             envoy_attempt_count: attempt,
+            key: key.as_deref(),
+            relay: relay.is_some(),
+            path,
             body: &body,
             now_ms: self.host.now_ms(),
         };

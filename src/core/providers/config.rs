@@ -35,7 +35,8 @@ fn err(path: impl Into<String>, message: impl Into<String>) -> ConfigError {
 #[serde(deny_unknown_fields)]
 pub struct ProvidersConfig {
     pub providers: BTreeMap<String, ProviderSpec>,
-    /// Public model name -> ordered chain of `provider/upstream-model`.
+    /// Public model name (or pattern: `gpt-*`, `*-mini`, `*`) -> ordered chain of
+    /// `provider/upstream-model` (`provider/*` sends the client's model name).
     pub models: BTreeMap<String, Vec<String>>,
     #[serde(default)]
     pub fallback: FallbackSpec,
@@ -229,6 +230,22 @@ impl ProviderSpec {
         self.cluster.clone().unwrap_or_else(|| format!("provider_{name}"))
     }
 
+    /// The provider's clusters: one per key (the first is [`ProviderSpec::cluster_name`], the
+    /// others `<cluster>_key2`, `_key3`...), each naming its key's variable; one cluster
+    /// without a key for a provider with none. Envoy retries a chain cluster by cluster, so a
+    /// refused key's retry goes to the same provider's next key before the next provider.
+    pub fn key_clusters(&self, name: &str) -> Vec<(String, Option<&str>)> {
+        let base = self.cluster_name(name);
+        let keys: Vec<&str> = self.key_envs().collect();
+        if keys.is_empty() {
+            return vec![(base, None)];
+        }
+        keys.iter()
+            .enumerate()
+            .map(|(i, k)| (if i == 0 { base.clone() } else { format!("{base}_key{}", i + 1) }, Some(*k)))
+            .collect()
+    }
+
     fn vertex_location(&self) -> Option<(&str, &str)> {
         let v = self.vertex.as_ref()?;
         Some((v.project.as_deref()?, v.location.as_deref()?))
@@ -412,6 +429,7 @@ impl ProvidersConfig {
 
     /// The three sections out of a whole filter configuration; other sections are ignored.
     pub fn from_filter_config(config: &Value) -> Result<Self, ConfigError> {
+        crate::core::config::refuse_old_shape(config)?;
         let mut sections = serde_json::Map::new();
         for name in ["providers", "models", "fallback"] {
             if let Some(v) = config.get(name) {
@@ -433,8 +451,13 @@ impl ProvidersConfig {
                 return Err(err(format!("providers.{name}"), "names use lowercase letters, digits, `_` and `-`"));
             }
             p.validate(name)?;
-            if let Some(other) = clusters.insert(p.cluster_name(name), name) {
-                return Err(err(format!("providers.{name}.cluster"), format!("is also the cluster of `{other}`")));
+            for (cluster, _) in p.key_clusters(name) {
+                if let Some(other) = clusters.insert(cluster.clone(), name) {
+                    return Err(err(
+                        format!("providers.{name}.cluster"),
+                        format!("`{cluster}` is also a cluster of `{other}`"),
+                    ));
+                }
             }
         }
         if self.models.is_empty() {
@@ -443,6 +466,10 @@ impl ProvidersConfig {
         for (model, chain) in &self.models {
             if model.is_empty() || model.contains(char::is_control) {
                 return Err(err(format!("models.{model}"), "model names must be non-empty text"));
+            }
+            let stars = model.matches('*').count();
+            if stars > 1 || (stars == 1 && !(model.starts_with('*') || model.ends_with('*'))) {
+                return Err(err(format!("models.{model}"), "must be a name, `prefix*`, `*suffix` or `*`"));
             }
             if chain.is_empty() {
                 return Err(err(format!("models.{model}"), "must list at least one `provider/model`"));
@@ -496,24 +523,42 @@ impl ProvidersConfig {
         self.chain_layout().map(|_| ())
     }
 
-    /// Attempts per request: `max_attempts`, else the longest chain's length.
+    /// Attempts per request: `max_attempts`, else the longest chain's count of keys (each key
+    /// of each provider is one endpoint Envoy may try, a provider without keys one).
     pub fn max_attempts(&self) -> u32 {
-        self.fallback.max_attempts.unwrap_or_else(|| self.models.values().map(|c| c.len() as u32).max().unwrap_or(1))
+        self.fallback.max_attempts.unwrap_or_else(|| {
+            let endpoints = |entry: &String| {
+                split_entry(entry).and_then(|(p, _)| self.providers.get(p)).map_or(1, |p| p.keys.len().max(1) as u32)
+            };
+            self.models.values().map(|c| c.iter().map(endpoints).sum::<u32>()).max().unwrap_or(1)
+        })
     }
 
-    /// One aggregate cluster per distinct provider sequence, named after its providers.
+    /// One aggregate cluster per distinct sequence of providers (over their key clusters), named
+    /// after its providers; a chain of one provider with one key routes to that provider's
+    /// own cluster.
     pub fn chain_layout(&self) -> Result<ChainLayout, ConfigError> {
         let mut by_seq: BTreeMap<Vec<String>, String> = BTreeMap::new();
         let mut names: BTreeMap<String, Vec<String>> = BTreeMap::new();
         let mut model_cluster = BTreeMap::new();
         for (model, chain) in &self.models {
             let seq: Vec<String> = chain.iter().filter_map(|e| split_entry(e)).map(|(p, _)| p.to_string()).collect();
+            if let [only] = seq.as_slice() {
+                match self.providers.get(only) {
+                    Some(spec) if spec.keys.len() <= 1 => {
+                        model_cluster.insert(model.clone(), spec.cluster_name(only));
+                        continue;
+                    }
+                    _ => {}
+                }
+            }
             let name = match by_seq.get(&seq) {
                 Some(n) => n.clone(),
                 None => {
                     let name =
                         format!("chain_{}", seq.iter().map(|p| p.replace('-', "_")).collect::<Vec<_>>().join("_"));
-                    if names.contains_key(&name) || self.providers.values().any(|p| p.cluster.as_deref() == Some(&name))
+                    if names.contains_key(&name)
+                        || self.providers.iter().any(|(n, p)| p.key_clusters(n).iter().any(|(c, _)| *c == name))
                     {
                         return Err(err(
                             format!("models.{model}"),
@@ -533,6 +578,33 @@ impl ProvidersConfig {
         Ok(ChainLayout { model_cluster, chains })
     }
 
+    /// Where each public model goes, without the keys: what the downstream role routes by.
+    pub fn model_table(&self) -> Result<ModelTable, ConfigError> {
+        let layout = self.chain_layout()?;
+        let names: Vec<&String> = self.providers.keys().collect();
+        let index = |p: &str| names.iter().position(|n| n.as_str() == p);
+        let mut exact = BTreeMap::new();
+        let mut patterns = Vec::new();
+        for (model, chain) in &self.models {
+            let entries = chain
+                .iter()
+                .filter_map(|e| split_entry(e))
+                .filter_map(|(p, m)| Some(ChainEntry { provider: index(p)?, upstream_model: m.to_string() }))
+                .collect();
+            let cluster = layout.model_cluster[model].clone();
+            let aggregate = layout.chains.iter().any(|c| c.name == cluster);
+            let route = ModelChain { model: model.clone(), cluster, aggregate, entries };
+            if model.contains('*') {
+                patterns.push(route);
+            } else {
+                exact.insert(model.clone(), route);
+            }
+        }
+        // The most specific pattern wins: the longest literal part first, `*` last.
+        patterns.sort_by(|a, b| b.model.len().cmp(&a.model.len()).then_with(|| a.model.cmp(&b.model)));
+        Ok(ModelTable { exact, patterns, chains: layout.chains })
+    }
+
     /// Every environment variable a key is read from (the VM's `host_env_keys`).
     pub fn key_envs(&self) -> Vec<String> {
         let mut out: Vec<String> = Vec::new();
@@ -549,23 +621,12 @@ impl ProvidersConfig {
     /// Resolve keys through `env` and build the runtime table. Unset or empty keys fail the load.
     pub fn compile(&self, env: &dyn Fn(&str) -> Option<String>) -> Result<ProviderTable, ConfigError> {
         self.validate()?;
-        let layout = self.chain_layout()?;
+        let models = self.model_table()?;
         let mut providers = Vec::with_capacity(self.providers.len());
         for (name, spec) in &self.providers {
             providers.push(compile_provider(name, spec, self.fallback.key_cooldown_s, env)?);
         }
-        let index = |p: &str| providers.iter().position(|c: &Provider| c.name == p);
-        let mut models = BTreeMap::new();
-        for (model, chain) in &self.models {
-            let entries = chain
-                .iter()
-                .filter_map(|e| split_entry(e))
-                .filter_map(|(p, m)| Some(ChainEntry { provider: index(p)?, upstream_model: m.to_string() }))
-                .collect();
-            let cluster = layout.model_cluster[model].clone();
-            models.insert(model.clone(), ModelChain { model: model.clone(), cluster, entries });
-        }
-        Ok(ProviderTable { providers, models, chains: layout.chains, max_attempts: self.max_attempts() })
+        Ok(ProviderTable { providers, models, max_attempts: self.max_attempts() })
     }
 }
 
@@ -610,6 +671,7 @@ fn compile_provider(
         max_tokens_default: spec.max_tokens_default.unwrap_or(DEFAULT_MAX_TOKENS),
         vertex: spec.vertex_location().map(|(p, l)| VertexPlace { project: p.to_string(), location: l.to_string() }),
         key_cooldown_ms: key_cooldown_s.saturating_mul(1000),
+        key_envs: spec.key_envs().map(str::to_string).collect(),
     })
 }
 
@@ -684,6 +746,8 @@ pub struct Provider {
     /// Project and location; `None` for Vertex express mode (and other kinds).
     pub vertex: Option<VertexPlace>,
     pub key_cooldown_ms: u64,
+    /// The variable each key was read from, in order: an endpoint's `key` metadata names one.
+    pub key_envs: Vec<String>,
 }
 
 impl Provider {
@@ -702,12 +766,54 @@ pub struct ChainEntry {
     pub upstream_model: String,
 }
 
-/// A public model: the aggregate cluster the downstream role routes it to, and its chain.
+/// A public model (or pattern): the cluster the downstream role routes it to (an aggregate
+/// cluster for a chain of several providers, else the provider's own), and its chain.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ModelChain {
+    /// The `models` entry: a name or a pattern (it also labels the model's metrics).
     pub model: String,
     pub cluster: String,
+    /// `cluster` is an aggregate (several providers, or one with several keys): Envoy retries
+    /// it, and when every attempt fails the client gets one 502 naming them.
+    pub aggregate: bool,
     pub entries: Vec<ChainEntry>,
+}
+
+impl ModelChain {
+    /// Routed to an aggregate cluster with retries.
+    pub fn is_fallback_chain(&self) -> bool {
+        self.aggregate
+    }
+
+    /// The upstream model `entry` is asked for when the client asked for `client_model`.
+    pub fn upstream_model<'a>(entry: &'a ChainEntry, client_model: &'a str) -> &'a str {
+        if entry.upstream_model == "*" {
+            client_model
+        } else {
+            &entry.upstream_model
+        }
+    }
+}
+
+/// `models` compiled: exact names, then patterns from the most specific.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ModelTable {
+    exact: BTreeMap<String, ModelChain>,
+    patterns: Vec<ModelChain>,
+    pub chains: Vec<ChainSpec>,
+}
+
+impl ModelTable {
+    /// The chain serving `model`: its exact entry, else the most specific matching pattern.
+    pub fn route(&self, model: &str) -> Option<&ModelChain> {
+        self.exact
+            .get(model)
+            .or_else(|| self.patterns.iter().find(|p| crate::core::config::pattern_matches(&p.model, model)))
+    }
+
+    pub fn all(&self) -> impl Iterator<Item = &ModelChain> {
+        self.exact.values().chain(self.patterns.iter())
+    }
 }
 
 /// The compiled `providers`/`models`/`fallback` sections: every lookup the request path makes.
@@ -715,8 +821,7 @@ pub struct ModelChain {
 pub struct ProviderTable {
     /// Sorted by name.
     pub providers: Vec<Provider>,
-    models: BTreeMap<String, ModelChain>,
-    pub chains: Vec<ChainSpec>,
+    pub models: ModelTable,
     pub max_attempts: u32,
 }
 
@@ -726,22 +831,30 @@ impl ProviderTable {
     }
 
     pub fn model(&self, model: &str) -> Option<&ModelChain> {
-        self.models.get(model)
+        self.models.route(model)
     }
 
     /// The `x-semgate-cluster` value for a model (the downstream role's routing decision).
     pub fn cluster_for_model(&self, model: &str) -> Option<&str> {
-        self.models.get(model).map(|m| m.cluster.as_str())
+        self.models.route(model).map(|m| m.cluster.as_str())
     }
 
     pub fn models(&self) -> impl Iterator<Item = &ModelChain> {
-        self.models.values()
+        self.models.all()
     }
 
     /// The upstream model name `provider` is asked for when serving `model`.
-    pub fn upstream_model(&self, model: &str, provider: &str) -> Option<&str> {
-        let chain = self.models.get(model)?;
-        chain.entries.iter().find(|e| self.providers[e.provider].name == provider).map(|e| e.upstream_model.as_str())
+    pub fn upstream_model<'a>(&'a self, model: &'a str, provider: &str) -> Option<&'a str> {
+        let chain = self.models.route(model)?;
+        let entry = chain.entries.iter().find(|e| self.providers[e.provider].name == provider)?;
+        Some(ModelChain::upstream_model(entry, model))
+    }
+
+    /// Where `provider` stands in `model`'s chain: (0-based position, chain length).
+    pub fn position(&self, model: &str, provider: &str) -> Option<(usize, usize)> {
+        let chain = self.models.route(model)?;
+        let at = chain.entries.iter().position(|e| self.providers[e.provider].name == provider)?;
+        Some((at, chain.entries.len()))
     }
 }
 

@@ -11,10 +11,10 @@ const NOW: u64 = 1_000_000;
 fn gw(extra: &str) -> Gateway {
     let raw = format!(
         r#"{{"auth":{{"keys":[{{"key":"sk-a","tenant":"t1"}}]}},
-            "providers":{{"openai":{{"cluster":"provider_openai","api_key_env":"OPENAI_API_KEY"}}}},
-            "models":[{{"match":"*","provider":"openai"}}]{extra}}}"#
+            "providers":{{"openai":{{"kind":"openai","keys":[{{"env":"OPENAI_API_KEY"}}]}}}},
+            "models":{{"*":["openai/*"]}}{extra}}}"#
     );
-    Gateway::load(raw.as_bytes(), |v| (v == "OPENAI_API_KEY").then(|| "sk-provider".to_string())).unwrap()
+    Gateway::load(raw.as_bytes(), |_| None).unwrap()
 }
 
 fn headers(extra: &[(&str, &str)]) -> HeaderMap {
@@ -59,9 +59,10 @@ fn headers_admit_relay_or_reject() {
     let HeadersDecision::Relay(edit) = on_request_headers(&g, relay, None, true, &mut t) else { panic!() };
     assert_eq!(
         edit.set,
-        vec![("x-semgate-cluster", "provider_openai".to_string()), ("authorization", "Bearer sk-provider".to_string())],
-        "the client's path is the provider's: not set"
+        vec![("x-semgate-cluster", "provider_openai".to_string()), (RELAY_HEADER, "1".to_string())],
+        "the upstream role sets the relay's key and authority and keeps its path"
     );
+    assert_eq!(edit.remove, vec!["authorization".to_string()], "the client's key never goes upstream");
     assert_eq!(t.get(Counter::Relayed), 1);
     let no_key = HeaderMap(headermap::encode(&[(":method", "POST"), (":path", "/v1/chat/completions")]));
     assert_eq!(
@@ -86,13 +87,15 @@ fn a_miss_forwards_with_the_plan_and_drops_client_headers() {
     let (kv, mut t) = (MemKv::default(), Effects::default());
     let f = miss_then_store(&g, &kv, &[], &mut t);
     assert_eq!(f.counter, Counter::Misses);
-    assert_eq!(f.edit.remove, vec!["x-foo".to_string()], "authorization is replaced, not removed");
-    assert_eq!(f.edit.set[0], ("x-semgate-cluster", "provider_openai".to_string()));
-    assert!(f.edit.set.contains(&("authorization", "Bearer sk-provider".to_string())));
+    assert_eq!(f.edit.remove, vec!["authorization".to_string(), "x-foo".to_string()]);
+    assert_eq!(
+        f.edit.set,
+        vec![("x-semgate-cluster", "provider_openai".to_string())],
+        "the rest is the upstream role's"
+    );
     let marks = f.forwarded.response_marks();
     assert_eq!(marks[0], ("x-semgate-cache", "miss".into()));
-    assert_eq!(marks[1], ("x-semgate-provider", "openai".into()));
-    assert_eq!(marks[2].0, "x-semgate-key");
+    assert_eq!(marks[1].0, "x-semgate-key", "the upstream role names the provider");
     assert_eq!(t.get(Counter::Stores), 1);
     assert!(t.gauges.contains_key(&Gauge::CacheBytes));
 }

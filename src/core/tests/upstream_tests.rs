@@ -33,11 +33,17 @@ fn table() -> ProviderTable {
 const CHAT: &str = r#"{"model":"claude-3-5-sonnet","messages":[{"role":"user","content":"hi"}]}"#;
 const CHAT_STREAM: &str = r#"{"model":"claude-3-5-sonnet","stream":true,"stream_options":{"include_usage":true},"messages":[{"role":"user","content":"hi"}]}"#;
 
+/// One attempt of a request of its own (a fresh `x-request-id`).
 fn req<'a>(provider: &'a str, body: &'a str, now_ms: u64) -> AttemptRequest<'a> {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let id = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     AttemptRequest {
         provider: Some(provider),
-        request_id: Some("req-1"),
+        request_id: Some(Box::leak(format!("req-fresh-{id}").into_boxed_str())),
         envoy_attempt_count: None,
+        key: None,
+        relay: false,
+        path: None,
         body: body.as_bytes(),
         now_ms,
     }
@@ -216,10 +222,11 @@ fn plans_and_tables_print_without_keys() {
 #[test]
 fn attempts_are_numbered_and_logged_per_request() {
     let (t, kv) = (table(), MemKv::default());
+    let req = |provider, body, now| AttemptRequest { request_id: Some("req-1"), ..req(provider, body, now) };
     let first = plan_attempt(&t, &kv, &req("anthropic", CHAT, 0)).unwrap();
     assert_eq!(first.state.attempt, Some(1));
     let resp = on_response_headers(&t, &kv, &first.state, 503, 0);
-    let attempt = resp.set_headers.iter().find(|h| h.name == HEADER_ATTEMPT).map(|h| h.value.clone());
+    let attempt = resp.set_headers.iter().find(|h| h.name == HEADER_ATTEMPTS).map(|h| h.value.clone());
     assert_eq!(attempt.as_deref(), Some("1"));
     let second = plan_attempt(&t, &kv, &req("vertex", CHAT, 0)).unwrap();
     assert_eq!(second.state.attempt, Some(2));
@@ -232,14 +239,57 @@ fn attempts_are_numbered_and_logged_per_request() {
         ]
     );
     assert_eq!(read_attempts(&kv, "req-2"), vec![]);
-    // Envoy's own count wins when the virtual host sends it; the log keeps its own index.
-    let r = AttemptRequest { envoy_attempt_count: Some("7"), ..req("vertex", CHAT, 0) };
-    let third = plan_attempt(&t, &kv, &r).unwrap();
-    assert_eq!((third.state.attempt, third.state.logged), (Some(7), Some(3)));
-    on_response_headers(&t, &kv, &third.state, 500, 0);
-    assert_eq!(read_attempts(&kv, "req-1")[2].status, Some(500));
+    // The log numbers the attempts; Envoy's count is used only without a request id.
+    let r = AttemptRequest { request_id: None, envoy_attempt_count: Some("7"), ..req("vertex", CHAT, 0) };
+    assert_eq!(plan_attempt(&t, &kv, &r).unwrap().state.attempt, Some(7));
     let r = AttemptRequest { request_id: None, ..req("vertex", CHAT, 0) };
     assert_eq!(plan_attempt(&t, &kv, &r).unwrap().state.attempt, None);
+}
+
+#[test]
+fn the_endpoint_names_the_key_and_a_429_there_fails_over_as_a_503() {
+    let (t, kv) = (table(), MemKv::default());
+    // Envoy chose the backup key's endpoint (the retry after the primary key was refused).
+    let r = AttemptRequest { key: Some("ANTHROPIC_KEY_BACKUP"), ..req("anthropic", CHAT, 0) };
+    let plan = plan_attempt(&t, &kv, &r).unwrap();
+    assert_eq!((plan.state.key, header(&plan, "x-api-key")), (Some(1), Some("sk-ant-backup")));
+    // Its 429 becomes a 503 for Envoy: outlier detection takes this key's endpoint out, and the
+    // retry goes on to the next endpoint. The key is cooled down for the rotation too.
+    let resp = on_response_headers(&t, &kv, &plan.state, 429, 0);
+    assert!(resp.set_headers.iter().any(|h| h.name == ":status" && h.value == "503"), "{resp:?}");
+    assert_eq!(resp.cooled_key, Some(1));
+    // Other statuses are left alone.
+    let resp = on_response_headers(&t, &kv, &plan.state, 500, 0);
+    assert!(!resp.set_headers.iter().any(|h| h.name == ":status"));
+    // An unknown variable in the metadata falls back to the rotation.
+    let r = AttemptRequest { key: Some("NOT_A_KEY"), ..req("anthropic", CHAT, 0) };
+    assert!(plan_attempt(&t, &kv, &r).unwrap().state.key.is_some());
+    // The chain's last provider with a single key keeps the client-facing 429.
+    let r = AttemptRequest { key: Some("VERTEX_EXPRESS_KEY"), ..req("vertex", CHAT, 0) };
+    let plan = plan_attempt(&t, &kv, &r).unwrap();
+    let resp = on_response_headers(&t, &kv, &plan.state, 429, 0);
+    assert!(!resp.set_headers.iter().any(|h| h.name == ":status"));
+}
+
+#[test]
+fn the_last_provider_of_a_chain_uses_a_cooling_key_rather_than_none() {
+    let (t, kv) = (table(), MemKv::default());
+    cool_down_key(&kv, "vertex", 1, 0, 0, 60_000);
+    let plan = plan_attempt(&t, &kv, &req("vertex", CHAT, 1_000)).unwrap();
+    assert!(plan.state.all_keys_cooling);
+}
+
+#[test]
+fn a_relay_keeps_its_path_and_body_and_gets_the_providers_key() {
+    let (t, kv) = (table(), MemKv::default());
+    let r = AttemptRequest { relay: true, path: Some("/v1/models"), body: b"", ..req("local", CHAT, 0) };
+    let plan = plan_attempt(&t, &kv, &r).unwrap();
+    assert_eq!(header(&plan, ":path"), Some("/proxy/v1/models"));
+    assert_eq!(header(&plan, "authorization"), Some("Bearer sk-openai"));
+    assert!(plan.body.is_none());
+    assert!(plan.remove_headers.contains(&"x-semgate-relay"));
+    let resp = on_response_headers(&t, &kv, &plan.state, 200, 0);
+    assert!(matches!(resp.body, ResponseBody::Passthrough));
 }
 
 #[test]

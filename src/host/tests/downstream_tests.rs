@@ -143,10 +143,10 @@ impl Host for Rc<Fake> {
 fn gateway(extra: &str) -> Rc<Gateway> {
     let raw = format!(
         r#"{{"auth":{{"keys":[{{"key":"sk-a","tenant":"t1"}}]}},
-            "providers":{{"openai":{{"cluster":"provider_openai","api_key_env":"OPENAI_API_KEY"}}}},
-            "models":[{{"match":"*","provider":"openai"}}]{extra}}}"#
+            "providers":{{"openai":{{"kind":"openai","keys":[{{"env":"OPENAI_API_KEY"}}]}}}},
+            "models":{{"*":["openai/*"]}}{extra}}}"#
     );
-    Rc::new(Gateway::load(raw.as_bytes(), |v| (v == "OPENAI_API_KEY").then(|| "sk-provider".to_string())).unwrap())
+    Rc::new(Gateway::load(raw.as_bytes(), |_| None).unwrap())
 }
 
 const BODY: &[u8] = br#"{"model":"gpt-4o-mini","temperature":0,"messages":[{"role":"user","content":"hi"}]}"#;
@@ -184,11 +184,10 @@ fn a_miss_goes_upstream_then_repeats_are_answered_locally() {
     let mut ctx = request(&host, &gw);
     assert_eq!(send_request(&mut ctx), Flow::Continue);
     assert_eq!(host.header(Map::Request, "x-semgate-cluster").as_deref(), Some("provider_openai"));
-    assert_eq!(host.header(Map::Request, "authorization").as_deref(), Some("Bearer sk-provider"));
+    assert_eq!(host.header(Map::Request, "authorization"), None, "the client's key never goes upstream");
     assert_eq!(host.header(Map::Request, "x-foo"), None, "unlisted client headers are dropped");
     respond(&host, &mut ctx);
     assert_eq!(host.header(Map::Response, "x-semgate-cache").as_deref(), Some("miss"));
-    assert_eq!(host.header(Map::Response, "x-semgate-provider").as_deref(), Some("openai"));
     assert_eq!((host.counted(Counter::Misses), host.counted(Counter::Stores)), (1, 1));
 
     let mut ctx = request(&host, &gw);
@@ -338,7 +337,8 @@ fn passthrough_paths_are_relayed() {
     host.set_map(Map::Request, &[(":method", "GET"), (":path", "/v1/models"), ("authorization", "Bearer sk-a")]);
     let mut ctx = DownstreamHttp::new(host.clone(), Some(gw));
     assert_eq!(ctx.on_request_headers(true), Flow::Continue);
-    assert_eq!(host.header(Map::Request, "authorization").as_deref(), Some("Bearer sk-provider"));
+    assert_eq!(host.header(Map::Request, "authorization"), None, "the upstream role sets the provider's key");
+    assert_eq!(host.header(Map::Request, "x-semgate-relay").as_deref(), Some("1"));
     assert_eq!(ctx.on_request_body(0, true), Flow::Continue);
     assert_eq!(host.counted(Counter::Relayed), 1);
 }

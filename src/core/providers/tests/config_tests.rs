@@ -56,7 +56,8 @@ fn example_parses_with_defaults() {
     assert_eq!(c.fallback.on, DEFAULT_FALLBACK_ON);
     assert_eq!(c.fallback.ejection.consecutive_5xx, 3);
     assert_eq!(c.fallback.ejection.max_ejection_percent, 100);
-    assert_eq!(c.max_attempts(), 2);
+    // One attempt per key of the chain: two Anthropic keys, then Vertex's.
+    assert_eq!(c.max_attempts(), 3);
     assert_eq!(c.key_envs(), ["ANTHROPIC_KEY_PRIMARY", "ANTHROPIC_KEY_BACKUP", "VERTEX_EXPRESS_KEY"]);
 }
 
@@ -151,13 +152,11 @@ fn one_chain_cluster_per_distinct_provider_sequence() {
     let layout = c.chain_layout().unwrap();
     assert_eq!(layout.model_cluster["claude-3-5-sonnet"], "chain_anthropic_vertex");
     assert_eq!(layout.model_cluster["claude-3-haiku"], "chain_anthropic_vertex");
-    assert_eq!(layout.model_cluster["gemini"], "chain_vertex");
+    // A chain of one provider goes to that provider's own cluster.
+    assert_eq!(layout.model_cluster["gemini"], "provider_vertex");
     assert_eq!(
         layout.chains,
-        vec![
-            ChainSpec { name: "chain_anthropic_vertex".into(), providers: vec!["anthropic".into(), "vertex".into()] },
-            ChainSpec { name: "chain_vertex".into(), providers: vec!["vertex".into()] },
-        ]
+        vec![ChainSpec { name: "chain_anthropic_vertex".into(), providers: vec!["anthropic".into(), "vertex".into()] }]
     );
 }
 
@@ -166,13 +165,14 @@ fn colliding_chain_names_are_refused() {
     let v = json!({
         "providers": {
             "a-b": {"kind": "openai", "keys": [{"env": "K"}]},
-            "a_b": {"kind": "openai", "keys": [{"env": "K"}]}
+            "a_b": {"kind": "openai", "keys": [{"env": "K"}]},
+            "c": {"kind": "openai", "keys": [{"env": "K"}]}
         },
-        "models": {"m1": ["a-b/x"], "m2": ["a_b/x"]}
+        "models": {"m1": ["a-b/x", "c/x"], "m2": ["a_b/x", "c/x"]}
     });
     let e = parse(v).unwrap_err();
     assert_eq!(e.path, "models.m2");
-    assert!(e.message.contains("chain_a_b"), "{}", e.message);
+    assert!(e.message.contains("chain_a_b_c"), "{}", e.message);
 }
 
 #[test]
@@ -191,7 +191,7 @@ fn compile_builds_each_providers_headers_per_key() {
     assert_eq!(t.cluster_for_model("claude-3-5-sonnet"), Some("chain_anthropic_vertex"));
     assert_eq!(t.upstream_model("claude-3-5-sonnet", "vertex"), Some("gemini-1.5-pro"));
     assert_eq!(t.upstream_model("claude-3-5-sonnet", "openai"), None);
-    assert_eq!(t.max_attempts, 2);
+    assert_eq!(t.max_attempts, 3);
     let chain = t.model("claude-3-5-sonnet").unwrap();
     assert_eq!(t.providers[chain.entries[0].provider].name, "anthropic");
 }

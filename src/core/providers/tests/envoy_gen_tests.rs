@@ -61,28 +61,37 @@ fn findings(envoy: &Value) -> Vec<Finding> {
 fn provider_clusters_carry_metadata_tls_and_outlier_detection() {
     let gen = generate(&example(), &GenOptions::default()).unwrap();
     let names: Vec<_> = gen.clusters.iter().map(|c| c["name"].as_str().unwrap()).collect();
-    assert_eq!(names, ["provider_anthropic", "provider_vertex", "chain_anthropic_vertex"]);
+    // One cluster per key: Anthropic's backup key has its own.
+    assert_eq!(names, ["provider_anthropic", "provider_anthropic_key2", "provider_vertex", "chain_anthropic_vertex"]);
     let a = &gen.clusters[0];
     assert_eq!(a["type"], "STRICT_DNS");
     assert_eq!(a["transport_socket"]["typed_config"]["sni"], "api.anthropic.com");
     let ep = &a["load_assignment"]["endpoints"][0]["lb_endpoints"][0];
     assert_eq!(ep["endpoint"]["address"]["socket_address"], json!({"address": "api.anthropic.com", "port_value": 443}));
-    assert_eq!(ep["metadata"]["filter_metadata"]["semgate"]["provider"], "anthropic");
+    assert_eq!(
+        ep["metadata"]["filter_metadata"]["semgate"],
+        json!({"provider": "anthropic", "key": "ANTHROPIC_KEY_PRIMARY"})
+    );
+    let backup = &gen.clusters[1]["load_assignment"]["endpoints"][0]["lb_endpoints"][0];
+    assert_eq!(backup["metadata"]["filter_metadata"]["semgate"]["key"], "ANTHROPIC_KEY_BACKUP");
     assert_eq!(
         a["outlier_detection"],
         json!({"consecutive_5xx": 3, "interval": "10s", "base_ejection_time": "30s", "max_ejection_percent": 100})
     );
     assert_eq!(a["per_connection_buffer_limit_bytes"], 64u64 << 20);
-    assert_eq!(gen.clusters[1]["transport_socket"]["typed_config"]["sni"], "aiplatform.googleapis.com");
+    assert_eq!(gen.clusters[2]["transport_socket"]["typed_config"]["sni"], "aiplatform.googleapis.com");
 }
 
 #[test]
 fn chain_cluster_is_an_aggregate_with_the_upstream_filter_before_the_codec() {
     let gen = generate(&example(), &GenOptions::default()).unwrap();
-    let c = &gen.clusters[2];
+    let c = &gen.clusters[3];
     assert_eq!(c["lb_policy"], "CLUSTER_PROVIDED");
     assert_eq!(c["cluster_type"]["name"], AGGREGATE);
-    assert_eq!(c["cluster_type"]["typed_config"]["clusters"], json!(["provider_anthropic", "provider_vertex"]));
+    assert_eq!(
+        c["cluster_type"]["typed_config"]["clusters"],
+        json!(["provider_anthropic", "provider_anthropic_key2", "provider_vertex"])
+    );
     let filters = &c["typed_extension_protocol_options"][HTTP_OPTIONS]["http_filters"];
     assert_eq!(filters[0]["name"], WASM_FILTER);
     assert_eq!(filters[1]["name"], UPSTREAM_CODEC);
@@ -94,11 +103,15 @@ fn chain_cluster_is_an_aggregate_with_the_upstream_filter_before_the_codec() {
         cfg["vm_config"]["environment_variables"]["host_env_keys"],
         json!(["ANTHROPIC_KEY_PRIMARY", "ANTHROPIC_KEY_BACKUP", "VERTEX_EXPRESS_KEY"])
     );
-    // The upstream role gets exactly the sections it parses.
+    // The upstream role gets the gateway's configuration, and reads its three sections.
     let value = cfg["configuration"]["value"].as_str().unwrap();
-    let sections = ProvidersConfig::parse(value.as_bytes()).unwrap();
+    assert_eq!(serde_json::from_str::<Value>(value).unwrap(), example());
+    let sections = ProvidersConfig::from_filter_config(&example()).unwrap();
     assert_eq!(sections.models.len(), 1);
-    assert!(!value.contains("key_sha256"), "client keys stay with the downstream role: {value}");
+    // Every provider cluster carries the same filter, for models whose chain is that provider.
+    for p in &gen.clusters[..3] {
+        assert_eq!(p["typed_extension_protocol_options"], c["typed_extension_protocol_options"]);
+    }
 }
 
 #[test]
@@ -107,10 +120,12 @@ fn retry_policy_follows_fallback() {
     let p = &gen.retry_policy;
     assert_eq!(p["retry_on"], "5xx,retriable-status-codes,connect-failure,reset");
     assert_eq!(p["retriable_status_codes"], json!([429]));
-    assert_eq!(p["num_retries"], 1);
+    // One attempt per key: Anthropic's two, then Vertex's one.
+    assert_eq!(p["num_retries"], 2);
     assert_eq!(p["per_try_timeout"], "30s");
     assert_eq!(p["retry_priority"]["name"], PREVIOUS_PRIORITIES);
     assert_eq!(p["retry_priority"]["typed_config"]["update_frequency"], 1);
+    assert_eq!(p["retry_back_off"]["base_interval"], "0.001s");
     assert_eq!(p["retry_host_predicate"][0]["name"], PREVIOUS_HOSTS);
     assert_eq!(
         retry_on(&["gateway-error".into(), "401".into(), "429".into()]),
@@ -137,11 +152,11 @@ fn loopback_providers_get_static_plain_clusters() {
 #[test]
 fn merge_adds_clusters_sets_the_route_policy_and_raises_limits() {
     let envoy = merged();
-    assert_eq!(envoy["static_resources"]["clusters"].as_array().unwrap().len(), 3);
+    assert_eq!(envoy["static_resources"]["clusters"].as_array().unwrap().len(), 4);
     let vh = &envoy["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
         ["route_config"]["virtual_hosts"][0];
     assert_eq!(vh["include_request_attempt_count"], true);
-    assert_eq!(vh["routes"][0]["route"]["retry_policy"]["num_retries"], 1);
+    assert_eq!(vh["routes"][0]["route"]["retry_policy"]["num_retries"], 2);
     // Retries sit on a route of their own, for chains only: direct providers are never retried.
     assert_eq!(vh["routes"][0]["name"], CHAIN_ROUTE);
     assert!(vh["routes"].as_array().unwrap()[1..].iter().all(|r| r.pointer("/route/retry_policy").is_none()));
@@ -157,6 +172,25 @@ fn merge_adds_clusters_sets_the_route_policy_and_raises_limits() {
 #[test]
 fn the_generated_config_for_the_example_passes_check() {
     assert_eq!(findings(&merged()), vec![]);
+}
+
+#[test]
+fn check_wants_the_upstream_role_on_provider_clusters_with_the_same_configuration() {
+    fn cluster<'a>(e: &'a mut Value, name: &str) -> &'a mut Value {
+        e["static_resources"]["clusters"].as_array_mut().unwrap().iter_mut().find(|c| c["name"] == name).unwrap()
+    }
+    let mut e = merged();
+    cluster(&mut e, "provider_anthropic").as_object_mut().unwrap().remove("typed_extension_protocol_options");
+    let f = findings(&e);
+    assert!(f.len() == 1 && f[0].message.contains("`provider_anthropic` has no upstream"), "{f:?}");
+
+    let mut e = merged();
+    let mut other = example();
+    other["models"]["claude-3-5-sonnet"] = json!(["anthropic/claude-3-opus"]);
+    cluster(&mut e, "chain_anthropic_vertex")["typed_extension_protocol_options"][HTTP_OPTIONS]["http_filters"][0]
+        ["typed_config"]["config"]["configuration"]["value"] = json!(other.to_string());
+    let f = findings(&e);
+    assert!(f.len() == 1 && f[0].message.contains("`models` differ"), "{f:?}");
 }
 
 #[test]
@@ -223,7 +257,7 @@ fn check_names_each_problem_and_its_line() {
     c["per_connection_buffer_limit_bytes"] = json!(1024);
     let f = findings(&e);
     assert_eq!(f.len(), 2, "{f:?}");
-    assert!(f[0].message.contains("semgate: {provider: vertex}"), "{f:?}");
+    assert!(f[0].message.contains("semgate: {provider: vertex, key: VERTEX_EXPRESS_KEY}"), "{f:?}");
     assert!(f[1].message.contains("per_connection_buffer_limit_bytes"), "{f:?}");
     assert_eq!(f[0].line, line_with(&e, "\"name\": \"provider_vertex\""));
 
@@ -239,7 +273,12 @@ fn check_names_each_problem_and_its_line() {
     let e = base();
     let f = findings(&e);
     assert!(f.iter().any(|f| f.message.contains("has no `retry_policy`")), "{f:?}");
-    assert!(f.iter().any(|f| f.message.contains("provider_anthropic` of provider `anthropic` is missing")), "{f:?}");
+    assert!(
+        f.iter().any(|f| f
+            .message
+            .contains("provider_anthropic_key2` of provider `anthropic` for key `ANTHROPIC_KEY_BACKUP` is missing")),
+        "{f:?}"
+    );
 }
 
 #[test]
