@@ -384,32 +384,40 @@ fn json_usage(body: &[u8]) -> (Option<TokenUsage>, Option<String>) {
     (usage, model)
 }
 
+/// JSON's string state over one byte: true when `b` belongs to a string (its closing quote
+/// included), so a scanner skips it.
+fn string_byte(state: &mut (bool, bool), b: u8) -> bool {
+    let (in_str, esc) = state;
+    if !*in_str {
+        return false;
+    }
+    if *esc {
+        *esc = false;
+    } else if b == b'\\' {
+        *esc = true;
+    } else if b == b'"' {
+        *in_str = false;
+    }
+    true
+}
+
 /// Where `key` (quoted) occurs as an object key: the last occurrence not inside a string.
 fn key_at(body: &[u8], key: &[u8]) -> Option<usize> {
-    let mut in_str = false;
-    let mut esc = false;
+    let mut state = (false, false);
     let mut found = None;
     let mut i = 0;
     while i < body.len() {
         let b = body[i];
-        if in_str {
-            if esc {
-                esc = false;
-            } else if b == b'\\' {
-                esc = true;
-            } else if b == b'"' {
-                in_str = false;
-            }
-        } else if b == b'"' {
+        if !string_byte(&mut state, b) && b == b'"' {
             if body[i..].starts_with(key) {
-                let rest = body[i + key.len()..].iter().skip_while(|c| c.is_ascii_whitespace()).next();
+                let rest = body[i + key.len()..].iter().find(|c| !c.is_ascii_whitespace());
                 if rest == Some(&b':') {
                     found = Some(i + key.len());
                     i += key.len();
                     continue;
                 }
             }
-            in_str = true;
+            state.0 = true;
         }
         i += 1;
     }
@@ -423,20 +431,13 @@ fn object_after_key<'a>(body: &'a [u8], key: &[u8]) -> Option<&'a [u8]> {
     if body[at..start].iter().any(|&c| c != b':' && !c.is_ascii_whitespace()) {
         return None;
     }
-    let (mut depth, mut in_str, mut esc) = (0usize, false, false);
+    let (mut depth, mut state) = (0usize, (false, false));
     for (j, &b) in body[start..].iter().enumerate() {
-        if in_str {
-            if esc {
-                esc = false;
-            } else if b == b'\\' {
-                esc = true;
-            } else if b == b'"' {
-                in_str = false;
-            }
+        if string_byte(&mut state, b) {
             continue;
         }
         match b {
-            b'"' => in_str = true,
+            b'"' => state.0 = true,
             b'{' => depth += 1,
             b'}' => {
                 depth -= 1;
