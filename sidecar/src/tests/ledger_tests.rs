@@ -240,7 +240,7 @@ async fn two_replicas_share_one_budget_through_the_ledger() {
     for round in 0..2 {
         for (i, kv) in replicas.iter().enumerate() {
             let replica = format!("r{i}");
-            let sync = update_book(kv, |b| b.begin_sync(&replica)).unwrap();
+            let sync = update_book(kv, |b| b.begin_sync(&replica, "e")).unwrap();
             let (s, v) = call(&app, "POST", "/v1/ledger/sync", serde_json::to_value(&sync).unwrap()).await;
             assert_eq!(s, StatusCode::OK, "round {round}: {v}");
             let answer: SyncResponse = serde_json::from_value(v).unwrap();
