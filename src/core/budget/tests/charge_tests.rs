@@ -8,7 +8,13 @@ use serde_json::json;
 
 const NOW: u64 = 1_795_996_800_000; // 2026-11-30T00:00Z
 
+/// This thread's VM book starts empty (tests share a thread when run as Wasm).
+fn fresh_book() {
+    crate::core::budget::ledger::flush_local(&MemKv::default()).unwrap();
+}
+
 fn gov(extra: &str) -> Governance {
+    fresh_book();
     let cfg = format!(
         r#"{{"virtual_keys":[{{"id":"cap","key_sha256":"{}","team":"t","models":["gpt-4o-mini"],
             "budget":{{"usd":0.01,"period":"daily"}}{extra}}}]}}"#,
