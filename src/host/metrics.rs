@@ -6,11 +6,13 @@ use crate::core::tally::{Counter, Gauge};
 use proxy_wasm::hostcalls;
 use proxy_wasm::types::MetricType;
 
-/// Metric ids of one VM, indexed by `Counter` and `Gauge`.
+/// Metric ids of one VM, indexed by `Counter` and `Gauge`; counters per provider and model are
+/// defined on first use (their names come from the configuration, so they are bounded).
 #[derive(Debug, Default, Clone)]
 pub struct Metrics {
     counters: Vec<u32>,
     gauges: Vec<u32>,
+    labeled: std::cell::RefCell<std::collections::HashMap<String, u32>>,
 }
 
 impl Metrics {
@@ -22,7 +24,26 @@ impl Metrics {
             define(MetricType::Gauge, Gauge::CacheBytes.name())?,
             define(MetricType::Histogram, Gauge::LookupMs.name())?,
         ];
-        Ok(Metrics { counters, gauges })
+        Ok(Metrics { counters, gauges, labeled: Default::default() })
+    }
+
+    /// Add to a counter whose name carries its labels (`ModelCounter::stat_name`).
+    pub fn add_labeled(&self, name: &str, n: u64) {
+        let id = match self.labeled.borrow().get(name) {
+            Some(&id) => Some(id),
+            None => None,
+        };
+        let id = match id {
+            Some(id) => id,
+            None => match hostcalls::define_metric(MetricType::Counter, name) {
+                Ok(id) => {
+                    self.labeled.borrow_mut().insert(name.to_string(), id);
+                    id
+                }
+                Err(_) => return,
+            },
+        };
+        let _ = hostcalls::increment_metric(id, n as i64);
     }
 
     pub fn add(&self, c: Counter, n: u64) {
