@@ -113,10 +113,12 @@ wasm-test: wasm-target
 integration: build fake-provider sidecar envoy
 	$(PY) -m pytest tests -q -p no:cacheprovider
 
-## bench: throughput and latency against bare Envoy, the Wasm floor and a local-reply ceiling
+## bench: throughput and latency against bare Envoy, the Wasm floor and a local-reply ceiling;
+## provider chains: a fallback's added latency and translation's Envoy CPU (bench/providers.py)
 bench: build fake-provider envoy model
 	@command -v wrk >/dev/null || { apt-get install -y -qq wrk >/dev/null 2>&1 || { echo "install wrk"; exit 1; }; }
 	bash bench/run.sh
+	$(PY) bench/providers.py
 	RAYON_NUM_THREADS=1 cargo run --release -q -p semgate-sidecar --features local-model --example sidecar_bench -- $(MODEL_DIR) $(WORDLLAMA_DIR) 100000 | tee bench/results-sidecar.md
 	cargo build --release -q -p semgate-sidecar --features local-model --bin semgate-sidecar --example fill_journal
 	$(PY) bench/semantic.py $(MODEL_DIR)

@@ -4,7 +4,9 @@ the same semgate.wasm, as an upstream filter of that cluster, speaks each provid
 per attempt. Two fake providers play Anthropic (primary) and Vertex (fallback)."""
 
 import json
+import re
 import subprocess
+import time
 import uuid
 
 import pytest
@@ -127,10 +129,10 @@ def test_a_stream_through_anthropic_is_openai_sse(chain, providers):
     assert stream_content(r.content)
 
 
-def own_chain(providers, **env):
+def own_chain(providers, cfg=None, **env):
     """A gateway of its own: its circuit breaker state starts clean."""
     primary, fallback = providers
-    doc = render_envoy_config(primary.port, free_port(), free_port(), gateway_test_config())
+    doc = render_envoy_config(primary.port, free_port(), free_port(), cfg or gateway_test_config())
     set_port(doc, "provider_anthropic", primary.port)
     set_port(doc, "provider_vertex", fallback.port)
     return Envoy(primary, doc=doc, env=env)
@@ -193,3 +195,135 @@ def test_a_refused_key_is_retried_with_the_backup_key_before_the_chain_moves_on(
         assert envoy.stat("cluster.provider_anthropic.outlier_detection.ejections_active") == 1
     finally:
         envoy.stop()
+
+
+def chain_config(**fallback):
+    cfg = gateway_test_config()
+    cfg["fallback"] = {**cfg["fallback"], **fallback}
+    return cfg
+
+
+def model_stat(envoy, name, provider, model=MODEL):
+    try:
+        return envoy.stat(f"{name}.provider.={provider};.model.={model};")
+    except KeyError:
+        return 0
+
+
+# Each way the primary can be down. A 429 carries no retry-after; `timeout` hangs past the
+# per-attempt timeout (300 ms in this gateway's configuration).
+PRIMARY_DOWN = {
+    "500": {"fail_status": 500, "fail_fraction": 1.0},
+    "503": {"fail_status": 503, "fail_fraction": 1.0},
+    "429": {"fail_status": 429, "fail_fraction": 1.0},
+    "drop": {"drop_fraction": 1.0},
+    "timeout": {"latency_ms": 2000},
+}
+
+
+@pytest.mark.parametrize("mode", PRIMARY_DOWN)
+def test_a_primary_down_is_invisible_to_clients_and_tried_at_most_once_per_key(providers, mode):
+    """200 requests with the primary down: every one is answered by the fallback, and the
+    primary (two keys, consecutive_5xx: 1, a 60 s ejection) sees at most one attempt per key."""
+    primary, fallback = providers
+    envoy = own_chain(providers, chain_config(per_attempt_timeout_ms=300,
+                                              ejection={"consecutive_5xx": 1, "interval_ms": 1000, "base_ejection_ms": 60000}))
+    try:
+        primary.control(**PRIMARY_DOWN[mode])
+        started = primary.started()
+        statuses, answered_by = [], set()
+        first = None
+        for i in range(200):
+            r = ask(envoy, f"down {mode} {i} {uuid.uuid4().hex[:8]}")
+            statuses.append(r.status_code)
+            answered_by.add(r.headers.get("x-semgate-provider"))
+            first = first or r
+        assert set(statuses) == {200}, [s for s in statuses if s != 200][:5]
+        assert answered_by == {"vertex"}
+        # The first request tried both Anthropic keys, then Vertex answered.
+        assert first.headers["x-semgate-attempts"] == "3", dict(first.headers)
+        assert primary.started() - started <= 2, primary.started() - started
+        assert model_stat(envoy, "semgate_provider_fallbacks_total", "vertex") == 200
+        assert model_stat(envoy, "semgate_provider_attempts_total", "anthropic") == 2
+        if mode in ("500", "503", "429"):
+            assert model_stat(envoy, "semgate_provider_attempt_failures_total", "anthropic") == 2
+        assert 'semgate_provider_fallbacks_total{provider="vertex",model="claude-3-5-sonnet"} 200' in envoy.prometheus()
+        # Envoy's own view of the same: retries on the chain, both key clusters ejected.
+        assert envoy.stat("cluster.chain_anthropic_vertex.upstream_rq_retry") >= 2
+        for cluster in ("provider_anthropic", "provider_anthropic_key2"):
+            assert envoy.stat(f"cluster.{cluster}.outlier_detection.ejections_active") == 1
+    finally:
+        primary.control(fail_fraction=0.0, drop_fraction=0.0, latency_ms=0)
+        envoy.stop()
+
+
+def test_the_circuit_opens_then_closes_after_the_ejection_period(providers):
+    primary, fallback = providers
+    envoy = own_chain(providers, chain_config(ejection={"consecutive_5xx": 1, "interval_ms": 100, "base_ejection_ms": 1000}))
+    try:
+        primary.control(fail_status=503, fail_fraction=1.0)
+        for i in range(3):
+            assert ask(envoy, f"open {i} {uuid.uuid4().hex}").status_code == 200
+        # Open: the primary sees nothing while both of its keys are ejected.
+        started = primary.started()
+        answered = [ask(envoy, f"open more {i} {uuid.uuid4().hex}").headers["x-semgate-provider"] for i in range(10)]
+        assert answered == ["vertex"] * 10 and primary.started() == started
+        # The primary recovers; once the ejection period ends, traffic returns to it.
+        primary.control(fail_fraction=0.0)
+        deadline = time.monotonic() + 20
+        back = None
+        while time.monotonic() < deadline:
+            r = ask(envoy, f"closed {uuid.uuid4().hex}")
+            assert r.status_code == 200, r.text
+            if r.headers["x-semgate-provider"] == "anthropic":
+                back = r
+                break
+            time.sleep(0.1)
+        assert back is not None, "traffic never returned to the primary"
+        assert back.headers["x-semgate-attempts"] == "1"
+    finally:
+        primary.control(fail_fraction=0.0)
+        envoy.stop()
+
+
+def test_a_stream_through_gemini_reads_as_the_openai_sdk_expects(providers):
+    """The chain's Vertex leg alone (primary down): a stream and a JSON answer of the same
+    request carry the same text, and usage comes when asked."""
+    openai = pytest.importorskip("openai")
+    primary, _ = providers
+    envoy = own_chain(providers)
+    try:
+        primary.control(fail_status=503, fail_fraction=1.0)
+        client = openai.OpenAI(base_url=envoy.url + "/v1", api_key="sk-demo", max_retries=0)
+        messages = [{"role": "user", "content": f"the same question {uuid.uuid4().hex[:6]}"}]
+        whole = client.chat.completions.with_raw_response.create(model=MODEL, messages=messages)
+        assert whole.headers["x-semgate-provider"] == "vertex"
+        text = whole.parse().choices[0].message.content
+        stream = client.chat.completions.create(model=MODEL, messages=messages, stream=True,
+                                                stream_options={"include_usage": True})
+        chunks = list(stream)
+        assert all(c.object == "chat.completion.chunk" for c in chunks)
+        streamed = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+        # The fake numbers its answers ("Answer #12 to: ..."): the rest is the same text.
+        assert re.sub(r"#\d+", "#", streamed) == re.sub(r"#\d+", "#", text) and streamed
+        usage = [c.usage for c in chunks if c.usage]
+        assert usage and usage[-1].total_tokens == usage[-1].prompt_tokens + usage[-1].completion_tokens > 0
+        plain = list(client.chat.completions.create(model=MODEL, messages=messages, stream=True))
+        assert not any(c.usage for c in plain), "usage only when asked"
+    finally:
+        primary.control(fail_fraction=0.0)
+        envoy.stop()
+
+
+def test_a_conversation_anthropic_cannot_take_gets_a_clear_400_from_the_gateway(chain, providers):
+    primary, fallback = providers
+    started = (primary.started(), fallback.started())
+    # Only a system message: after translation Anthropic would get no message at all.
+    r = chain.chat({"model": MODEL, "messages": [{"role": "system", "content": "Be brief."}]})
+    assert r.status_code == 400, r.text
+    err = r.json()["error"]
+    # The gateway's words, naming the field, not a provider's error passed through.
+    assert (err["type"], err["param"]) == ("invalid_request_error", "messages"), err
+    assert "user message" in err["message"], err
+    # Refused before any provider saw it, and no fallback tried it either.
+    assert (primary.started(), fallback.started()) == started

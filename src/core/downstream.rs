@@ -672,6 +672,8 @@ struct RefreshRecord {
 pub struct Forwarded {
     cache_status: &'static str,
     reason: Option<&'static str>,
+    /// The `models` entry that routed the request (labels the final-failure metric).
+    route: String,
     /// A chain request's `x-request-id`: keys the upstream role's attempt log, read when
     /// every attempt failed.
     chain_request_id: Option<String>,
@@ -738,6 +740,7 @@ fn route(
     let semantic_ttl_s = plan.semantic.ttl_s;
     let chain_request_id =
         if plan.upstream.chain { client_headers.get("x-request-id").map(str::to_string) } else { None };
+    let route = plan.upstream.route.clone();
     let strip_usage = plan.strip_stream_usage;
     let body = plan.upstream_body.take().map(|b| (plan.body_len, b));
     let mut edit = RequestEdit::to(gw, client_headers, plan.upstream);
@@ -751,6 +754,7 @@ fn route(
         forwarded: Box::new(Forwarded {
             cache_status,
             reason,
+            route,
             chain_request_id,
             all_failed: false,
             store,
@@ -902,6 +906,11 @@ impl Forwarded {
 
     pub fn is_all_failed(&self) -> bool {
         self.all_failed
+    }
+
+    /// The `models` entry that routed the request.
+    pub fn route(&self) -> &str {
+        &self.route
     }
 
     /// The 502 naming each attempt's provider and status (no provider body, no key).

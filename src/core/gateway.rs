@@ -75,8 +75,13 @@ impl Gateway {
             .providers
             .iter()
             .map(|(name, spec)| {
-                let up =
-                    Upstream { provider: name.clone(), cluster: spec.cluster_name(name), chain: false, relay: true };
+                let up = Upstream {
+                    provider: name.clone(),
+                    cluster: spec.cluster_name(name),
+                    chain: false,
+                    relay: true,
+                    route: String::new(),
+                };
                 (name.clone(), up)
             })
             .collect();
@@ -130,7 +135,13 @@ impl Gateway {
             [only] => self.config.providers.keys().nth(only.provider).cloned().unwrap_or_default(),
             _ => chain.cluster.clone(),
         };
-        Some(Upstream { provider, cluster: chain.cluster.clone(), chain: chain.is_fallback_chain(), relay: false })
+        Some(Upstream {
+            provider,
+            cluster: chain.cluster.clone(),
+            chain: chain.is_fallback_chain(),
+            relay: false,
+            route: chain.model.clone(),
+        })
     }
 
     /// Client request headers that must not go upstream: credentials, `x-semgate-*`, and
@@ -389,6 +400,8 @@ pub struct Upstream {
     pub chain: bool,
     /// A `passthrough` request: the upstream role keeps its path and body.
     pub relay: bool,
+    /// The `models` entry that routed the request (empty for a relay): labels its metrics.
+    pub route: String,
 }
 
 #[derive(Debug, Clone, PartialEq)]

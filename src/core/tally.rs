@@ -123,6 +123,53 @@ impl Gauge {
     }
 }
 
+/// Counters per provider and model (the `models` entry: a name or pattern of the configuration,
+/// never a client's text, so the label values are bounded).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum ModelCounter {
+    /// Attempts sent to a provider (the upstream role, once per attempt).
+    Attempts,
+    /// Attempts a provider answered with a failure (5xx, 429, 401, 403); attempts with no
+    /// answer at all (reset, timeout) are in Envoy's per-cluster stats.
+    AttemptFailures,
+    /// Answers from a provider after an earlier attempt of the request failed.
+    Fallbacks,
+    /// Requests whose every attempt failed (the client got one 502 naming them); no provider.
+    FinalFailures,
+}
+
+impl ModelCounter {
+    pub fn name(self) -> &'static str {
+        match self {
+            ModelCounter::Attempts => "semgate_provider_attempts_total",
+            ModelCounter::AttemptFailures => "semgate_provider_attempt_failures_total",
+            ModelCounter::Fallbacks => "semgate_provider_fallbacks_total",
+            ModelCounter::FinalFailures => "semgate_model_failures_total",
+        }
+    }
+
+    /// The Envoy stat name with its labels in the form the shipped `stats_tags` extract
+    /// (`<name>.provider.=<p>;.model.=<m>;`), so Prometheus gets
+    /// `<name>{provider="<p>",model="<m>"}`.
+    pub fn stat_name(self, provider: Option<&str>, model: &str) -> String {
+        let clean = |s: &str| s.replace(';', "_");
+        match provider {
+            Some(p) => format!("{}.provider.={};.model.={};", self.name(), clean(p), clean(model)),
+            None => format!("{}.model.={};", self.name(), clean(model)),
+        }
+    }
+}
+
+/// Envoy `stats_tags` that turn the labels of [`ModelCounter::stat_name`] into Prometheus
+/// labels: (tag name, regex; the first group is cut from the name, the second is the value).
+pub const STATS_TAGS: &[(&str, &str)] = &[
+    ("provider", r"(\.provider\.=(.*?);)"),
+    ("model", r"(\.model\.=(.*?);)"),
+    ("key", r"(\.key\.=(.*?);)"),
+    ("team", r"(\.team\.=(.*?);)"),
+    ("customer", r"(\.customer\.=(.*?);)"),
+];
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LogLevel {
     Info,
@@ -148,8 +195,8 @@ impl Spend {
         }
     }
 
-    /// The stat name with its labels, `<base>.key.<k>.team.<t>.customer.<c>`, which the
-    /// shipped Envoy configs' `stats_tags` turn into Prometheus labels. Label values keep
+    /// The stat name with its labels, `<base>.key.=<k>;.team.=<t>;.customer.=<c>;`, which
+    /// `STATS_TAGS` (in the shipped and generated Envoy configs) turn into Prometheus labels. Label values keep
     /// `[A-Za-z0-9_-]` (anything else becomes `_`); the customer label is already bounded.
     pub fn stat_name(self, key: &str, team: Option<&str>, customer: &str) -> String {
         fn clean(v: &str) -> String {
@@ -157,7 +204,7 @@ impl Spend {
                 v.chars().take(64).map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '_' }).collect();
             if s.is_empty() { "_".to_string() } else { s }
         }
-        format!("{}.key.{}.team.{}.customer.{}", self.base(), clean(key), clean(team.unwrap_or("none")), clean(customer))
+        format!("{}.key.={};.team.={};.customer.={};", self.base(), clean(key), clean(team.unwrap_or("none")), clean(customer))
     }
 }
 
@@ -220,5 +267,12 @@ mod tests {
         names.dedup();
         assert_eq!(names.len(), Counter::ALL.len());
         assert_eq!([Gauge::CacheBytes as usize, Gauge::LookupMs as usize], [0, 1]);
+    }
+
+    #[test]
+    fn labelled_names_carry_their_labels_for_the_stats_tags() {
+        let name = ModelCounter::Attempts.stat_name(Some("anthropic"), "gpt-3.5-*");
+        assert_eq!(name, "semgate_provider_attempts_total.provider.=anthropic;.model.=gpt-3.5-*;");
+        assert_eq!(ModelCounter::FinalFailures.stat_name(None, "a;b"), "semgate_model_failures_total.model.=a_b;");
     }
 }

@@ -32,6 +32,8 @@ pub const PROVIDER_PROPERTY: &[&str] = &["xds", "upstream_host_metadata", "filte
 /// a provider cluster lists one endpoint per key, each in its own priority, so Envoy's retry
 /// moves to the provider's next key before the chain's next provider.
 pub const KEY_PROPERTY: &[&str] = &["xds", "upstream_host_metadata", "filter_metadata", "semgate", "key"];
+/// The attempt's cluster, for clusters whose endpoints carry no metadata.
+pub const CLUSTER_PROPERTY: &[&str] = &["xds", "cluster_name"];
 /// Response headers the upstream role sets for the downstream role.
 pub const HEADER_PROVIDER: &str = "x-semgate-provider";
 pub const HEADER_UPSTREAM_MODEL: &str = "x-semgate-upstream-model";
@@ -89,6 +91,9 @@ pub struct AttemptRequest<'a> {
     pub request_id: Option<&'a str>,
     /// [`ENVOY_ATTEMPT_COUNT`], when Envoy sends it.
     pub envoy_attempt_count: Option<&'a str>,
+    /// The attempt's cluster ([`CLUSTER_PROPERTY`]), read only when the endpoint names no
+    /// provider: a provider whose `cluster` it is (an Istio `outbound|...` cluster).
+    pub cluster: Option<&'a str>,
     /// The endpoint metadata at [`KEY_PROPERTY`]: the key (by its variable) this attempt uses.
     pub key: Option<&'a str>,
     /// The gateway marked the request as a `passthrough` relay: `path` is kept.
@@ -102,7 +107,7 @@ pub struct AttemptRequest<'a> {
 /// What a refused attempt is answered with (a local reply from the upstream filter).
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum AttemptError {
-    #[error("the upstream host carries no `semgate.provider` endpoint metadata")]
+    #[error("the upstream host carries no `semgate.provider` endpoint metadata, and its cluster is no provider's")]
     NoProvider,
     #[error("provider `{0}` of the upstream host is not configured")]
     UnknownProvider(String),
@@ -150,6 +155,8 @@ pub struct AttemptState {
     pub kind: ProviderKind,
     /// The `models` entry that routed the request (a name or pattern: bounded, for metrics).
     pub route: String,
+    /// This provider is not its chain's first: its answer is a fallback's.
+    pub fallback_provider: bool,
     /// The model the client asked for (names the OpenAI answer).
     pub client_model: String,
     pub upstream_model: String,
@@ -202,8 +209,11 @@ pub fn plan_attempt<S: SharedData>(
     kv: &S,
     req: &AttemptRequest<'_>,
 ) -> Result<AttemptPlan, AttemptError> {
-    let name = req.provider.filter(|p| !p.is_empty()).ok_or(AttemptError::NoProvider)?;
-    let provider = table.provider(name).ok_or_else(|| AttemptError::UnknownProvider(name.to_string()))?;
+    let provider = match req.provider.filter(|p| !p.is_empty()) {
+        Some(name) => table.provider(name).ok_or_else(|| AttemptError::UnknownProvider(name.to_string()))?,
+        None => req.cluster.and_then(|c| table.provider_by_cluster(c)).ok_or(AttemptError::NoProvider)?,
+    };
+    let name = provider.name.as_str();
     if req.relay {
         return Ok(plan_relay(provider, kv, req));
     }
@@ -217,7 +227,8 @@ pub fn plan_attempt<S: SharedData>(
         .upstream_model(&client_model, name)
         .ok_or_else(|| AttemptError::NotInChain { model: client_model.clone(), provider: name.to_string() })?
         .to_string();
-    let is_last = table.position(&client_model, name).is_none_or(|(at, len)| at + 1 == len);
+    let position = table.position(&client_model, name);
+    let is_last = position.is_none_or(|(at, len)| at + 1 == len);
     let stream = head.stream.unwrap_or(false);
     let include_usage = stream && head.stream_options.and_then(|o| o.include_usage).unwrap_or(false);
 
@@ -253,6 +264,7 @@ pub fn plan_attempt<S: SharedData>(
         provider: provider.name.clone(),
         kind: provider.kind,
         route,
+        fallback_provider: position.is_some_and(|(at, _)| at > 0),
         client_model,
         upstream_model,
         stream,
@@ -292,6 +304,7 @@ fn plan_relay<S: SharedData>(provider: &Provider, kv: &S, req: &AttemptRequest<'
         provider: provider.name.clone(),
         kind: ProviderKind::OpenAi,
         route: String::new(),
+        fallback_provider: false,
         client_model: String::new(),
         upstream_model: String::new(),
         stream: false,
@@ -621,6 +634,18 @@ pub fn on_response_headers<S: SharedData>(
         }
     }
     ResponsePlan { set_headers, remove_headers, cooled_key, body }
+}
+
+/// The per-provider counter an attempt's answer moves, besides `Attempts` (counted when the
+/// attempt is sent): a failure, or a fallback: an answer after an earlier attempt of the request
+/// failed, or from a provider after the chain's first (the first is ejected).
+pub fn attempt_outcome(state: &AttemptState, status: u16) -> Option<crate::core::tally::ModelCounter> {
+    use crate::core::tally::ModelCounter;
+    match status {
+        200..=299 if state.fallback_provider || state.attempt.is_some_and(|n| n > 1) => Some(ModelCounter::Fallbacks),
+        401 | 403 | 429 | 500..=599 => Some(ModelCounter::AttemptFailures),
+        _ => None,
+    }
 }
 
 /// What the host does with one response body callback.

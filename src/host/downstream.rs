@@ -9,7 +9,7 @@ use crate::core::downstream::{
 };
 use crate::core::errors::GatewayError;
 use crate::core::gateway::Gateway;
-use crate::core::tally::{Counter, LogLevel};
+use crate::core::tally::{Counter, LogLevel, ModelCounter};
 use crate::host::callouts::Callouts;
 use crate::host::{Buffer, Flow, Host, HostError, HostTally, Map};
 use std::rc::Rc;
@@ -233,6 +233,7 @@ impl<H: Host> DownstreamHttp<H> {
                 f.release(self.host.shared_data(), self.host.now_ms());
                 set_response_headers(&self.host, &marks);
                 self.host.count(Counter::ChainFailures, 1);
+                self.host.count_model(ModelCounter::FinalFailures, None, f.route(), 1);
                 let status = crate::core::upstream::ALL_FAILED_STATUS.to_string();
                 let ok = self.host.set_header(Map::Response, ":status", &status).is_ok()
                     && self.host.set_header(Map::Response, "content-type", "application/json").is_ok()

@@ -7,7 +7,7 @@
 use crate::core::downstream::init_store;
 use crate::core::gateway::Gateway;
 use crate::core::providers::config::{ProviderTable, ProvidersConfig};
-use crate::core::tally::{Counter, Gauge, LogLevel};
+use crate::core::tally::{Counter, Gauge, LogLevel, ModelCounter};
 use crate::core::wire::headermap::HeaderMap;
 use crate::host::callouts::Callouts;
 use crate::host::downstream::DownstreamHttp;
@@ -93,6 +93,9 @@ impl Host for EnvoyHost {
     }
     fn count_named(&self, name: &str, n: u64) {
         self.metrics.add_named(name, n)
+    }
+    fn count_model(&self, c: ModelCounter, provider: Option<&str>, model: &str, n: u64) {
+        self.metrics.add_labeled(&c.stat_name(provider, model), n)
     }
     fn gauge(&self, g: Gauge, v: u64) {
         self.metrics.set(g, v)

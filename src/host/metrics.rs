@@ -6,7 +6,8 @@ use crate::core::tally::{Counter, Gauge};
 use proxy_wasm::hostcalls;
 use proxy_wasm::types::MetricType;
 
-/// Metric ids of one VM, indexed by `Counter` and `Gauge`.
+/// Metric ids of one VM, indexed by `Counter` and `Gauge`; counters per provider and model are
+/// defined on first use (their names come from the configuration, so they are bounded).
 #[derive(Debug, Default, Clone)]
 pub struct Metrics {
     counters: Vec<u32>,
@@ -25,6 +26,11 @@ impl Metrics {
             define(MetricType::Histogram, Gauge::LookupMs.name())?,
         ];
         Ok(Metrics { counters, gauges, named: Default::default() })
+    }
+
+    /// Add to a counter whose name carries its labels (`ModelCounter::stat_name`).
+    pub fn add_labeled(&self, name: &str, n: u64) {
+        self.add_named(name, n)
     }
 
     pub fn add(&self, c: Counter, n: u64) {

@@ -25,7 +25,7 @@ mod metrics;
 mod shared;
 
 use crate::core::cache::store::SharedData;
-use crate::core::tally::{Counter, Gauge, LogLevel, Tally};
+use crate::core::tally::{Counter, Gauge, LogLevel, ModelCounter, Tally};
 use crate::core::wire::headermap::HeaderMap;
 
 /// A proxy-wasm status other than Ok: the host refused a call.
@@ -84,6 +84,8 @@ pub trait Host {
     fn count(&self, c: Counter, n: u64);
     /// A counter named at run time (labelled chargeback counters), defined on first use.
     fn count_named(&self, name: &str, n: u64);
+    /// A counter per provider (when given) and `models` entry.
+    fn count_model(&self, c: ModelCounter, provider: Option<&str>, model: &str, n: u64);
     fn gauge(&self, g: Gauge, v: u64);
 }
 

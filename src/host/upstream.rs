@@ -5,7 +5,7 @@
 //! shape as it streams (or, for a whole JSON answer or an error, at its end).
 
 use crate::core::providers::config::ProviderTable;
-use crate::core::tally::{Counter, LogLevel};
+use crate::core::tally::{Counter, LogLevel, ModelCounter};
 use crate::core::upstream::{self as core, AttemptRequest, AttemptState, BodyAction, ResponseBody};
 use crate::host::{Buffer, Flow, Host, Map};
 use std::rc::Rc;
@@ -78,10 +78,15 @@ impl<H: Host> UpstreamHttp<H> {
             headers.pick(["x-request-id", core::ENVOY_ATTEMPT_COUNT, ":path", crate::core::downstream::RELAY_HEADER]);
         let provider = self.host.property(core::PROVIDER_PROPERTY).and_then(|v| String::from_utf8(v).ok());
         let key = self.host.property(core::KEY_PROPERTY).and_then(|v| String::from_utf8(v).ok());
+        let cluster = match provider {
+            Some(_) => None,
+            None => self.host.property(core::CLUSTER_PROPERTY).and_then(|v| String::from_utf8(v).ok()),
+        };
         let req = AttemptRequest {
             provider: provider.as_deref(),
             request_id,
             envoy_attempt_count: attempt,
+            cluster: cluster.as_deref(),
             key: key.as_deref(),
             relay: relay.is_some(),
             path,
@@ -105,6 +110,9 @@ impl<H: Host> UpstreamHttp<H> {
             let e = crate::core::errors::GatewayError::Internal("the attempt could not be prepared".into());
             return self.local_reply(500, &e.to_json());
         }
+        if !plan.state.route.is_empty() {
+            self.host.count_model(ModelCounter::Attempts, Some(&plan.state.provider), &plan.state.route, 1);
+        }
         self.phase = Phase::Sent(Box::new(plan.state));
         Flow::Continue
     }
@@ -114,6 +122,9 @@ impl<H: Host> UpstreamHttp<H> {
         let headers = self.host.headers(Map::Response);
         let status = headers.get(":status").and_then(|s| s.parse().ok()).unwrap_or(0);
         let plan = core::on_response_headers(&table, self.host.shared_data(), state, status, self.host.now_ms());
+        if let Some(c) = core::attempt_outcome(state, status).filter(|_| !state.route.is_empty()) {
+            self.host.count_model(c, Some(&state.provider), &state.route, 1);
+        }
         for h in &plan.remove_headers {
             let _ = self.host.remove_header(Map::Response, h);
         }

@@ -834,6 +834,11 @@ impl ProviderTable {
         self.models.route(model)
     }
 
+    /// The provider whose (first key's) cluster this is.
+    pub fn provider_by_cluster(&self, cluster: &str) -> Option<&Provider> {
+        self.providers.iter().find(|p| p.cluster == cluster)
+    }
+
     /// The `x-semgate-cluster` value for a model (the downstream role's routing decision).
     pub fn cluster_for_model(&self, model: &str) -> Option<&str> {
         self.models.route(model).map(|m| m.cluster.as_str())

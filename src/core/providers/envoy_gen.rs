@@ -10,6 +10,7 @@ use serde_json::{json, Map, Value};
 
 use super::config::{EjectionSpec, ProviderSpec, ProvidersConfig};
 use crate::core::config::ConfigError;
+use crate::core::tally::STATS_TAGS;
 use crate::core::upstream::ROOT_ID;
 
 /// The request header the downstream role sets to a chain cluster; the route reads it.
@@ -71,6 +72,7 @@ impl Generated {
             "route_retry_policy": self.retry_policy,
             "virtual_host": {"include_request_attempt_count": true},
             "listener_per_connection_buffer_limit_bytes": self.buffer_limit,
+            "stats_config": {"stats_tags": STATS_TAGS.iter().map(|(n, r)| json!({"tag_name": n, "regex": r})).collect::<Vec<_>>()},
         })
     }
 }
@@ -435,6 +437,23 @@ pub fn merge_into(envoy: &mut Value, gen: &Generated) -> Vec<String> {
     }
     if !notes.iter().any(|n| n.starts_with("set retry_policy")) {
         notes.push(format!("no route routes by {CLUSTER_HEADER}: add the retry policy to the route by hand"));
+    }
+    // Prometheus labels for the counters per provider and model.
+    let tags: Vec<Value> = STATS_TAGS.iter().map(|(name, regex)| json!({"tag_name": name, "regex": regex})).collect();
+    if !envoy.get("stats_config").is_some_and(Value::is_object) {
+        envoy["stats_config"] = json!({});
+    }
+    let stats = &mut envoy["stats_config"]["stats_tags"];
+    if !stats.is_array() {
+        *stats = json!([]);
+    }
+    if let Some(list) = stats.as_array_mut() {
+        for t in tags {
+            if !list.iter().any(|x| x["tag_name"] == t["tag_name"]) {
+                notes.push(format!("added stats tag {}", t["tag_name"]));
+                list.push(t);
+            }
+        }
     }
     let mut gateway_filters = 0;
     for cfg in downstream_filters_mut(envoy) {

@@ -41,6 +41,7 @@ fn req<'a>(provider: &'a str, body: &'a str, now_ms: u64) -> AttemptRequest<'a> 
         provider: Some(provider),
         request_id: Some(Box::leak(format!("req-fresh-{id}").into_boxed_str())),
         envoy_attempt_count: None,
+        cluster: None,
         key: None,
         relay: false,
         path: None,
@@ -272,6 +273,15 @@ fn the_endpoint_names_the_key_and_a_429_there_fails_over_as_a_503() {
 }
 
 #[test]
+fn without_endpoint_metadata_the_cluster_names_the_provider() {
+    let (t, kv) = (table(), MemKv::default());
+    let r = AttemptRequest { provider: None, cluster: Some("provider_vertex"), ..req("x", CHAT, 0) };
+    assert_eq!(plan_attempt(&t, &kv, &r).unwrap().state.provider, "vertex");
+    let r = AttemptRequest { provider: None, cluster: Some("somewhere_else"), ..req("x", CHAT, 0) };
+    assert_eq!(plan_attempt(&t, &kv, &r).unwrap_err(), AttemptError::NoProvider);
+}
+
+#[test]
 fn the_last_provider_of_a_chain_uses_a_cooling_key_rather_than_none() {
     let (t, kv) = (table(), MemKv::default());
     cool_down_key(&kv, "vertex", 1, 0, 0, 60_000);
@@ -431,4 +441,22 @@ fn openai_answers_pass_through() {
     assert!(!resp.body.holds_headers());
     assert!(resp.remove_headers.is_empty());
     assert_eq!(resp.body.on_body(b"{}", true), BodyAction::Pass);
+}
+
+#[test]
+fn an_answer_after_a_failed_attempt_is_a_fallback() {
+    use crate::core::tally::ModelCounter;
+    let (t, kv) = (table(), MemKv::default());
+    let req = |provider, now| AttemptRequest { request_id: Some("outcome"), ..req(provider, CHAT, now) };
+    let first = plan_attempt(&t, &kv, &req("anthropic", 0)).unwrap();
+    assert_eq!(first.state.route, "claude-3-5-sonnet");
+    assert_eq!(attempt_outcome(&first.state, 503), Some(ModelCounter::AttemptFailures));
+    assert_eq!(attempt_outcome(&first.state, 200), None, "the first attempt's answer is no fallback");
+    on_response_headers(&t, &kv, &first.state, 503, 0);
+    let second = plan_attempt(&t, &kv, &req("vertex", 0)).unwrap();
+    assert_eq!(attempt_outcome(&second.state, 200), Some(ModelCounter::Fallbacks));
+    assert_eq!(attempt_outcome(&second.state, 400), None);
+    // The chain's second provider answering a first attempt (the primary is ejected).
+    let direct = plan_attempt(&t, &kv, &AttemptRequest { request_id: Some("other"), ..req("vertex", 0) }).unwrap();
+    assert_eq!(attempt_outcome(&direct.state, 200), Some(ModelCounter::Fallbacks));
 }

@@ -29,6 +29,7 @@ struct Fake {
     refuse_reply: Cell<bool>,
     refuse_body: Cell<bool>,
     counts: RefCell<BTreeMap<Counter, u64>>,
+    model_counts: RefCell<BTreeMap<String, u64>>,
     logs: RefCell<Vec<String>>,
 }
 
@@ -136,6 +137,9 @@ impl Host for Rc<Fake> {
     }
     fn count(&self, c: Counter, n: u64) {
         *self.counts.borrow_mut().entry(c).or_default() += n;
+    }
+    fn count_model(&self, c: ModelCounter, provider: Option<&str>, model: &str, n: u64) {
+        *self.model_counts.borrow_mut().entry(c.stat_name(provider, model)).or_default() += n;
     }
     fn gauge(&self, _g: Gauge, _v: u64) {}
 }
