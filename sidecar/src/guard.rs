@@ -1188,6 +1188,9 @@ impl GuardConfig {
         if swapped_spans(&la, &lb) || crossed_words(&a.tokens, &b.tokens) || counted_swapped(&la, &lb) {
             return Err(Rejection::Swap);
         }
+        if one_word_changed(&la, &lb, |x, y| self.concept(x) == self.concept(y)) {
+            return Err(Rejection::Substitution);
+        }
         let (loose_a, loose_b) = loose(&only_a, &only_b, sa, sb);
         let (loose_a, loose_b): (Vec<&String>, Vec<&String>) = (loose_a.iter().collect(), loose_b.iter().collect());
         if debug() {
@@ -1577,7 +1580,7 @@ fn loose(
         FILLERS.contains(&x.as_str())
             || other.iter().any(|y| {
                 lx.synonyms(x, y)
-                    || lx.related_verbs(x, y)
+                    || (lx.related_verbs(x, y) && !lx.mostly_noun(x) && !lx.mostly_noun(y))
                     || (lx.knows(x)
                         && lx.knows(y)
                         && x.len() >= 5
@@ -1596,6 +1599,65 @@ fn loose(
     let loose_a: Vec<String> = only_a.iter().filter(|x| !covered(x, sb)).cloned().collect();
     let loose_b: Vec<String> = only_b.iter().filter(|y| !covered(y, sa)).cloned().collect();
     (loose_a, loose_b)
+}
+
+/// The same words in the same order but one, and that one no synonym, form or misspelling of
+/// the other: "move money to my savings" / "from my savings", "bring food on the plane" /
+/// "off the plane", "a poem about rain" / "about snow". A rewording seldom changes a single
+/// word in place, so here only WordNet synonyms, verbs of one family ("delete"/"remove") and
+/// misspellings count as the same word, and
+/// only function words that do not change a request (articles, possessives, modals, question
+/// words) may change freely.
+fn one_word_changed(a: &[String], b: &[String], same: impl Fn(&str, &str) -> bool) -> bool {
+    if a.len() != b.len() || a.len() < 3 {
+        return false;
+    }
+    let mut diff = a.iter().zip(b).filter(|(x, y)| x != y);
+    let Some((x, y)) = diff.next() else { return false };
+    if diff.next().is_some() {
+        return false;
+    }
+    let free = |w: &str| {
+        matches!(
+            w,
+            "this"
+                | "that"
+                | "these"
+                | "those"
+                | "some"
+                | "any"
+                | "can"
+                | "could"
+                | "may"
+                | "might"
+                | "would"
+                | "should"
+                | "do"
+                | "how"
+                | "what"
+                | "which"
+                | "i"
+                | "we"
+                | "me"
+                | "us"
+                | "you"
+                | "please"
+                | "pls"
+                | "kindly"
+        ) || FILLERS.contains(&w)
+    };
+    let lx = lexicon();
+    let numberish = |w: &str| w.starts_with(|c: char| c.is_ascii_digit());
+    !(same(x, y)
+        || free(x)
+        || free(y)
+        || numberish(x)
+        || numberish(y)
+        || lx.synonyms(x, y)
+        || (lx.related_verbs(x, y) && !lx.mostly_noun(x) && !lx.mostly_noun(y))
+        || typo(x, y)
+        || abbreviates(x, y)
+        || abbreviates(y, x))
 }
 
 /// "How many A are in a B" / "how many B are in an A": what a "how many" (or "how much")

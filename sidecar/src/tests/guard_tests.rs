@@ -395,3 +395,26 @@ fn length_and_speed_words_are_requests_not_fillers() {
         Ok(())
     );
 }
+
+#[test]
+fn one_word_changed_in_place_is_a_different_request() {
+    let g = guard();
+    for (a, b) in [
+        ("How do I move money to my savings account?", "How do I move money from my savings account?"),
+        ("Can I bring food on the plane?", "Can I bring food off the plane?"),
+        ("What should I wear to a wedding in summer?", "What should I wear to a wedding in winter?"),
+        ("Write a poem about rain", "Write a poem about snow"),
+        ("Search emails from my boss", "Search emails to my boss"),
+    ] {
+        assert!(g.verify(a, b).is_err(), "{a} / {b}");
+        assert!(g.verify(b, a).is_err(), "{b} / {a}");
+    }
+    // Names of one thing, question words and modals change freely.
+    for (a, b) in [
+        ("How do I use async functions in JS?", "How do I use async functions in JavaScript?"),
+        ("How much is 1000 yen in dollars?", "How much is 1000 JPY in USD?"),
+        ("How can I reset my password?", "How do I reset my password?"),
+    ] {
+        assert_eq!(g.verify(a, b), Ok(()), "{a} / {b}");
+    }
+}
