@@ -1048,6 +1048,15 @@ impl GuardConfig {
         (la, lb, a.content.intersection(&b.content).count())
     }
 
+    /// Neither text says anything the other does not cover: every content word of each is in
+    /// the other, or a synonym, form, abbreviation or misspelling of one of its words, after
+    /// both are normalised ("Convert 50 euros to yen" / "Convert 50 EUR to JPY"). With
+    /// `verify`'s consent, the same request in other words.
+    pub fn same_request(&self, a: &str, b: &str) -> bool {
+        let (la, lb, shared) = self.loose_words(a, b);
+        la.is_empty() && lb.is_empty() && shared > 0
+    }
+
     /// Time to break one text into facts (for the probe's cost breakdown).
     pub fn facts_cost(&self, text: &str) -> usize {
         self.facts(text).tokens.len()

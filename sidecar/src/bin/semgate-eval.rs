@@ -137,7 +137,8 @@ fn run() -> Result<(), String> {
         if pairs.is_empty() {
             continue;
         }
-        report(name, &pairs, embedder.as_ref(), &guard, defaults.threshold, sweep, show_unrelated, leaks)?;
+        let thresholds = (defaults.threshold, defaults.same_request_threshold);
+        report(name, &pairs, embedder.as_ref(), &guard, thresholds, sweep, show_unrelated, leaks)?;
     }
     Ok(())
 }
@@ -148,7 +149,7 @@ fn report(
     pairs: &[&Pair],
     embedder: &dyn Embedder,
     guard: &GuardConfig,
-    threshold: f32,
+    (threshold, floor): (f32, f32),
     sweep: bool,
     show_unrelated: usize,
     leaks: bool,
@@ -159,16 +160,29 @@ fn report(
     let per_text_ms = started.elapsed().as_secs_f64() * 1000.0 / texts.len().max(1) as f64;
     let verdicts: Vec<Result<(), String>> =
         pairs.iter().map(|p| guard.verify(&p.a, &p.b).map_err(|r| r.as_str().to_string())).collect();
-    let scored: Vec<(f32, bool, bool)> = pairs
+    // (cosine, label is hit, guard accepts, the same request: served down to `floor`)
+    let scored: Vec<(f32, bool, bool, bool)> = pairs
         .iter()
         .enumerate()
-        .map(|(i, p)| (dot(&vectors[2 * i], &vectors[2 * i + 1]), p.hit, verdicts[i].is_ok()))
+        .map(|(i, p)| {
+            let (cos, ok) = (dot(&vectors[2 * i], &vectors[2 * i + 1]), verdicts[i].is_ok());
+            (cos, p.hit, ok, ok && cos >= floor && guard.same_request(&p.a, &p.b))
+        })
         .collect();
     let (hits, misses) = (scored.iter().filter(|s| s.1).count(), scored.iter().filter(|s| !s.1).count());
     let owned: Vec<Pair> = pairs.iter().map(|p| (*p).clone()).collect();
-    let unrelated = unrelated_pairs(&owned, &vectors, guard);
+    let unrelated = unrelated_pairs(&owned, &vectors, guard, floor);
+    // As the sidecar decides (`ServerConfig::decide`): at or above `t` with the guard's consent,
+    // or down to `floor` for the same request in other words (with the guard, at the default
+    // threshold or below).
+    let lowered = |t: f32, use_guard: bool| use_guard && t <= threshold;
     let served = |t: f32, use_guard: bool, want_hit: bool| {
-        scored.iter().filter(|s| s.1 == want_hit && s.0 >= t && (!use_guard || s.2)).count()
+        scored
+            .iter()
+            .filter(|s| {
+                s.1 == want_hit && ((s.0 >= t && (!use_guard || s.2)) || (lowered(t, use_guard) && s.0 >= floor && s.3))
+            })
+            .count()
     };
     let (tp, fp) = (served(threshold, true, true), served(threshold, true, false));
     println!(
@@ -186,7 +200,7 @@ fn report(
     for (p, s) in pairs.iter().zip(&scored) {
         let e = by_family.entry(p.family.as_str()).or_default();
         e.1 += 1;
-        e.0 += usize::from(p.hit == (s.0 >= threshold && s.2));
+        e.0 += usize::from(p.hit == ((s.0 >= threshold && s.2) || (s.0 >= floor && s.3)));
     }
     let fam: Vec<String> = by_family.iter().map(|(f, (ok, n))| format!("{f} {ok}/{n}")).collect();
     println!("per family, pairs decided right at the default settings: {}", fam.join(", "));
@@ -196,7 +210,10 @@ fn report(
             for use_guard in [false, true] {
                 let (tp, fp) = (served(t, use_guard, true), served(t, use_guard, false));
                 let precision = if tp + fp == 0 { 1.0 } else { tp as f64 / (tp + fp) as f64 };
-                let wrong = unrelated.iter().filter(|u| u.0 >= t && (!use_guard || u.1)).count();
+                let wrong = unrelated
+                    .iter()
+                    .filter(|u| (u.0 >= t && (!use_guard || u.1)) || (lowered(t, use_guard) && u.0 >= floor && u.4))
+                    .count();
                 println!(
                     "| {t:.2} | {} | {:.3} | {:.3} | {precision:.3} | {:.4} ({wrong}) |",
                     if use_guard { "on" } else { "off" },
@@ -209,11 +226,12 @@ fn report(
     }
     if leaks && TUNING.contains(&split) {
         for ((p, s), v) in pairs.iter().zip(&scored).zip(&verdicts) {
-            if p.hit && !(s.0 >= threshold && s.2) {
+            let is_served = (s.0 >= threshold && s.2) || (s.0 >= floor && s.3);
+            if p.hit && !is_served {
                 let why = v.as_ref().err().map_or("below threshold", |r| r.as_str());
                 println!("missed [{}] {:.3} {why}: {:?} / {:?}", p.family, s.0, p.a, p.b);
             }
-            if !p.hit && s.0 >= threshold && s.2 {
+            if !p.hit && is_served {
                 println!("false hit [{}] {:.3}: {:?} / {:?}", p.family, s.0, p.a, p.b);
             }
         }
@@ -232,10 +250,10 @@ fn report(
         }
     }
     if show_unrelated > 0 && TUNING.contains(&split) {
-        let mut accepted: Vec<&(f32, bool, &str, &str)> = unrelated.iter().filter(|u| u.1).collect();
+        let mut accepted: Vec<&(f32, bool, &str, &str, bool)> = unrelated.iter().filter(|u| u.1).collect();
         accepted.sort_by(|x, y| y.0.total_cmp(&x.0));
         println!("\nthe {show_unrelated} unrelated pairs the guard accepts with the highest cosine:");
-        for (score, _, x, y) in accepted.into_iter().take(show_unrelated) {
+        for (score, _, x, y, _) in accepted.into_iter().take(show_unrelated) {
             println!("{score:.3}  {x:?}  {y:?}");
         }
     }
@@ -270,14 +288,15 @@ fn embed_all(embedder: &dyn Embedder, texts: &[&str]) -> Result<Vec<Vec<f32>>, S
     Ok(vectors)
 }
 
-/// (cosine, guard accepts, text, text) for every pair of distinct texts of one domain that the labels do
+/// (cosine, guard accepts, text, text, the same request and at least `floor`) for every pair of distinct texts of one domain that the labels do
 /// not link: not a labeled pair, and not in one group of texts joined by paraphrase labels.
 /// `vectors` holds `a` then `b` of each pair, in order.
 fn unrelated_pairs<'a>(
     pairs: &'a [Pair],
     vectors: &[Vec<f32>],
     guard: &GuardConfig,
-) -> Vec<(f32, bool, &'a str, &'a str)> {
+    floor: f32,
+) -> Vec<(f32, bool, &'a str, &'a str, bool)> {
     use std::collections::{HashMap, HashSet};
     // texts -> node; paraphrase labels join nodes (union-find)
     let mut node: HashMap<&str, usize> = HashMap::new();
@@ -320,7 +339,8 @@ fn unrelated_pairs<'a>(
                 continue;
             }
             let ((vx, tx), (vy, ty)) = (first[x], first[y]);
-            out.push((dot(&vectors[vx], &vectors[vy]), guard.verify(tx, ty).is_ok(), tx, ty));
+            let (cos, ok) = (dot(&vectors[vx], &vectors[vy]), guard.verify(tx, ty).is_ok());
+            out.push((cos, ok, tx, ty, ok && cos >= floor && guard.same_request(tx, ty)));
         }
     }
     out
@@ -408,7 +428,7 @@ mod tests {
                 _ => basis(5),
             })
             .collect();
-        let got = unrelated_pairs(&pairs, &vectors, &GuardConfig::default());
+        let got = unrelated_pairs(&pairs, &vectors, &GuardConfig::default(), 1.0);
         let mut names: Vec<(String, String)> = got
             .iter()
             .map(|u| {
