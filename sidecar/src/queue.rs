@@ -6,7 +6,8 @@
 //!   it costs a forward pass (`Expired`, `Abandoned`);
 //! - lookups go before stores: a store only feeds later lookups, a lookup has a caller waiting;
 //!   a batch of stores alone is small (`STORE_BATCH`), so a lookup that arrives meanwhile
-//!   never waits behind a long one;
+//!   never waits behind a long one, and while lookups are being shed stores do not run at all
+//!   (`STORE_BACKOFF`; a store waits at most `STORE_WAIT`);
 //! - a text whose vector the embedder has cached (the store after a lookup of the same text)
 //!   is answered at once, without a place in the queue.
 
@@ -57,6 +58,13 @@ struct Pending {
 /// At most this many stores in a batch without a lookup: while it runs, a new lookup waits.
 pub const STORE_BATCH: usize = 2;
 
+/// After a lookup was shed, stores wait this long before they run again: under overload the
+/// workers embed lookups (whose callers wait) and stores wait, then expire (`STORE_WAIT`).
+pub const STORE_BACKOFF: Duration = Duration::from_millis(250);
+
+/// The longest a store waits for a worker before it is dropped as expired.
+pub const STORE_WAIT: Duration = Duration::from_secs(2);
+
 /// Upper bounds of the batch-size and queue-wait histograms.
 pub const BATCH_BUCKETS: [u64; 7] = [1, 2, 4, 8, 16, 32, 64];
 pub const WAIT_BUCKETS_MS: [u64; 9] = [1, 2, 5, 10, 20, 50, 100, 250, 1000];
@@ -85,6 +93,9 @@ struct Shared {
     capacity: usize,
     /// Moving average of one forward pass's cost per text (µs), for the expected wait.
     per_text_us: AtomicU64,
+    /// When a lookup was last shed, in µs since `epoch` (0: never).
+    last_shed_us: AtomicU64,
+    epoch: Instant,
     stats: QueueStats,
 }
 
@@ -104,6 +115,8 @@ impl EmbedQueue {
             max_batch: max_batch.max(1),
             capacity: capacity.max(1),
             per_text_us: AtomicU64::new(0),
+            last_shed_us: AtomicU64::new(0),
+            epoch: Instant::now(),
             stats: QueueStats::default(),
         });
         for i in 0..shared.workers {
@@ -154,11 +167,21 @@ impl EmbedQueue {
         let (tx, rx) = oneshot::channel();
         {
             let mut p = self.shared.pending.lock().map_err(|_| QueueError::Stopped)?;
-            let waiting = p.lookups.len() + p.stores.len();
+            // Stores never delay a lookup, so a lookup only counts the lookups waiting.
+            let waiting = p.lookups.len() + usize::from(priority == Priority::Store) * p.stores.len();
+            // A store that would wait past STORE_WAIT is refused now rather than dropped later.
+            let deadline = match priority {
+                Priority::Store => Some(deadline.unwrap_or_else(|| Instant::now() + STORE_WAIT)),
+                Priority::Lookup => deadline,
+            };
             let ahead = p.lookups.len() + usize::from(priority == Priority::Store) * p.stores.len();
             let late = deadline.is_some_and(|d| Instant::now() + self.wait_for(&p, ahead + 1) > d);
             if waiting >= self.shared.capacity || late {
                 self.shared.stats.shed.fetch_add(1, Ordering::Relaxed);
+                if priority == Priority::Lookup {
+                    let at = self.shared.epoch.elapsed().as_micros() as u64;
+                    self.shared.last_shed_us.store(at.max(1), Ordering::Relaxed);
+                }
                 return Err(QueueError::Shed);
             }
             let job = Job { text, deadline, enqueued: Instant::now(), tx };
@@ -185,9 +208,21 @@ fn work(s: &Shared) {
     loop {
         let (batch, busy_until): (Vec<Job>, Option<Instant>) = {
             let Ok(mut p) = s.pending.lock() else { return };
-            while p.lookups.is_empty() && p.stores.is_empty() {
-                p = match s.ready.wait(p) {
-                    Ok(p) => p,
+            loop {
+                while p.lookups.is_empty() && p.stores.is_empty() {
+                    p = match s.ready.wait(p) {
+                        Ok(p) => p,
+                        Err(_) => return,
+                    };
+                }
+                // Only stores wait: run them unless a lookup was shed within STORE_BACKOFF.
+                let shed = s.last_shed_us.load(Ordering::Relaxed);
+                let since = s.epoch.elapsed().saturating_sub(Duration::from_micros(shed));
+                if !p.lookups.is_empty() || shed == 0 || since >= STORE_BACKOFF {
+                    break;
+                }
+                p = match s.ready.wait_timeout(p, STORE_BACKOFF - since) {
+                    Ok((p, _)) => p,
                     Err(_) => return,
                 };
             }

@@ -147,6 +147,8 @@ struct Counters {
     exact_hits: AtomicU64,
     exact_misses: AtomicU64,
     stage_one_misses: AtomicU64,
+    /// Lookups answered as a shed miss (the queue could not meet their deadline).
+    lookups_shed: AtomicU64,
     guard: Mutex<BTreeMap<&'static str, u64>>,
     unauthorized: AtomicU64,
     refused_stores: AtomicU64,
@@ -369,6 +371,7 @@ async fn lookup(
         Ok(v) => v,
         Err(QueueError::Shed | QueueError::Expired) => {
             state.counters.misses.fetch_add(1, Ordering::Relaxed);
+            state.counters.lookups_shed.fetch_add(1, Ordering::Relaxed);
             return Ok(Json(LookupResponse { shed: true, ..miss_response(0.0, Vec::new()) }));
         }
         Err(e) => return Err(queue_error(e)),
@@ -480,6 +483,11 @@ async fn metrics(State(state): State<Arc<AppState>>) -> String {
         c.refused_stores.load(Ordering::Relaxed),
     );
     counter(
+        "semgate_sidecar_lookups_shed_total",
+        "Lookups answered at once as a miss because the embedding queue could not meet their deadline.",
+        c.lookups_shed.load(Ordering::Relaxed),
+    );
+    counter(
         "semgate_sidecar_stage_one_misses_total",
         "Lookups the first stage answered as a miss without the model.",
         c.stage_one_misses.load(Ordering::Relaxed),
@@ -488,7 +496,8 @@ async fn metrics(State(state): State<Arc<AppState>>) -> String {
     let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
     counter(
         "semgate_sidecar_shed_total",
-        "Lookups answered at once as a shed miss: the queue could not meet their deadline.",
+        "Texts the embedding queue refused at once: lookups answered as a shed miss (also in \
+         semgate_sidecar_lookups_shed_total) and stores refused with 503.",
         load(&q.shed),
     );
     counter(
