@@ -169,7 +169,7 @@ def main():
         lookups = c["semgate_sidecar_lookups_total"]
         completed = lookups - c["semgate_sidecar_lookups_shed_total"]
         out.append(f"| {label} | on | {on_rps:.0f} | {pct(on, .5):.1f} ms | {pct(on, .99):.1f} ms | "
-                   f"+{pct(on, .5) - pct(off, .5):.1f} ms | +{pct(on, .99) - pct(off, .99):.1f} ms | {on_fail} | "
+                   f"{pct(on, .5) - pct(off, .5):+.1f} ms | {pct(on, .99) - pct(off, .99):+.1f} ms | {on_fail} | "
                    f"{lookups:.0f} | {completed:.0f} | {c['semgate_sidecar_lookups_shed_total']:.0f} | "
                    f"{c['semgate_sidecar_expired_total']:.0f} | {c['semgate_sidecar_abandoned_total']:.0f} | "
                    f"{c['semgate_sidecar_stage_one_misses_total']:.0f} | {c['envoy_errors']:.0f} |")
