@@ -1432,11 +1432,23 @@ fn tense(tokens: &[String]) -> [Option<Tense>; 2] {
     let word_past = tokens.iter().any(|t| {
         matches!(
             t.as_str(),
-            "previous" | "ago" | "yesterday" | "prior" | "last" | "latest" | "former" | "ended" | "earlier" | "past"
+            "previous"
+                | "ago"
+                | "yesterday"
+                | "prior"
+                | "last"
+                | "latest"
+                | "former"
+                | "ended"
+                | "earlier"
+                | "past"
+                | "recently"
         )
     });
     let word_future = tokens.iter().enumerate().any(|(i, t)| {
         matches!(t.as_str(), "upcoming" | "tomorrow" | "next" | "soon" | "future")
+            || (matches!(t.as_str(), "expected" | "predicted" | "forecast")
+                && tokens.get(i + 1).is_some_and(|n| n == "to"))
             || (matches!(t.as_str(), "coming" | "following")
                 && tokens.get(i + 1).is_some_and(|n| TIME_SPANS.contains(&n.as_str())))
     });
@@ -1469,8 +1481,8 @@ fn quantity_differs(a: &[String], b: &[String]) -> bool {
     })
 }
 
-/// The same request with one noun singular in one text and plural in the other, every other
-/// word the same: "fix the failing test" / "fix the failing tests", "translate this sentence" /
+/// The same request with nouns singular in one text and plural in the other, every other word
+/// the same (or a verb agreeing with them): "fix the failing test" / "fix the failing tests", "translate this sentence" /
 /// "translate these sentences". Determiners are left out of the comparison.
 fn number_differs(a: &[String], b: &[String]) -> bool {
     let lx = lexicon();
@@ -1481,12 +1493,31 @@ fn number_differs(a: &[String], b: &[String]) -> bool {
     if a.len() != b.len() {
         return false;
     }
+    // The verb agrees with the noun: "what is a good name" / "what are good names".
+    fn agree(w: &str) -> &str {
+        match w {
+            "are" => "is",
+            "were" => "was",
+            "have" => "has",
+            "do" => "does",
+            other => other,
+        }
+    }
     let mut changed = 0;
     for (x, y) in a.iter().zip(&b) {
-        if x == y {
+        if x == y || agree(x) == agree(y) {
             continue;
         }
-        let (lx_, ly) = (lx.lemma(x), lx.lemma(y));
+        // The singular: WordNet's base form, or the word without its plural ending.
+        let base = |w: &str| {
+            let l = lx.lemma(w);
+            if l != w {
+                l
+            } else {
+                stem(w)
+            }
+        };
+        let (lx_, ly) = (base(x), base(y));
         let plural = |w: &String, l: &String| w != l && w.ends_with('s');
         if lx_ == ly && lx.is_noun(&lx_) && plural(x, &lx_) != plural(y, &ly) {
             changed += 1;
@@ -1494,7 +1525,7 @@ fn number_differs(a: &[String], b: &[String]) -> bool {
             return false;
         }
     }
-    changed == 1
+    changed >= 1
 }
 
 /// Words as the swap check compares them: lemmas, without articles and possessives.

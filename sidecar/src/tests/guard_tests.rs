@@ -363,6 +363,7 @@ fn singular_against_plural_or_any_against_all_is_a_quantity() {
         ("Translate this sentence into French", "Translate these sentences into French"),
         ("Does any planet have rings?", "Do all planets have rings?"),
         ("How do I rename a file in bash?", "How do I rename many files in bash?"),
+        ("What is a fun name for a puppy?", "What are some fun names for puppies?"),
     ] {
         assert_eq!(g.verify(a, b), Err(Rejection::Quantity), "{a} / {b}");
         assert_eq!(g.verify(b, a), Err(Rejection::Quantity), "{b} / {a}");
@@ -377,6 +378,10 @@ fn the_question_auxiliary_and_the_perfect_carry_tense() {
     assert_eq!(g.verify("When does my subscription renew?", "When did my subscription renew?"), Err(Rejection::Tense));
     assert_eq!(
         g.verify("Who has won the most Oscars so far?", "Who will win the most Oscars this year?"),
+        Err(Rejection::Tense)
+    );
+    assert_eq!(
+        g.verify("Who won the Nobel Prize in physics recently?", "Who is expected to win the Nobel Prize in physics?"),
         Err(Rejection::Tense)
     );
 }
