@@ -175,7 +175,11 @@ impl EmbedQueue {
                 Priority::Lookup => deadline,
             };
             let ahead = p.lookups.len() + usize::from(priority == Priority::Store) * p.stores.len();
-            let late = deadline.is_some_and(|d| Instant::now() + self.wait_for(&p, ahead + 1) > d);
+            // An idle queue always takes a lookup: its wait is only its own pass, and the cost
+            // estimate is refreshed only by passes that run (one slow pass must not shed every
+            // lookup after it).
+            let idle = priority == Priority::Lookup && p.busy_until.is_empty() && p.lookups.is_empty();
+            let late = !idle && deadline.is_some_and(|d| Instant::now() + self.wait_for(&p, ahead + 1) > d);
             if waiting >= self.shared.capacity || late {
                 self.shared.stats.shed.fetch_add(1, Ordering::Relaxed);
                 if priority == Priority::Lookup {
