@@ -122,6 +122,7 @@ bench: build fake-provider envoy model
 	RAYON_NUM_THREADS=1 cargo run --release -q -p semgate-sidecar --features local-model --example sidecar_bench -- $(MODEL_DIR) $(WORDLLAMA_DIR) 100000 | tee bench/results-sidecar.md
 	cargo build --release -q -p semgate-sidecar --features local-model --bin semgate-sidecar --example fill_journal
 	$(PY) bench/semantic.py $(MODEL_DIR)
+	$(PY) bench/semantic_load.py $(MODEL_DIR)
 
 fmt:
 	cargo fmt --all

@@ -7,8 +7,8 @@
 use semgate_sidecar::embed::local::LocalBert;
 use semgate_sidecar::embed::wordllama::WordLlama;
 use semgate_sidecar::embed::Embedder;
-use semgate_sidecar::guard::GuardConfig;
 use semgate_sidecar::index::dot;
+use semgate_sidecar::server::{Decision, ServerConfig};
 
 fn main() {
     let mut args = std::env::args().skip(1);
@@ -16,7 +16,7 @@ fn main() {
     let wl = WordLlama::load(std::path::Path::new(&args.next().expect("wordllama dir"))).expect("wordllama");
     let dims: usize = args.next().map_or(256, |d| d.parse().expect("dims"));
     let mut pairs = Vec::new();
-    for file in ["pairs.jsonl", "pairs_v2.jsonl"] {
+    for file in ["pairs.jsonl", "pairs_v2.jsonl", "pairs_v3.jsonl"] {
         let path = format!("{}/eval/{file}", env!("CARGO_MANIFEST_DIR"));
         let Ok(text) = std::fs::read_to_string(&path) else { continue };
         for line in text.lines().filter(|l| !l.trim().is_empty()) {
@@ -30,13 +30,19 @@ fn main() {
         v.iter_mut().for_each(|x| *x /= n);
         v
     };
-    let guard = GuardConfig::default();
+    let config = ServerConfig::default();
+    let guard = &config.guard;
     let mut rows = Vec::new();
+    let mut full = Vec::new();
     let mut wl_vecs = Vec::new();
     for (a, b) in &pairs {
         let m = mini.embed(&[a, b]).expect("embed");
         let w: Vec<Vec<f32>> = wl.embed(&[a, b]).expect("embed").into_iter().map(cut).collect();
-        rows.push((dot(&m[0], &m[1]), dot(&w[0], &w[1]), guard.verify(a, b).is_ok()));
+        let (mc, wc) = (dot(&m[0], &m[1]), dot(&w[0], &w[1]));
+        rows.push((mc, wc, guard.verify(a, b).is_ok()));
+        if config.decide(config.threshold, true, a, b, mc) == Decision::Serve {
+            full.push(wc);
+        }
         wl_vecs.push(w[0].clone());
     }
     for t in [0.55f32, 0.60, 0.65, 0.70] {
@@ -44,6 +50,11 @@ fn main() {
         let min = served.iter().cloned().fold(f32::MAX, f32::min);
         println!("MiniLM >= {t:.2} and guard ok: {} pairs, lowest WordLlama cosine {min:.3}", served.len());
     }
+    let min = full.iter().cloned().fold(f32::MAX, f32::min);
+    println!(
+        "served at the default settings (same requests included): {} pairs, lowest WordLlama cosine {min:.3}",
+        full.len()
+    );
     let mut unrelated = Vec::new();
     for i in 0..wl_vecs.len() {
         for j in (i + 1)..wl_vecs.len() {

@@ -882,6 +882,12 @@ impl GuardConfig {
     /// A word as the substitution and operand rules compare it: units and entity aliases by
     /// their canonical name, everything else by its stem.
     fn concept(&self, word: &str) -> String {
+        // Words of length and speed that WordNet keeps in separate synsets.
+        match word {
+            "brief" | "briefly" | "short" | "shortly" => return "short".to_string(),
+            "quick" | "quickly" | "fast" | "rapid" | "rapidly" => return "fast".to_string(),
+            _ => {}
+        }
         if clock(word).is_some() {
             return format!("t{word}");
         }
@@ -1031,6 +1037,26 @@ impl GuardConfig {
         )
     }
 
+    /// The content words each text has that the other does not cover, and the number of
+    /// content words they share (for looking at the guard's decisions).
+    pub fn loose_words(&self, a: &str, b: &str) -> (Vec<String>, Vec<String>, usize) {
+        let (a, b) = expand_acronyms(a, b);
+        let (a, b) = (self.facts(&a), self.facts(&b));
+        let only_a = a.content.difference(&b.content).cloned().collect();
+        let only_b = b.content.difference(&a.content).cloned().collect();
+        let (la, lb) = loose(&only_a, &only_b, &a.content, &b.content);
+        (la, lb, a.content.intersection(&b.content).count())
+    }
+
+    /// Neither text says anything the other does not cover: every content word of each is in
+    /// the other, or a synonym, form, abbreviation or misspelling of one of its words, after
+    /// both are normalised ("Convert 50 euros to yen" / "Convert 50 EUR to JPY"). With
+    /// `verify`'s consent, the same request in other words.
+    pub fn same_request(&self, a: &str, b: &str) -> bool {
+        let (la, lb, shared) = self.loose_words(a, b);
+        la.is_empty() && lb.is_empty() && shared > 0
+    }
+
     /// Time to break one text into facts (for the probe's cost breakdown).
     pub fn facts_cost(&self, text: &str) -> usize {
         self.facts(text).tokens.len()
@@ -1129,11 +1155,22 @@ impl GuardConfig {
             }
             return Ok(());
         }
+        // "When does it renew?" / "When did it renew?": the question's auxiliary alone changed.
+        let aux = |f: &Facts, words: &[&str]| f.tokens.iter().any(|t| words.contains(&t.as_str()));
+        let (past, present) = (["did", "didn't"], ["do", "does", "don't", "doesn't"]);
+        if (aux(a, &past) && !aux(a, &present) && aux(b, &present) && !aux(b, &past))
+            || (aux(b, &past) && !aux(b, &present) && aux(a, &present) && !aux(a, &past))
+        {
+            return Err(Rejection::Tense);
+        }
         let (ta, tb) = (tense(&a.tokens), tense(&b.tokens));
         if ta.iter().zip(&tb).any(|(x, y)| x.is_some() && y.is_some() && x != y) {
             return Err(Rejection::Tense);
         }
-        if quantity_differs(&a.tokens, &b.tokens) || quantity_differs(&b.tokens, &a.tokens) {
+        if quantity_differs(&a.tokens, &b.tokens)
+            || quantity_differs(&b.tokens, &a.tokens)
+            || number_differs(&a.tokens, &b.tokens)
+        {
             return Err(Rejection::Quantity);
         }
         let lx = lexicon();
@@ -1157,33 +1194,22 @@ impl GuardConfig {
             return Err(Rejection::Opposite);
         }
         let (la, lb) = (&a.lemmas, &b.lemmas);
-        if swapped_spans(&la, &lb) {
+        if swapped_spans(&la, &lb) || crossed_words(&a.tokens, &b.tokens) || counted_swapped(&la, &lb) {
             return Err(Rejection::Swap);
         }
-        // What one text says that nothing in the other covers (a synonym, or a word of one
-        // derivation: "shipping"/"shipment").
-        let covered = |x: &String, other: &BTreeSet<String>| {
-            FILLERS.contains(&x.as_str())
-                || other.iter().any(|y| {
-                    lx.synonyms(x, y)
-                        || lx.related_verbs(x, y)
-                        || (lx.knows(x)
-                            && lx.knows(y)
-                            && x.len() >= 5
-                            && y.len() >= 5
-                            && x.chars().take(5).eq(y.chars().take(5)))
-                        || abbreviates(x, y)
-                        || abbreviates(y, x)
-                        || typo(x, y)
-                        || lx
-                            .verb_bases(x)
-                            .iter()
-                            .chain([x])
-                            .any(|bx| lx.verb_bases(y).iter().chain([y]).any(|by| bx == by))
-                })
-        };
-        let loose_a: Vec<&String> = only_a.iter().filter(|x| !covered(x, &sb)).collect();
-        let loose_b: Vec<&String> = only_b.iter().filter(|y| !covered(y, &sa)).collect();
+        if one_word_changed(&la, &lb, |x, y| self.concept(x) == self.concept(y)) {
+            return Err(Rejection::Substitution);
+        }
+        let (loose_a, loose_b) = loose(&only_a, &only_b, sa, sb);
+        let (loose_a, loose_b): (Vec<&String>, Vec<&String>) = (loose_a.iter().collect(), loose_b.iter().collect());
+        if debug() {
+            eprintln!(
+                "guard: loose {loose_a:?} / {loose_b:?}, shared {}, content {} / {}",
+                sa.intersection(sb).count(),
+                sa.len(),
+                sb.len()
+            );
+        }
         // One content word each side, the rest equal (or covered): a different question unless
         // they are synonyms. Among rewordings, only a thing (a noun that is no verb) counts.
         let thing = |w: &str| lx.mostly_noun(w);
@@ -1227,7 +1253,7 @@ impl GuardConfig {
         for x in &loose_a {
             for y in &loose_b {
                 if lx.in_contrast(x, y) {
-                    if std::env::var("SEMGATE_GUARD_DEBUG").is_ok() {
+                    if debug() {
                         eprintln!("contrast {x} / {y}");
                     }
                     return Err(Rejection::Contrast);
@@ -1272,6 +1298,12 @@ impl GuardConfig {
         let ((a_before, a_after), (b_before, b_after)) = (sides(a), sides(b));
         a_before.intersection(&b_after).next().is_some() && a_after.intersection(&b_before).next().is_some()
     }
+}
+
+/// `SEMGATE_GUARD_DEBUG` set: the guard prints what it compares (for `semgate-eval --explain`).
+fn debug() -> bool {
+    static DEBUG: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *DEBUG.get_or_init(|| std::env::var_os("SEMGATE_GUARD_DEBUG").is_some())
 }
 
 /// Verbs and prepositions that leave something out: "leave out X" asks the opposite of
@@ -1364,17 +1396,7 @@ const FILLERS: &[&str] = &[
     "correct",
     "proper",
     "properly",
-    "simple",
-    "simply",
-    "easy",
-    "easily",
-    "fast",
-    "quickly",
     "basically",
-    "short",
-    "brief",
-    "briefly",
-    "little",
 ];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -1391,7 +1413,17 @@ fn tense(tokens: &[String]) -> [Option<Tense>; 2] {
         (false, true) => Some(Tense::Future),
         _ => None,
     };
-    let aux_past = tokens.iter().any(|t| matches!(t.as_str(), "was" | "were" | "did"));
+    let lx = lexicon();
+    // "has won", "have shipped": the present perfect speaks of the past too.
+    let perfect = |i: usize| {
+        tokens
+            .get(i + 1)
+            .is_some_and(|n| lx.verb_bases(n).iter().any(|b| b != n) && !n.ends_with('s') && !n.ends_with("ing"))
+    };
+    let aux_past = tokens.iter().enumerate().any(|(i, t)| {
+        matches!(t.as_str(), "was" | "were" | "did" | "didn't")
+            || (matches!(t.as_str(), "has" | "have" | "had") && perfect(i))
+    });
     let aux_future = tokens.iter().enumerate().any(|(i, t)| {
         matches!(t.as_str(), "will" | "shall" | "won't")
             || t.ends_with("'ll")
@@ -1400,11 +1432,23 @@ fn tense(tokens: &[String]) -> [Option<Tense>; 2] {
     let word_past = tokens.iter().any(|t| {
         matches!(
             t.as_str(),
-            "previous" | "ago" | "yesterday" | "prior" | "last" | "latest" | "former" | "ended" | "earlier" | "past"
+            "previous"
+                | "ago"
+                | "yesterday"
+                | "prior"
+                | "last"
+                | "latest"
+                | "former"
+                | "ended"
+                | "earlier"
+                | "past"
+                | "recently"
         )
     });
     let word_future = tokens.iter().enumerate().any(|(i, t)| {
         matches!(t.as_str(), "upcoming" | "tomorrow" | "next" | "soon" | "future")
+            || (matches!(t.as_str(), "expected" | "predicted" | "forecast")
+                && tokens.get(i + 1).is_some_and(|n| n == "to"))
             || (matches!(t.as_str(), "coming" | "following")
                 && tokens.get(i + 1).is_some_and(|n| TIME_SPANS.contains(&n.as_str())))
     });
@@ -1419,19 +1463,69 @@ const TIME_SPANS: &[&str] = &[
 /// `a` speaks of every member ("every planet") where `b` speaks of one ("a planet").
 fn quantity_differs(a: &[String], b: &[String]) -> bool {
     let lx = lexicon();
-    let universal = |w: &String| matches!(w.as_str(), "every" | "all" | "each" | "several" | "multiple" | "both");
-    if b.iter().any(universal) {
+    let universal =
+        |w: &String| matches!(w.as_str(), "every" | "all" | "each" | "several" | "multiple" | "both" | "many" | "most");
+    // "How many" asks for a number and "how much" for an amount: no quantity of things.
+    let universal_at = |t: &[String], i: usize| universal(&t[i]) && !(i > 0 && t[i - 1] == "how");
+    if (0..b.len()).any(|i| universal_at(b, i)) {
         return false;
     }
     // A noun a few words after "every"/"all"/"several" in `a` stands a few words after
     // "a"/"one"/"single" in `b` ("delete all my saved addresses" / "delete a saved address").
-    let single = |w: &String| matches!(w.as_str(), "a" | "an" | "one" | "single" | "1");
-    a.iter().enumerate().filter(|(_, w)| universal(w)).any(|(i, _)| {
+    let single = |w: &String| matches!(w.as_str(), "a" | "an" | "one" | "single" | "1" | "any");
+    (0..a.len()).filter(|i| universal_at(a, *i)).any(|i| {
         a[i + 1..a.len().min(i + 5)].iter().any(|n| {
             let noun = lx.lemma(n);
             b.iter().enumerate().any(|(j, m)| lx.lemma(m) == noun && b[j.saturating_sub(3)..j].iter().any(single))
         })
     })
+}
+
+/// The same request with nouns singular in one text and plural in the other, every other word
+/// the same (or a verb agreeing with them): "fix the failing test" / "fix the failing tests", "translate this sentence" /
+/// "translate these sentences". Determiners are left out of the comparison.
+fn number_differs(a: &[String], b: &[String]) -> bool {
+    let lx = lexicon();
+    let det = |w: &&String| {
+        !matches!(w.as_str(), "a" | "an" | "the" | "this" | "these" | "that" | "those" | "one" | "some" | "any")
+    };
+    let (a, b): (Vec<&String>, Vec<&String>) = (a.iter().filter(det).collect(), b.iter().filter(det).collect());
+    if a.len() != b.len() {
+        return false;
+    }
+    // The verb agrees with the noun: "what is a good name" / "what are good names".
+    fn agree(w: &str) -> &str {
+        match w {
+            "are" => "is",
+            "were" => "was",
+            "have" => "has",
+            "do" => "does",
+            other => other,
+        }
+    }
+    let mut changed = 0;
+    for (x, y) in a.iter().zip(&b) {
+        if x == y || agree(x) == agree(y) {
+            continue;
+        }
+        // The singular: WordNet's base form, or the word without its plural ending.
+        let base = |w: &str| {
+            let l = lx.lemma(w);
+            if l != w {
+                l
+            } else {
+                stem(w)
+            }
+        };
+        let (lx_, ly) = (base(x), base(y));
+        let plural = |w: &String, l: &String| w != l && w.ends_with('s');
+        if lx_ == ly && lx.is_noun(&lx_) && plural(x, &lx_) != plural(y, &ly) {
+            changed += 1;
+        } else {
+            return false;
+        }
+    }
+    changed >= 1
 }
 
 /// Words as the swap check compares them: lemmas, without articles and possessives.
@@ -1504,6 +1598,199 @@ fn swapped_spans(a: &[String], b: &[String]) -> bool {
                         }
                     }
                 }
+            }
+        }
+    }
+    false
+}
+
+/// What each text says that nothing in the other covers: its content words outside the other's
+/// (`only_a`, `only_b`) that are no synonym, verb of one family, form, abbreviation or
+/// misspelling of a word of the other, and no filler.
+fn loose(
+    only_a: &BTreeSet<String>,
+    only_b: &BTreeSet<String>,
+    sa: &BTreeSet<String>,
+    sb: &BTreeSet<String>,
+) -> (Vec<String>, Vec<String>) {
+    let lx = lexicon();
+    // What one text says that nothing in the other covers (a synonym, or a word of one
+    // derivation: "shipping"/"shipment").
+    let covered = |x: &String, other: &BTreeSet<String>| {
+        FILLERS.contains(&x.as_str())
+            || other.iter().any(|y| {
+                lx.synonyms(x, y)
+                    || (lx.related_verbs(x, y) && !lx.mostly_noun(x) && !lx.mostly_noun(y))
+                    || (lx.knows(x)
+                        && lx.knows(y)
+                        && x.len() >= 5
+                        && y.len() >= 5
+                        && x.chars().take(5).eq(y.chars().take(5)))
+                    || abbreviates(x, y)
+                    || abbreviates(y, x)
+                    || typo(x, y)
+                    || lx
+                        .verb_bases(x)
+                        .iter()
+                        .chain([x])
+                        .any(|bx| lx.verb_bases(y).iter().chain([y]).any(|by| bx == by))
+            })
+    };
+    let loose_a: Vec<String> = only_a.iter().filter(|x| !covered(x, sb)).cloned().collect();
+    let loose_b: Vec<String> = only_b.iter().filter(|y| !covered(y, sa)).cloned().collect();
+    (loose_a, loose_b)
+}
+
+/// The same words in the same order but one, and that one no synonym, form or misspelling of
+/// the other: "move money to my savings" / "from my savings", "bring food on the plane" /
+/// "off the plane", "a poem about rain" / "about snow". A rewording seldom changes a single
+/// word in place, so here only WordNet synonyms, verbs of one family ("delete"/"remove") and
+/// misspellings count as the same word, and
+/// only function words that do not change a request (articles, possessives, modals, question
+/// words) may change freely.
+fn one_word_changed(a: &[String], b: &[String], same: impl Fn(&str, &str) -> bool) -> bool {
+    if a.len() != b.len() || a.len() < 3 {
+        return false;
+    }
+    let mut diff = a.iter().zip(b).filter(|(x, y)| x != y);
+    let Some((x, y)) = diff.next() else { return false };
+    if diff.next().is_some() {
+        return false;
+    }
+    let free = |w: &str| {
+        matches!(
+            w,
+            "this"
+                | "that"
+                | "these"
+                | "those"
+                | "some"
+                | "any"
+                | "can"
+                | "could"
+                | "may"
+                | "might"
+                | "would"
+                | "should"
+                | "do"
+                | "how"
+                | "what"
+                | "which"
+                | "i"
+                | "we"
+                | "me"
+                | "us"
+                | "you"
+                | "please"
+                | "pls"
+                | "kindly"
+        ) || FILLERS.contains(&w)
+    };
+    let lx = lexicon();
+    let numberish = |w: &str| w.starts_with(|c: char| c.is_ascii_digit());
+    !(same(x, y)
+        || free(x)
+        || free(y)
+        || numberish(x)
+        || numberish(y)
+        || lx.synonyms(x, y)
+        || (lx.related_verbs(x, y) && !lx.mostly_noun(x) && !lx.mostly_noun(y))
+        || typo(x, y)
+        || abbreviates(x, y)
+        || abbreviates(y, x))
+}
+
+/// "How many A are in a B" / "how many B are in an A": what a "how many" (or "how much")
+/// question counts is a role, whatever the words around it ("a mile is how many feet long"
+/// still counts feet). Both texts count something, each counts a word the other has, and not
+/// the same one.
+fn counted_swapped(a: &[String], b: &[String]) -> bool {
+    let counted = |t: &[String]| -> Option<String> {
+        let at = t.windows(2).position(|w| w[0] == "how" && matches!(w[1].as_str(), "many" | "much"))?;
+        t[at + 2..].iter().take(2).find(|w| !STOPWORDS.contains(&w.as_str()) && !GLUE.contains(&w.as_str())).cloned()
+    };
+    match (counted(a), counted(b)) {
+        (Some(x), Some(y)) => x != y && b.contains(&x) && a.contains(&y),
+        _ => false,
+    }
+}
+
+/// Two content words that changed places while a word between them stayed between them: in
+/// `a` "x ... z ... y", in `b` "y ... z ... x" ("how many cups is 3 pints" / "how many pints is
+/// 3 cups", "a seller reviewing a buyer" / "a buyer reviewing a seller", "more fog and less
+/// sun" / "more sun and less fog"). This is the alignment form of `swapped_spans`: the words
+/// and what lies between them may differ in length and kind. A clause moved to the other end
+/// of the sentence ("In Rome, what should I see?" / "What should I see in Rome?") crosses words
+/// too, but nothing that stood between them stays between them. Only words that occur once in
+/// each text count, and a symmetric conjunction ("and", "or", "between") alone is no frame.
+fn crossed_words(a_tokens: &[String], b_tokens: &[String]) -> bool {
+    let lx = lexicon();
+    // (lemma, token) without articles and possessives, as `lemmas` reads them.
+    let read = |t: &[String]| -> Vec<(String, String)> {
+        let kept: Vec<String> = t
+            .iter()
+            .filter(|t| {
+                !matches!(t.as_str(), "a" | "an" | "the" | "my" | "your" | "our" | "their" | "his" | "her" | "its")
+            })
+            .cloned()
+            .collect();
+        lemmas(&kept).into_iter().zip(kept).collect()
+    };
+    let (a, b) = (read(a_tokens), read(b_tokens));
+    let once = |t: &[(String, String)], w: &String| t.iter().filter(|x| x.0 == *w).count() == 1;
+    let word = |w: &String| {
+        !GLUE.contains(&w.as_str())
+            && !STOPWORDS.contains(&w.as_str())
+            && !FILLERS.contains(&w.as_str())
+            && w.chars().any(|c| c.is_alphanumeric())
+    };
+    // What relates two operands: a verb ("chasing", "reviews"), a preposition that orders them
+    // ("onto", "than") or a comparative ("less"). Not the copula or an auxiliary ("how many
+    // feet are in a mile" / "a mile is how many feet"), not "in", "of" or "for", whose operands
+    // a rewording moves freely ("text for this product" / "describe this product for the
+    // page"), not a symmetric conjunction, and not a word that is a noun as it stands ("a set of
+    // 4", "duvet cover").
+    let frame = |(lemma, token): &(String, String)| {
+        let w = lemma.as_str();
+        if matches!(w, "more" | "less" | "fewer" | "than") {
+            return true;
+        }
+        if matches!(w, "to" | "from" | "into" | "onto" | "over" | "against" | "toward" | "towards" | "by" | "per") {
+            return true;
+        }
+        let inflected = token != lemma && !lx.verb_bases(token).is_empty() && !token.ends_with('s');
+        !matches!(w, "be" | "do" | "have" | "get" | "make" | "need" | "want" | "give")
+            && !PREPOSITIONS.contains(&w)
+            && lx.is_verb(w)
+            && (inflected || !lx.is_noun(w))
+            && !lx.mostly_adj(w)
+    };
+    // Positions in `b` of the words of `a` that occur once in both.
+    let aligned: Vec<(usize, usize)> = a
+        .iter()
+        .enumerate()
+        .filter(|(_, w)| once(&a, &w.0) && once(&b, &w.0))
+        .filter_map(|(i, w)| b.iter().position(|x| x.0 == w.0).map(|j| (i, j)))
+        .collect();
+    for (p, &(ix, jx)) in aligned.iter().enumerate() {
+        if !word(&a[ix].0) {
+            continue;
+        }
+        for &(iy, jy) in &aligned[p + 1..] {
+            // x before y in `a`, after it in `b`.
+            if !word(&a[iy].0) || jy >= jx {
+                continue;
+            }
+            // The frame word stands within three words of both operands, in both texts.
+            let near = |from: usize, to: usize| to > from && to - from <= 3;
+            let stays_between = aligned
+                .iter()
+                .any(|&(iz, jz)| near(ix, iz) && near(iz, iy) && near(jy, jz) && near(jz, jx) && frame(&a[iz]));
+            if stays_between {
+                if debug() {
+                    eprintln!("crossed {} / {}", a[ix].0, a[iy].0);
+                }
+                return true;
             }
         }
     }

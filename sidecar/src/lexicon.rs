@@ -121,6 +121,11 @@ impl Lexicon {
             })
     }
 
+    /// A word with a noun sense ("set", "cover").
+    pub fn is_noun(&self, word: &str) -> bool {
+        self.senses.get(word).is_some_and(|s| s.iter().any(|(p, _)| *p == Pos::Noun))
+    }
+
     pub fn is_verb(&self, word: &str) -> bool {
         self.senses.get(word).is_some_and(|s| s.iter().any(|(p, _)| *p == Pos::Verb))
     }

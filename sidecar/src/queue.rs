@@ -4,7 +4,12 @@
 //!   at once (`Shed`), so the caller gets a fast miss instead of a late one;
 //! - a text whose deadline passed while it waited, or whose caller has gone, is dropped before
 //!   it costs a forward pass (`Expired`, `Abandoned`);
-//! - lookups go before stores: a store only feeds later lookups, a lookup has a caller waiting.
+//! - lookups go before stores: a store only feeds later lookups, a lookup has a caller waiting;
+//!   a batch of stores alone is small (`STORE_BATCH`), so a lookup that arrives meanwhile
+//!   never waits behind a long one, and while lookups are being shed stores do not run at all
+//!   (`STORE_BACKOFF`; a store waits at most `STORE_WAIT`);
+//! - a text whose vector the embedder has cached (the store after a lookup of the same text)
+//!   is answered at once, without a place in the queue.
 
 use crate::embed::{EmbedError, Embedder};
 use std::collections::VecDeque;
@@ -46,7 +51,19 @@ struct Pending {
     stores: VecDeque<Job>,
     /// Texts taken by workers and not yet answered.
     in_flight: usize,
+    /// When the batches the workers run now should end (one entry per running batch).
+    busy_until: Vec<Instant>,
 }
+
+/// At most this many stores in a batch without a lookup: while it runs, a new lookup waits.
+pub const STORE_BATCH: usize = 2;
+
+/// After a lookup was shed, stores wait this long before they run again: under overload the
+/// workers embed lookups (whose callers wait) and stores wait, then expire (`STORE_WAIT`).
+pub const STORE_BACKOFF: Duration = Duration::from_millis(250);
+
+/// The longest a store waits for a worker before it is dropped as expired.
+pub const STORE_WAIT: Duration = Duration::from_secs(2);
 
 /// Upper bounds of the batch-size and queue-wait histograms.
 pub const BATCH_BUCKETS: [u64; 7] = [1, 2, 4, 8, 16, 32, 64];
@@ -76,6 +93,9 @@ struct Shared {
     capacity: usize,
     /// Moving average of one forward pass's cost per text (µs), for the expected wait.
     per_text_us: AtomicU64,
+    /// When a lookup was last shed, in µs since `epoch` (0: never).
+    last_shed_us: AtomicU64,
+    epoch: Instant,
     stats: QueueStats,
 }
 
@@ -95,6 +115,8 @@ impl EmbedQueue {
             max_batch: max_batch.max(1),
             capacity: capacity.max(1),
             per_text_us: AtomicU64::new(0),
+            last_shed_us: AtomicU64::new(0),
+            epoch: Instant::now(),
             stats: QueueStats::default(),
         });
         for i in 0..shared.workers {
@@ -120,12 +142,16 @@ impl EmbedQueue {
     /// recent cost per text (batches make this an upper estimate).
     pub fn expected_wait(&self) -> Duration {
         let Ok(p) = self.shared.pending.lock() else { return Duration::ZERO };
-        self.wait_for(p.lookups.len() + p.in_flight + 1)
+        self.wait_for(&p, p.lookups.len() + 1)
     }
 
-    fn wait_for(&self, texts: usize) -> Duration {
+    /// The time until `texts` more texts are embedded: what the running batches have left
+    /// (by the recent cost per text), then `texts`, spread over the workers.
+    fn wait_for(&self, p: &Pending, texts: usize) -> Duration {
         let per_text = self.shared.per_text_us.load(Ordering::Relaxed);
-        Duration::from_micros(per_text * texts as u64 / self.shared.workers as u64)
+        let now = Instant::now();
+        let running: u64 = p.busy_until.iter().map(|t| t.saturating_duration_since(now).as_micros() as u64).sum();
+        Duration::from_micros((running + per_text * texts as u64) / self.shared.workers as u64)
     }
 
     /// The text's vector, or why there is none. `deadline` is when the caller stops waiting.
@@ -135,14 +161,31 @@ impl EmbedQueue {
         priority: Priority,
         deadline: Option<Instant>,
     ) -> Result<Vec<f32>, QueueError> {
+        if let Some(v) = self.shared.embedder.cached(&text) {
+            return Ok(v);
+        }
         let (tx, rx) = oneshot::channel();
         {
             let mut p = self.shared.pending.lock().map_err(|_| QueueError::Stopped)?;
-            let waiting = p.lookups.len() + p.stores.len();
-            let ahead = p.lookups.len() + p.in_flight + usize::from(priority == Priority::Store) * p.stores.len();
-            let late = deadline.is_some_and(|d| Instant::now() + self.wait_for(ahead + 1) > d);
+            // Stores never delay a lookup, so a lookup only counts the lookups waiting.
+            let waiting = p.lookups.len() + usize::from(priority == Priority::Store) * p.stores.len();
+            // A store that would wait past STORE_WAIT is refused now rather than dropped later.
+            let deadline = match priority {
+                Priority::Store => Some(deadline.unwrap_or_else(|| Instant::now() + STORE_WAIT)),
+                Priority::Lookup => deadline,
+            };
+            let ahead = p.lookups.len() + usize::from(priority == Priority::Store) * p.stores.len();
+            // An idle queue always takes a lookup: its wait is only its own pass, and the cost
+            // estimate is refreshed only by passes that run (one slow pass must not shed every
+            // lookup after it).
+            let idle = priority == Priority::Lookup && p.busy_until.is_empty() && p.lookups.is_empty();
+            let late = !idle && deadline.is_some_and(|d| Instant::now() + self.wait_for(&p, ahead + 1) > d);
             if waiting >= self.shared.capacity || late {
                 self.shared.stats.shed.fetch_add(1, Ordering::Relaxed);
+                if priority == Priority::Lookup {
+                    let at = self.shared.epoch.elapsed().as_micros() as u64;
+                    self.shared.last_shed_us.store(at.max(1), Ordering::Relaxed);
+                }
                 return Err(QueueError::Shed);
             }
             let job = Job { text, deadline, enqueued: Instant::now(), tx };
@@ -167,17 +210,31 @@ fn bucket(bounds: &[u64], counts: &[AtomicU64], v: u64) {
 
 fn work(s: &Shared) {
     loop {
-        let batch: Vec<Job> = {
+        let (batch, busy_until): (Vec<Job>, Option<Instant>) = {
             let Ok(mut p) = s.pending.lock() else { return };
-            while p.lookups.is_empty() && p.stores.is_empty() {
-                p = match s.ready.wait(p) {
-                    Ok(p) => p,
+            loop {
+                while p.lookups.is_empty() && p.stores.is_empty() {
+                    p = match s.ready.wait(p) {
+                        Ok(p) => p,
+                        Err(_) => return,
+                    };
+                }
+                // Only stores wait: run them unless a lookup was shed within STORE_BACKOFF.
+                let shed = s.last_shed_us.load(Ordering::Relaxed);
+                let since = s.epoch.elapsed().saturating_sub(Duration::from_micros(shed));
+                if !p.lookups.is_empty() || shed == 0 || since >= STORE_BACKOFF {
+                    break;
+                }
+                p = match s.ready.wait_timeout(p, STORE_BACKOFF - since) {
+                    Ok((p, _)) => p,
                     Err(_) => return,
                 };
             }
             let now = Instant::now();
             let mut batch = Vec::new();
-            while batch.len() < s.max_batch {
+            // Stores join a batch of lookups up to its size; alone they go a few at a time.
+            let size = if p.lookups.is_empty() { s.max_batch.min(STORE_BATCH) } else { s.max_batch };
+            while batch.len() < size {
                 let Some(job) = p.lookups.pop_front().or_else(|| p.stores.pop_front()) else { break };
                 if job.tx.is_closed() {
                     s.stats.abandoned.fetch_add(1, Ordering::Relaxed);
@@ -189,7 +246,12 @@ fn work(s: &Shared) {
                 }
             }
             p.in_flight += batch.len();
-            batch
+            let until = (!batch.is_empty()).then(|| {
+                let per_text = s.per_text_us.load(Ordering::Relaxed);
+                now + Duration::from_micros(per_text * batch.len() as u64)
+            });
+            p.busy_until.extend(until);
+            (batch, until)
         };
         if batch.is_empty() {
             continue;
@@ -232,6 +294,9 @@ fn work(s: &Shared) {
         }
         if let Ok(mut p) = s.pending.lock() {
             p.in_flight -= n;
+            if let Some(i) = p.busy_until.iter().position(|t| Some(*t) == busy_until) {
+                p.busy_until.swap_remove(i);
+            }
         }
     }
 }

@@ -2,8 +2,8 @@
 //! (`SEMGATE_MODEL_DIR`, `SEMGATE_WORDLLAMA_DIR`; `make model-test` sets them).
 //!
 //! Stored: `SEMGATE_STAGE_ONE_TEXTS` synthetic request texts (1,000 by default, so the model
-//! tests stay quick; `make stage-one-check` runs 10,000 in a release build) and every `a` of the eval sets (pairs.jsonl and
-//! pairs_v2.jsonl, all splits), in one scope. Queries: every `b` of the eval sets and a
+//! tests stay quick; `make stage-one-check` runs 10,000 in a release build) and every `a` of the eval sets (pairs.jsonl,
+//! pairs_v2.jsonl and pairs_v3.jsonl, all splits), in one scope. Queries: every `b` of the eval sets and a
 //! rewording of 1,000 synthetic texts. For each query that some stored text would answer in the
 //! full lookup (MiniLM cosine at or above the default threshold and the guard's consent), the
 //! first stage must say `Maybe`. Only counts are printed: no eval row is shown.
@@ -15,14 +15,14 @@ use semgate_sidecar::embed::local::LocalBert;
 use semgate_sidecar::embed::wordllama::WordLlama;
 use semgate_sidecar::embed::Embedder;
 use semgate_sidecar::index::{FlatIndex, Record, VectorStore};
-use semgate_sidecar::server::ServerConfig;
+use semgate_sidecar::server::{Decision, ServerConfig};
 use semgate_sidecar::stage_one::{StageOne, Verdict};
 use semgate_sidecar::synthetic::request_text;
 use std::sync::Arc;
 
 fn eval_pairs() -> Vec<(String, String)> {
     let mut out = Vec::new();
-    for file in ["pairs.jsonl", "pairs_v2.jsonl"] {
+    for file in ["pairs.jsonl", "pairs_v2.jsonl", "pairs_v3.jsonl"] {
         let path = format!("{}/eval/{file}", env!("CARGO_MANIFEST_DIR"));
         let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
         for line in text.lines().filter(|l| !l.trim().is_empty()) {
@@ -81,7 +81,9 @@ fn the_first_stage_never_drops_a_hit() {
     let (mut served, mut kept, mut pruned, mut unserved) = (0, 0, 0, 0);
     for (q, v) in queries.iter().zip(embed_all(&queries)) {
         let candidates = index.search("s", &v, config.top_k, 1).expect("search");
-        let hit = candidates.iter().any(|c| c.score >= config.threshold && guard.verify(q, &c.record.text).is_ok());
+        let hit = candidates
+            .iter()
+            .any(|c| config.decide(config.threshold, true, q, &c.record.text, c.score) == Decision::Serve);
         let verdict = s1.check("s", q, Some(guard), 1);
         if hit {
             served += 1;

@@ -14,7 +14,7 @@
 //! the column over-counts wrong answers; `--show-unrelated N` prints the N highest-scoring
 //! ones the guard accepts, to look at.
 //!
-//!   semgate-eval [--pairs FILE]... [--split dev|test|dev2|holdout|all] [--embedder hashing|local|wordllama|openai]
+//!   semgate-eval [--pairs FILE]... [--split dev|test|dev2|dev3|holdout|all] [--embedder hashing|local|wordllama|openai]
 //!                [--model-dir DIR] [--embed-url URL --embed-model NAME [--embed-key-env VAR] [--embed-dim N]]
 //!                [--show-unrelated N] [--leaks] [--sweep]
 //!   semgate-eval --explain TEXT TEXT   (the guard's view of two texts)
@@ -30,8 +30,8 @@ use semgate_sidecar::server::ServerConfig;
 use std::sync::Arc;
 
 /// Splits that may be looked into (tuning) and that are only reported, in report order.
-const SPLITS: [&str; 4] = ["dev", "dev2", "test", "holdout"];
-const TUNING: [&str; 2] = ["dev", "dev2"];
+const SPLITS: [&str; 5] = ["dev", "dev2", "dev3", "test", "holdout"];
+const TUNING: [&str; 3] = ["dev", "dev2", "dev3"];
 
 #[derive(Clone)]
 struct Pair {
@@ -74,6 +74,22 @@ fn run() -> Result<(), String> {
                 println!("{:?}\n  {}\n  {}", g.verify(&a, &b), g.explain(&a), g.explain(&b));
                 return Ok(());
             }
+            "--explain-list" => {
+                // The guard's verdict and each side's uncovered words for every pair of a JSONL
+                // file (as `SEMGATE_EVAL_LIST` writes it), one JSON line each.
+                let path = args.next().unwrap_or_default();
+                let g = ServerConfig::default().guard;
+                let text = std::fs::read_to_string(&path).map_err(|e| format!("{path}: {e}"))?;
+                for line in text.lines().filter(|l| !l.trim().is_empty()) {
+                    let mut v: serde_json::Value = serde_json::from_str(line).map_err(|e| e.to_string())?;
+                    let (a, b) = (v["a"].as_str().unwrap_or("").to_string(), v["b"].as_str().unwrap_or("").to_string());
+                    let (la, lb, shared) = g.loose_words(&a, &b);
+                    v["now"] = g.verify(&a, &b).err().map_or("ok", |r| r.as_str()).into();
+                    v["loose"] = serde_json::json!([la, lb, shared]);
+                    println!("{v}");
+                }
+                return Ok(());
+            }
             _ => {}
         }
         let value = args.next().ok_or_else(|| format!("{flag} needs a value"))?;
@@ -91,7 +107,8 @@ fn run() -> Result<(), String> {
         }
     }
     if pair_files.is_empty() {
-        pair_files = vec![format!("{dir}/pairs.jsonl"), format!("{dir}/pairs_v2.jsonl")];
+        pair_files =
+            vec![format!("{dir}/pairs.jsonl"), format!("{dir}/pairs_v2.jsonl"), format!("{dir}/pairs_v3.jsonl")];
     }
     let embedder = embedder(&embedder_name, model_dir.as_deref(), remote)?;
     let mut all = Vec::new();
@@ -120,7 +137,8 @@ fn run() -> Result<(), String> {
         if pairs.is_empty() {
             continue;
         }
-        report(name, &pairs, embedder.as_ref(), &guard, defaults.threshold, sweep, show_unrelated, leaks)?;
+        let thresholds = (defaults.threshold, defaults.same_request_threshold);
+        report(name, &pairs, embedder.as_ref(), &guard, thresholds, sweep, show_unrelated, leaks)?;
     }
     Ok(())
 }
@@ -131,30 +149,40 @@ fn report(
     pairs: &[&Pair],
     embedder: &dyn Embedder,
     guard: &GuardConfig,
-    threshold: f32,
+    (threshold, floor): (f32, f32),
     sweep: bool,
     show_unrelated: usize,
     leaks: bool,
 ) -> Result<(), String> {
     let texts: Vec<&str> = pairs.iter().flat_map(|p| [p.a.as_str(), p.b.as_str()]).collect();
     let started = std::time::Instant::now();
-    let mut vectors = Vec::with_capacity(texts.len());
-    for chunk in texts.chunks(32) {
-        vectors.extend(embedder.embed(chunk).map_err(|e| e.to_string())?);
-    }
+    let vectors = embed_all(embedder, &texts)?;
     let per_text_ms = started.elapsed().as_secs_f64() * 1000.0 / texts.len().max(1) as f64;
     let verdicts: Vec<Result<(), String>> =
         pairs.iter().map(|p| guard.verify(&p.a, &p.b).map_err(|r| r.as_str().to_string())).collect();
-    let scored: Vec<(f32, bool, bool)> = pairs
+    // (cosine, label is hit, guard accepts, the same request: served down to `floor`)
+    let scored: Vec<(f32, bool, bool, bool)> = pairs
         .iter()
         .enumerate()
-        .map(|(i, p)| (dot(&vectors[2 * i], &vectors[2 * i + 1]), p.hit, verdicts[i].is_ok()))
+        .map(|(i, p)| {
+            let (cos, ok) = (dot(&vectors[2 * i], &vectors[2 * i + 1]), verdicts[i].is_ok());
+            (cos, p.hit, ok, ok && cos >= floor && guard.same_request(&p.a, &p.b))
+        })
         .collect();
     let (hits, misses) = (scored.iter().filter(|s| s.1).count(), scored.iter().filter(|s| !s.1).count());
     let owned: Vec<Pair> = pairs.iter().map(|p| (*p).clone()).collect();
-    let unrelated = unrelated_pairs(&owned, &vectors, guard);
+    let unrelated = unrelated_pairs(&owned, &vectors, guard, floor);
+    // As the sidecar decides (`ServerConfig::decide`): at or above `t` with the guard's consent,
+    // or down to `floor` for the same request in other words (with the guard, at the default
+    // threshold or below).
+    let lowered = |t: f32, use_guard: bool| use_guard && t <= threshold;
     let served = |t: f32, use_guard: bool, want_hit: bool| {
-        scored.iter().filter(|s| s.1 == want_hit && s.0 >= t && (!use_guard || s.2)).count()
+        scored
+            .iter()
+            .filter(|s| {
+                s.1 == want_hit && ((s.0 >= t && (!use_guard || s.2)) || (lowered(t, use_guard) && s.0 >= floor && s.3))
+            })
+            .count()
     };
     let (tp, fp) = (served(threshold, true, true), served(threshold, true, false));
     println!(
@@ -172,7 +200,7 @@ fn report(
     for (p, s) in pairs.iter().zip(&scored) {
         let e = by_family.entry(p.family.as_str()).or_default();
         e.1 += 1;
-        e.0 += usize::from(p.hit == (s.0 >= threshold && s.2));
+        e.0 += usize::from(p.hit == ((s.0 >= threshold && s.2) || (s.0 >= floor && s.3)));
     }
     let fam: Vec<String> = by_family.iter().map(|(f, (ok, n))| format!("{f} {ok}/{n}")).collect();
     println!("per family, pairs decided right at the default settings: {}", fam.join(", "));
@@ -182,7 +210,10 @@ fn report(
             for use_guard in [false, true] {
                 let (tp, fp) = (served(t, use_guard, true), served(t, use_guard, false));
                 let precision = if tp + fp == 0 { 1.0 } else { tp as f64 / (tp + fp) as f64 };
-                let wrong = unrelated.iter().filter(|u| u.0 >= t && (!use_guard || u.1)).count();
+                let wrong = unrelated
+                    .iter()
+                    .filter(|u| (u.0 >= t && (!use_guard || u.1)) || (lowered(t, use_guard) && u.0 >= floor && u.4))
+                    .count();
                 println!(
                     "| {t:.2} | {} | {:.3} | {:.3} | {precision:.3} | {:.4} ({wrong}) |",
                     if use_guard { "on" } else { "off" },
@@ -195,34 +226,77 @@ fn report(
     }
     if leaks && TUNING.contains(&split) {
         for ((p, s), v) in pairs.iter().zip(&scored).zip(&verdicts) {
-            if p.hit && !(s.0 >= threshold && s.2) {
+            let is_served = (s.0 >= threshold && s.2) || (s.0 >= floor && s.3);
+            if p.hit && !is_served {
                 let why = v.as_ref().err().map_or("below threshold", |r| r.as_str());
                 println!("missed [{}] {:.3} {why}: {:?} / {:?}", p.family, s.0, p.a, p.b);
             }
-            if !p.hit && s.0 >= threshold && s.2 {
+            if !p.hit && is_served {
                 println!("false hit [{}] {:.3}: {:?} / {:?}", p.family, s.0, p.a, p.b);
             }
         }
     }
+    if let Ok(path) = std::env::var("SEMGATE_EVAL_LIST") {
+        // Every pair of a tuning split with its cosine and verdict, one JSON line each, for
+        // looking at the guard's decisions as a whole (the held-out splits are never listed).
+        if TUNING.contains(&split) {
+            use std::io::Write;
+            let mut f = std::fs::OpenOptions::new().create(true).append(true).open(&path).map_err(|e| e.to_string())?;
+            for ((p, s), v) in pairs.iter().zip(&scored).zip(&verdicts) {
+                let line = serde_json::json!({"split": split, "family": p.family, "hit": p.hit, "a": p.a, "b": p.b,
+                    "cosine": s.0, "guard": v.as_ref().err().map_or("ok", |r| r.as_str())});
+                writeln!(f, "{line}").map_err(|e| e.to_string())?;
+            }
+        }
+    }
     if show_unrelated > 0 && TUNING.contains(&split) {
-        let mut accepted: Vec<&(f32, bool, &str, &str)> = unrelated.iter().filter(|u| u.1).collect();
+        let mut accepted: Vec<&(f32, bool, &str, &str, bool)> = unrelated.iter().filter(|u| u.1).collect();
         accepted.sort_by(|x, y| y.0.total_cmp(&x.0));
         println!("\nthe {show_unrelated} unrelated pairs the guard accepts with the highest cosine:");
-        for (score, _, x, y) in accepted.into_iter().take(show_unrelated) {
+        for (score, _, x, y, _) in accepted.into_iter().take(show_unrelated) {
             println!("{score:.3}  {x:?}  {y:?}");
         }
     }
     Ok(())
 }
 
-/// (cosine, guard accepts, text, text) for every pair of distinct texts of one domain that the labels do
+/// The texts' vectors, in order. With `SEMGATE_EVAL_CACHE=FILE`, vectors already in FILE (a JSON
+/// object of model id -> text -> vector) are reused and new ones added to it, so that a change
+/// of the guard alone is measured without embedding every text again.
+fn embed_all(embedder: &dyn Embedder, texts: &[&str]) -> Result<Vec<Vec<f32>>, String> {
+    use std::collections::HashMap;
+    let path = std::env::var("SEMGATE_EVAL_CACHE").ok();
+    let mut cache: HashMap<String, HashMap<String, Vec<f32>>> = path
+        .as_deref()
+        .and_then(|p| std::fs::read(p).ok())
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .unwrap_or_default();
+    let model = cache.entry(embedder.model_id().to_string()).or_default();
+    let missing: Vec<&str> = {
+        let mut seen = std::collections::HashSet::new();
+        texts.iter().copied().filter(|t| !model.contains_key(*t) && seen.insert(*t)).collect()
+    };
+    for chunk in missing.chunks(32) {
+        for (t, v) in chunk.iter().zip(embedder.embed(chunk).map_err(|e| e.to_string())?) {
+            model.insert(t.to_string(), v);
+        }
+    }
+    let vectors = texts.iter().map(|t| model[*t].clone()).collect();
+    if let (Some(p), false) = (path, missing.is_empty()) {
+        std::fs::write(p, serde_json::to_vec(&cache).map_err(|e| e.to_string())?).map_err(|e| e.to_string())?;
+    }
+    Ok(vectors)
+}
+
+/// (cosine, guard accepts, text, text, the same request and at least `floor`) for every pair of distinct texts of one domain that the labels do
 /// not link: not a labeled pair, and not in one group of texts joined by paraphrase labels.
 /// `vectors` holds `a` then `b` of each pair, in order.
 fn unrelated_pairs<'a>(
     pairs: &'a [Pair],
     vectors: &[Vec<f32>],
     guard: &GuardConfig,
-) -> Vec<(f32, bool, &'a str, &'a str)> {
+    floor: f32,
+) -> Vec<(f32, bool, &'a str, &'a str, bool)> {
     use std::collections::{HashMap, HashSet};
     // texts -> node; paraphrase labels join nodes (union-find)
     let mut node: HashMap<&str, usize> = HashMap::new();
@@ -265,7 +339,8 @@ fn unrelated_pairs<'a>(
                 continue;
             }
             let ((vx, tx), (vy, ty)) = (first[x], first[y]);
-            out.push((dot(&vectors[vx], &vectors[vy]), guard.verify(tx, ty).is_ok(), tx, ty));
+            let (cos, ok) = (dot(&vectors[vx], &vectors[vy]), guard.verify(tx, ty).is_ok());
+            out.push((cos, ok, tx, ty, ok && cos >= floor && guard.same_request(tx, ty)));
         }
     }
     out
@@ -353,7 +428,7 @@ mod tests {
                 _ => basis(5),
             })
             .collect();
-        let got = unrelated_pairs(&pairs, &vectors, &GuardConfig::default());
+        let got = unrelated_pairs(&pairs, &vectors, &GuardConfig::default(), 1.0);
         let mut names: Vec<(String, String)> = got
             .iter()
             .map(|u| {

@@ -26,6 +26,10 @@ pub trait Embedder: Send + Sync {
     fn model_id(&self) -> &str;
     fn dim(&self) -> usize;
     fn embed(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>, EmbedError>;
+    /// The text's vector if it is at hand without running the model (a cache), else `None`.
+    fn cached(&self, _text: &str) -> Option<Vec<f32>> {
+        None
+    }
 }
 
 /// Identical texts are embedded once: a bounded text -> vector cache in front of any embedder.
@@ -103,6 +107,13 @@ impl<E: Embedder> Embedder for CachedEmbedder<E> {
     }
     fn dim(&self) -> usize {
         self.inner.dim()
+    }
+    fn cached(&self, text: &str) -> Option<Vec<f32>> {
+        if self.capacity == 0 {
+            return None;
+        }
+        let half = (self.capacity / 2).max(1);
+        self.cache.lock().ok()?.get(text, half, self.capacity)
     }
     fn embed(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>, EmbedError> {
         if self.capacity == 0 {

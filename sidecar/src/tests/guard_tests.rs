@@ -317,3 +317,109 @@ fn acronyms_spelled_out_in_the_other_text_match() {
     // Initials that spell other words are another thing.
     assert!(g.verify("How far is LA from Boston?", "How far is Las Vegas from Boston?").is_err());
 }
+
+#[test]
+fn crossed_words_around_a_verb_or_ordering_word_are_a_swap() {
+    let g = guard();
+    let t = |s: &str| s.split_whitespace().map(str::to_string).collect::<Vec<_>>();
+    // Roles around a verb, with other words between than the other text has.
+    assert!(crossed_words(&t("an owl chasing a small mouse"), &t("a mouse chasing the owl")));
+    assert!(crossed_words(&t("a teacher who learns from her student"), &t("a student who learns from her teacher")));
+    assert!(crossed_words(&t("plan more museums and fewer hikes"), &t("plan more hikes and fewer museums")));
+    // A clause moved to the other end keeps nothing between the crossed words.
+    assert!(!crossed_words(&t("in rome for 2 days what should i see"), &t("what should i see in rome for 2 days")));
+    // "for", "in", nouns that are verbs too ("set", "cover") and the copula are no frame.
+    assert!(!crossed_words(
+        &t("product page text for adidas ultraboost core black colourway"),
+        &t("describe these adidas ultraboost in core black for the product page")
+    ));
+    assert!(!crossed_words(&t("blue ceramic plates set of 4"), &t("a 4 piece set of blue ceramic plates")));
+    assert!(!crossed_words(&t("how many feet are in a mile"), &t("a mile is how many feet long")));
+    for (a, b) in [
+        ("Write a story where a robot adopts a child", "Write a story where a child adopts a robot"),
+        ("Can a landlord evict a tenant for late rent?", "Can a tenant evict a landlord for late rent?"),
+        ("Does the class Dog inherit from Animal?", "Does the class Animal inherit from Dog?"),
+    ] {
+        assert!(g.verify(a, b).is_err(), "{a} / {b}");
+        assert!(g.verify(b, a).is_err(), "{b} / {a}");
+    }
+}
+
+#[test]
+fn what_a_how_many_question_counts_is_a_role() {
+    let g = guard();
+    assert_eq!(
+        g.verify("How many teaspoons are in a tablespoon?", "How many tablespoons are in a teaspoon?"),
+        Err(Rejection::Swap)
+    );
+    assert_eq!(g.verify("How many feet are in a mile?", "A mile is how many feet long?"), Ok(()));
+}
+
+#[test]
+fn singular_against_plural_or_any_against_all_is_a_quantity() {
+    let g = guard();
+    for (a, b) in [
+        ("Fix the failing test in this file", "Fix the failing tests in this file"),
+        ("Translate this sentence into French", "Translate these sentences into French"),
+        ("Does any planet have rings?", "Do all planets have rings?"),
+        ("How do I rename a file in bash?", "How do I rename many files in bash?"),
+        ("What is a fun name for a puppy?", "What are some fun names for puppies?"),
+    ] {
+        assert_eq!(g.verify(a, b), Err(Rejection::Quantity), "{a} / {b}");
+        assert_eq!(g.verify(b, a), Err(Rejection::Quantity), "{b} / {a}");
+    }
+    // "How many" asks for a number, not for every thing.
+    assert_eq!(g.verify("What is 1 mile in metres?", "How many meters are in 1 mile?"), Ok(()));
+}
+
+#[test]
+fn the_question_auxiliary_and_the_perfect_carry_tense() {
+    let g = guard();
+    assert_eq!(g.verify("When does my subscription renew?", "When did my subscription renew?"), Err(Rejection::Tense));
+    assert_eq!(
+        g.verify("Who has won the most Oscars so far?", "Who will win the most Oscars this year?"),
+        Err(Rejection::Tense)
+    );
+    assert_eq!(
+        g.verify("Who won the Nobel Prize in physics recently?", "Who is expected to win the Nobel Prize in physics?"),
+        Err(Rejection::Tense)
+    );
+}
+
+#[test]
+fn length_and_speed_words_are_requests_not_fillers() {
+    let g = guard();
+    assert!(g.verify("Explain recursion briefly", "Explain recursion in detail").is_err());
+    assert!(g.verify("Make this code use less memory", "Make this code run faster").is_err());
+    // ... and "brief" / "short" are one request.
+    assert_eq!(
+        g.verify(
+            "Write a short caption for a lavender-scented bath bomb.",
+            "Brief caption for a bath bomb with a lavender scent."
+        ),
+        Ok(())
+    );
+}
+
+#[test]
+fn one_word_changed_in_place_is_a_different_request() {
+    let g = guard();
+    for (a, b) in [
+        ("How do I move money to my savings account?", "How do I move money from my savings account?"),
+        ("Can I bring food on the plane?", "Can I bring food off the plane?"),
+        ("What should I wear to a wedding in summer?", "What should I wear to a wedding in winter?"),
+        ("Write a poem about rain", "Write a poem about snow"),
+        ("Search emails from my boss", "Search emails to my boss"),
+    ] {
+        assert!(g.verify(a, b).is_err(), "{a} / {b}");
+        assert!(g.verify(b, a).is_err(), "{b} / {a}");
+    }
+    // Names of one thing, question words and modals change freely.
+    for (a, b) in [
+        ("How do I use async functions in JS?", "How do I use async functions in JavaScript?"),
+        ("How much is 1000 yen in dollars?", "How much is 1000 JPY in USD?"),
+        ("How can I reset my password?", "How do I reset my password?"),
+    ] {
+        assert_eq!(g.verify(a, b), Ok(()), "{a} / {b}");
+    }
+}

@@ -6,6 +6,7 @@ use crate::embed::HashingEmbedder;
 use std::sync::atomic::AtomicUsize;
 
 /// An embedder that takes `ms` per call and records each call's batch.
+#[derive(Default)]
 struct Slow {
     ms: u64,
     calls: Mutex<Vec<Vec<String>>>,
@@ -164,4 +165,36 @@ async fn lookups_go_before_stores() {
     }
     let order: Vec<String> = model.calls.lock().unwrap().iter().flatten().cloned().collect();
     assert_eq!(order, vec!["first", "lookup", "store"]);
+}
+
+#[tokio::test]
+async fn stores_alone_go_a_few_at_a_time_and_a_cached_text_skips_the_queue() {
+    let model = slow(30);
+    let q = EmbedQueue::new(model.clone(), 1, 16, 64);
+    let first = tokio::spawn({
+        let q = q.clone();
+        async move { q.embed("first".into(), Priority::Store, None).await }
+    });
+    wait_until(|| model.running.load(Ordering::SeqCst) == 1).await;
+    let stores: Vec<_> = (0..6)
+        .map(|i| {
+            let q = q.clone();
+            tokio::spawn(async move { q.embed(format!("store {i}"), Priority::Store, None).await })
+        })
+        .collect();
+    assert!(first.await.unwrap().is_ok());
+    for s in stores {
+        assert!(s.await.unwrap().is_ok());
+    }
+    let calls = model.calls.lock().unwrap().clone();
+    assert!(calls.iter().all(|c| c.len() <= STORE_BATCH), "{calls:?}");
+
+    // The store after a lookup of the same text finds its vector in the cache.
+    let cached = Arc::new(crate::embed::CachedEmbedder::new(Slow { ms: 30, ..Default::default() }, 16));
+    let q = EmbedQueue::new(cached.clone(), 1, 16, 64);
+    let v = q.embed("how do I reset my password".into(), Priority::Lookup, None).await.unwrap();
+    let again = q.embed("how do I reset my password".into(), Priority::Store, None).await.unwrap();
+    assert_eq!(v, again);
+    assert_eq!(cached.inner().calls.lock().unwrap().len(), 1);
+    assert_eq!(q.stats().batches.load(Ordering::Relaxed), 1);
 }

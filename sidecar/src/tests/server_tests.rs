@@ -242,3 +242,22 @@ async fn an_overloaded_sidecar_answers_a_shed_miss_at_once() {
     assert!(metrics.contains("semgate_sidecar_embed_batch_size_count"), "{metrics}");
     assert!(metrics.contains("semgate_sidecar_queue_wait_ms_bucket"), "{metrics}");
 }
+
+#[test]
+fn below_the_threshold_only_the_same_request_in_other_words_is_served() {
+    let c = ServerConfig::default();
+    let (q, same) = ("Convert 50 euros to yen", "Convert 50 EUR to JPY");
+    assert_eq!(c.decide(0.70, true, q, same, 0.55), Decision::Serve);
+    assert_eq!(c.decide(0.70, true, q, same, 0.45), Decision::Below);
+    // A rewording in other words stays below the threshold.
+    assert_eq!(c.decide(0.70, true, "How do I get a refund?", "What is your return policy?", 0.6), Decision::Below);
+    // A near-miss is refused above the threshold, and below it is simply not served.
+    let swapped = "Convert 50 JPY to EUR";
+    assert!(matches!(c.decide(0.70, true, same, swapped, 0.9), Decision::Refused(_)));
+    assert_eq!(c.decide(0.70, true, same, swapped, 0.6), Decision::Below);
+    // A stricter threshold than the default, or no guard, gets no lower bound.
+    assert_eq!(c.decide(0.85, true, q, same, 0.8), Decision::Below);
+    assert_eq!(c.decide(0.70, false, q, same, 0.6), Decision::Below);
+    assert_eq!(c.floor(0.70, true), 0.50);
+    assert_eq!(c.floor(0.85, true), 0.85);
+}
