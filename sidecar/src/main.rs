@@ -6,7 +6,10 @@
 //!                    [--embed-timeout-ms 10000] [--embed-batch 64]]
 //!                   [--vectors embedded|chroma] [--chroma-url http://127.0.0.1:8000]
 //!                   [--chroma-collection semgate] [--token-file FILE] [--stage-one WORDLLAMA_DIR]
-//!                   [--ledger embedded|redis://HOST:PORT|off]
+//!                   [--ledger embedded|redis://HOST:PORT|off] [--vertex-credentials PROVIDER=FILE]
+//!
+//! `--vertex-credentials` holds a Google service-account key for a `vertex` provider whose
+//! `auth` is `sidecar_token`: the sidecar mints its access tokens (see `gcp`).
 //!
 //! `--ledger` keeps the spend ledger that Envoy replicas sync to (`/v1/ledger/sync`,
 //! `GET /v1/ledger`): `embedded` (the default) journals it under `--data-dir`; `redis://`
@@ -65,6 +68,9 @@ const USAGE: &str =
   embedded: vectors in the sidecar, journaled under --data-dir (default; --max-entries caps it)
   chroma:   vectors, prompt texts and cached answers in a Chroma collection (chromadb 1.x):
             [--chroma-url URL] (default http://127.0.0.1:8000) [--chroma-collection NAME] (default semgate)
+       [--vertex-credentials PROVIDER=FILE]  a Google service-account key file (repeatable): the
+                          sidecar mints and renews Vertex AI access tokens from it and serves them
+                          to the filter at POST /v1/vertex/token (token required)
        [--stage-one DIR]  WordLlama from DIR as a first stage that answers lookups no stored text
                           can pass without running the model (embedded vectors only)";
 
@@ -88,6 +94,7 @@ struct Args {
     token_file: Option<PathBuf>,
     ledger: String,
     stage_one: Option<PathBuf>,
+    vertex_credentials: Vec<String>,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -111,6 +118,7 @@ fn parse_args() -> Result<Args, String> {
         token_file: None,
         ledger: "embedded".into(),
         stage_one: None,
+        vertex_credentials: Vec::new(),
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -137,6 +145,7 @@ fn parse_args() -> Result<Args, String> {
             "--token-file" => a.token_file = Some(value()?.into()),
             "--ledger" => a.ledger = value()?,
             "--stage-one" => a.stage_one = Some(value()?.into()),
+            "--vertex-credentials" => a.vertex_credentials.push(value()?),
             "--help" | "-h" => return Err(USAGE.into()),
             other => return Err(format!("unknown flag {other} (see --help)")),
         }
@@ -299,6 +308,11 @@ async fn run() -> Result<(), String> {
     let stage_one = stage_one(&args, &config, index.as_ref())?;
     let state = AppState::with_options(config, embedder.clone(), index.clone(), token, stage_one);
     let ledger = ledger(&args)?;
+    let vertex = semgate_sidecar::gcp::Credentials::load(&args.vertex_credentials).map_err(|e| e.to_string())?;
+    if !vertex.is_empty() {
+        vertex.spawn_renewal();
+        let _ = state.vertex.set(vertex);
+    }
     println!("semgate-sidecar listening on {addr} (model {}, {} entries, {where_})", embedder.model_id(), index.len());
     axum::serve(listener, router_with(state, ledger))
         .with_graceful_shutdown(shutdown())

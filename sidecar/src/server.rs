@@ -166,6 +166,8 @@ pub struct AppState {
     next_id: AtomicU64,
     /// The bearer token every data endpoint requires; `None` only on a loopback listener.
     auth_token: Option<String>,
+    /// Vertex credentials (`--vertex-credentials`), for their metrics.
+    pub vertex: std::sync::OnceLock<crate::gcp::Credentials>,
 }
 
 impl AppState {
@@ -209,6 +211,7 @@ impl AppState {
             counters: Counters::default(),
             next_id: AtomicU64::new(seed),
             auth_token,
+            vertex: std::sync::OnceLock::new(),
         })
     }
 }
@@ -228,6 +231,9 @@ pub fn router_with(state: Arc<AppState>, ledger: Option<crate::ledger::LedgerSta
         Router::new().route("/v1/lookup", post(lookup)).route("/v1/store", post(store)).with_state(state.clone());
     if let Some(ledger) = ledger {
         data = data.merge(crate::ledger::routes(ledger));
+    }
+    if let Some(vertex) = state.vertex.get().filter(|v| !v.is_empty()) {
+        data = data.merge(crate::gcp::routes(vertex.clone()));
     }
     let data = data.route_layer(middleware::from_fn_with_state(state.clone(), require_token));
     Router::new().route("/healthz", get(healthz)).route("/metrics", get(metrics)).with_state(state).merge(data)
@@ -539,6 +545,9 @@ async fn metrics(State(state): State<Arc<AppState>>) -> String {
         for (reason, n) in guard.iter() {
             out.push_str(&format!("semgate_sidecar_guard_rejections_total{{reason=\"{reason}\"}} {n}\n"));
         }
+    }
+    if let Some(vertex) = state.vertex.get() {
+        out.push_str(&vertex.metrics());
     }
     out.push_str(&format!(
         "# HELP semgate_sidecar_entries Entries in the vector index.\n# TYPE semgate_sidecar_entries gauge\nsemgate_sidecar_entries {entries}\n"

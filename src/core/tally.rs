@@ -38,10 +38,13 @@ pub enum Counter {
     /// Micro-dollars charged to virtual keys, and saved for them by cache hits.
     SpendMicros,
     SavedMicros,
+    /// Vertex access tokens fetched from the sidecar, and fetches that failed.
+    VertexTokens,
+    VertexTokenErrors,
 }
 
 impl Counter {
-    pub const ALL: [Counter; 27] = [
+    pub const ALL: [Counter; 29] = [
         Counter::Requests,
         Counter::Rejected,
         Counter::HitsExact,
@@ -69,6 +72,8 @@ impl Counter {
         Counter::LedgerErrors,
         Counter::SpendMicros,
         Counter::SavedMicros,
+        Counter::VertexTokens,
+        Counter::VertexTokenErrors,
     ];
 
     /// The Prometheus name (Envoy's `wasmcustom` namespace adds no prefix).
@@ -101,6 +106,8 @@ impl Counter {
             Counter::LedgerErrors => "semgate_ledger_errors_total",
             Counter::SpendMicros => "semgate_spend_micro_usd_total",
             Counter::SavedMicros => "semgate_saved_micro_usd_total",
+            Counter::VertexTokens => "semgate_vertex_token_fetches_total",
+            Counter::VertexTokenErrors => "semgate_vertex_token_errors_total",
         }
     }
 }
@@ -200,11 +207,24 @@ impl Spend {
     /// `[A-Za-z0-9_-]` (anything else becomes `_`); the customer label is already bounded.
     pub fn stat_name(self, key: &str, team: Option<&str>, customer: &str) -> String {
         fn clean(v: &str) -> String {
-            let s: String =
-                v.chars().take(64).map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '_' }).collect();
-            if s.is_empty() { "_".to_string() } else { s }
+            let s: String = v
+                .chars()
+                .take(64)
+                .map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '_' })
+                .collect();
+            if s.is_empty() {
+                "_".to_string()
+            } else {
+                s
+            }
         }
-        format!("{}.key.={};.team.={};.customer.={};", self.base(), clean(key), clean(team.unwrap_or("none")), clean(customer))
+        format!(
+            "{}.key.={};.team.={};.customer.={};",
+            self.base(),
+            clean(key),
+            clean(team.unwrap_or("none")),
+            clean(customer)
+        )
     }
 }
 

@@ -16,6 +16,7 @@
 use serde::Deserialize;
 use serde_json::json;
 
+use crate::core::downstream::{Callout, CalloutKind};
 use crate::core::errors::GatewayError;
 use crate::core::providers::config::{Provider, ProviderAuth, ProviderTable};
 use crate::core::providers::{
@@ -247,7 +248,7 @@ pub fn plan_attempt<S: SharedData>(
             }
             (Some(choice.index), choice.all_cooling)
         }
-        ProviderAuth::SidecarToken => {
+        ProviderAuth::SidecarToken { .. } => {
             let token = read_vertex_token(kv, &provider.name, req.now_ms)
                 .ok_or_else(|| AttemptError::TokenUnavailable(provider.name.clone()))?;
             set_headers.push(SetHeader { name: "authorization", value: format!("Bearer {token}"), secret: true });
@@ -293,7 +294,7 @@ fn plan_relay<S: SharedData>(provider: &Provider, kv: &S, req: &AttemptRequest<'
             }
             Some(choice.index)
         }
-        ProviderAuth::SidecarToken => {
+        ProviderAuth::SidecarToken { .. } => {
             if let Some(token) = read_vertex_token(kv, &provider.name, req.now_ms) {
                 set_headers.push(SetHeader { name: "authorization", value: format!("Bearer {token}"), secret: true });
             }
@@ -465,9 +466,18 @@ pub fn vertex_token_key(provider: &str) -> String {
     format!("semgate:u:vt:{provider}")
 }
 
-/// The shared-data record the token fetcher writes: `[expires_ms u64][token]`.
-pub fn encode_vertex_token(token: &str, expires_ms: u64) -> Vec<u8> {
+fn vertex_lease_key(provider: &str) -> String {
+    format!("semgate:u:vtl:{provider}")
+}
+
+/// How long one root's token fetch holds off the others (every worker's root ticks).
+const TOKEN_LEASE_MS: u64 = 5_000;
+const TOKEN_FETCH_TIMEOUT_MS: u64 = 5_000;
+
+/// The shared-data record the token fetcher writes: `[expires_ms u64][refresh_ms u64][token]`.
+pub fn encode_vertex_token(token: &str, expires_ms: u64, refresh_ms: u64) -> Vec<u8> {
     let mut out = expires_ms.to_le_bytes().to_vec();
+    out.extend_from_slice(&refresh_ms.to_le_bytes());
     out.extend_from_slice(token.as_bytes());
     out
 }
@@ -476,8 +486,92 @@ pub fn encode_vertex_token(token: &str, expires_ms: u64) -> Vec<u8> {
 pub fn read_vertex_token<S: SharedData>(kv: &S, provider: &str, now_ms: u64) -> Option<String> {
     let (bytes, _) = kv.get(&vertex_token_key(provider))?;
     let expires = u64_at(&bytes, 0);
-    let token = std::str::from_utf8(bytes.get(8..)?).ok()?;
+    let token = std::str::from_utf8(bytes.get(16..)?).ok()?;
     (expires > now_ms && !token.is_empty() && token.chars().all(|c| c.is_ascii_graphic())).then(|| token.to_string())
+}
+
+/// Whether `provider`'s token is missing or past its refresh time.
+fn token_refresh_due<S: SharedData>(kv: &S, provider: &str, now_ms: u64) -> bool {
+    match kv.get(&vertex_token_key(provider)) {
+        Some((bytes, _)) if bytes.len() > 16 => u64_at(&bytes, 8) <= now_ms,
+        _ => true,
+    }
+}
+
+/// Take the fetch lease of `provider` unless another root holds it.
+fn take_token_lease<S: SharedData>(kv: &S, provider: &str, now_ms: u64) -> bool {
+    let key = vertex_lease_key(provider);
+    let until = (now_ms + TOKEN_LEASE_MS).to_le_bytes();
+    match kv.get(&key) {
+        Some((bytes, _)) if bytes.len() >= 8 && u64_at(&bytes, 0) > now_ms => false,
+        Some((_, cas)) => kv.set(&key, &until, Some(cas)).is_ok(),
+        None => kv.set(&key, &until, None).is_ok(),
+    }
+}
+
+/// The sidecar token fetches due now: one per `sidecar_token` provider whose token is missing
+/// or past its refresh time (half its remaining life when it was fetched), and whose lease no
+/// other root holds. Each comes with the provider's name for the answer.
+pub fn vertex_token_fetches<'t, S: SharedData>(
+    table: &'t ProviderTable,
+    kv: &S,
+    now_ms: u64,
+) -> Vec<(Callout<'t>, String)> {
+    let mut out = Vec::new();
+    for p in &table.providers {
+        let ProviderAuth::SidecarToken { cluster, bearer } = &p.auth else { continue };
+        if !token_refresh_due(kv, &p.name, now_ms) || !take_token_lease(kv, &p.name, now_ms) {
+            continue;
+        }
+        let body = serde_json::to_vec(&serde_json::json!({"provider": p.name})).unwrap_or_default();
+        let callout = Callout {
+            kind: CalloutKind::Store,
+            cluster,
+            path: "/v1/vertex/token",
+            authorization: bearer.as_ref().map(|b| b.expose()),
+            body,
+            timeout_ms: TOKEN_FETCH_TIMEOUT_MS,
+        };
+        out.push((callout, p.name.clone()));
+    }
+    out
+}
+
+/// Whether any provider needs the token fetcher (the upstream root's timer).
+pub fn fetches_vertex_tokens(table: &ProviderTable) -> bool {
+    table.providers.iter().any(|p| matches!(p.auth, ProviderAuth::SidecarToken { .. }))
+}
+
+/// The sidecar answered a token fetch for `provider`: keep the token, to be fetched again
+/// after half its remaining life, and free the lease. Any other answer keeps the old record
+/// (it may still be valid) and the first tick after the lease retries; `false` is counted as
+/// an error.
+pub fn on_vertex_token_answer<S: SharedData>(
+    kv: &S,
+    provider: &str,
+    status: Option<&str>,
+    body: Option<&[u8]>,
+    now_ms: u64,
+) -> bool {
+    #[derive(serde::Deserialize)]
+    struct Answer {
+        access_token: String,
+        expires_in_ms: u64,
+    }
+    let parsed = match (status, body) {
+        (Some("200"), Some(b)) => serde_json::from_slice::<Answer>(b).ok(),
+        _ => None,
+    };
+    let Some(a) = parsed else { return false };
+    if a.access_token.is_empty() || !a.access_token.chars().all(|c| c.is_ascii_graphic()) || a.expires_in_ms == 0 {
+        return false;
+    }
+    let expires = now_ms.saturating_add(a.expires_in_ms);
+    let refresh = now_ms.saturating_add(a.expires_in_ms / 2);
+    let stored = kv.set(&vertex_token_key(provider), &encode_vertex_token(&a.access_token, expires, refresh), None);
+    // The lease is for fetches that fail; the next refresh need not wait for it.
+    let _ = kv.set(&vertex_lease_key(provider), &0u64.to_le_bytes(), None);
+    stored.is_ok()
 }
 
 // ---------------------------------------------------------------- attempt log

@@ -204,14 +204,41 @@ fn load() -> Result<(Gateway, EnvoyHost), String> {
 }
 
 /// The upstream role's root context: compiles the provider table (keys from the VM's
-/// environment) once, at `on_configure`.
+/// environment) once, at `on_configure`; with a `sidecar_token` Vertex provider, fetches its
+/// access token from the sidecar on a timer into shared data.
 #[derive(Default)]
 struct UpstreamRoot {
     table: Option<Rc<ProviderTable>>,
     host: EnvoyHost,
+    /// Token fetches in flight, by provider name.
+    callouts: Callouts<String>,
 }
 
-impl Context for UpstreamRoot {}
+/// How often the upstream root checks whether a Vertex token is due (a check is one shared
+/// data read; a fetch happens only when due).
+const TOKEN_CHECK_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
+
+impl Context for UpstreamRoot {
+    fn on_http_call_response(&mut self, token_id: u32, _: usize, body_size: usize, _: usize) {
+        let Some(provider) = self.callouts.answer(&self.host, token_id) else { return };
+        let headers = self.host.headers(Map::CallResponse);
+        let body = self.host.buffer(Buffer::CallResponseBody, 0, body_size).ok();
+        let kv = self.host.shared_data();
+        let now = self.host.now_ms();
+        if crate::core::upstream::on_vertex_token_answer(kv, &provider, headers.get(":status"), body.as_deref(), now) {
+            self.host.count(Counter::VertexTokens, 1);
+        } else {
+            self.host.count(Counter::VertexTokenErrors, 1);
+            abi::log(
+                LogLevel::Warn,
+                &format!(
+                    "semgate upstream: no Vertex token for `{provider}` from the sidecar (status {}); retrying",
+                    headers.get(":status").unwrap_or("none")
+                ),
+            );
+        }
+    }
+}
 
 impl RootContext for UpstreamRoot {
     fn on_configure(&mut self, _size: usize) -> bool {
@@ -229,6 +256,12 @@ impl RootContext for UpstreamRoot {
         match loaded {
             Ok((table, host)) => {
                 abi::log(LogLevel::Info, "semgate upstream: configured");
+                if crate::core::upstream::fetches_vertex_tokens(&table)
+                    && proxy_wasm::hostcalls::set_tick_period(TOKEN_CHECK_EVERY).is_err()
+                {
+                    abi::log(LogLevel::Critical, "semgate upstream: cannot start the Vertex token timer");
+                    return false;
+                }
                 self.table = Some(Rc::new(table));
                 self.host = host;
                 true
@@ -236,6 +269,19 @@ impl RootContext for UpstreamRoot {
             Err(msg) => {
                 abi::log(LogLevel::Critical, &format!("semgate upstream: refusing to start: {msg}"));
                 false
+            }
+        }
+    }
+
+    fn on_tick(&mut self) {
+        let Some(table) = self.table.clone() else { return };
+        if self.callouts.in_flight() > 0 {
+            return;
+        }
+        let now = self.host.now_ms();
+        for (call, provider) in crate::core::upstream::vertex_token_fetches(&table, self.host.shared_data(), now) {
+            if self.callouts.send(&self.host, &call, provider).is_err() {
+                self.host.count(Counter::VertexTokenErrors, 1);
             }
         }
     }

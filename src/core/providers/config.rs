@@ -118,6 +118,21 @@ pub struct VertexSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub location: Option<String>,
     pub auth: VertexAuth,
+    /// `sidecar_token`: the Envoy cluster of the sidecar that mints the tokens.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_cluster: Option<String>,
+    /// `sidecar_token`: the environment variable holding the sidecar's bearer token.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_env: Option<String>,
+}
+
+/// The sidecar's cluster in the shipped configurations.
+pub const DEFAULT_TOKEN_CLUSTER: &str = "semgate_sidecar";
+
+impl VertexSpec {
+    pub fn token_cluster(&self) -> &str {
+        self.token_cluster.as_deref().unwrap_or(DEFAULT_TOKEN_CLUSTER)
+    }
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -289,6 +304,14 @@ impl ProviderSpec {
         self.keys.iter().map(|k| k.env.as_str())
     }
 
+    /// Every environment variable the upstream role reads for this provider: its keys, and
+    /// the sidecar's bearer token for minted Vertex tokens.
+    pub fn vm_envs(&self) -> impl Iterator<Item = &str> {
+        let token_env =
+            self.vertex.as_ref().filter(|v| v.auth == VertexAuth::SidecarToken).and_then(|v| v.token_env.as_deref());
+        self.key_envs().chain(token_env)
+    }
+
     fn validate(&self, name: &str) -> Result<(), ConfigError> {
         let at = |field: &str| format!("providers.{name}.{field}");
         if let Some(c) = &self.cluster {
@@ -357,6 +380,18 @@ impl ProviderSpec {
                     (VertexAuth::ExpressKey, _, _) => {
                         return Err(err(at("vertex"), "set both `project` and `location`, or neither (express mode)"));
                     }
+                }
+                if v.auth != VertexAuth::SidecarToken && (v.token_cluster.is_some() || v.token_env.is_some()) {
+                    return Err(err(
+                        at("vertex"),
+                        "`token_cluster` and `token_env` only apply to `auth: sidecar_token`",
+                    ));
+                }
+                if v.token_cluster.as_deref().is_some_and(|c| c.trim().is_empty()) {
+                    return Err(err(at("vertex.token_cluster"), "must not be empty"));
+                }
+                if v.token_env.as_deref().is_some_and(|e| e.trim().is_empty()) {
+                    return Err(err(at("vertex.token_env"), "must not be empty"));
                 }
                 v.auth == VertexAuth::SidecarToken
             }
@@ -609,7 +644,7 @@ impl ProvidersConfig {
     pub fn key_envs(&self) -> Vec<String> {
         let mut out: Vec<String> = Vec::new();
         for p in self.providers.values() {
-            for e in p.key_envs() {
+            for e in p.vm_envs() {
                 if !out.iter().any(|o| o == e) {
                     out.push(e.to_string());
                 }
@@ -642,9 +677,22 @@ fn compile_provider(
     env: &dyn Fn(&str) -> Option<String>,
 ) -> Result<Provider, ConfigError> {
     let kind = spec.kind.kind();
-    let sidecar = spec.vertex.as_ref().is_some_and(|v| v.auth == VertexAuth::SidecarToken);
-    let auth = if sidecar {
-        ProviderAuth::SidecarToken
+    let sidecar = spec.vertex.as_ref().filter(|v| v.auth == VertexAuth::SidecarToken);
+    let auth = if let Some(v) = sidecar {
+        let bearer = match &v.token_env {
+            None => None,
+            Some(var) => {
+                let value = env(var).map(|v| v.trim().to_string()).unwrap_or_default();
+                if value.is_empty() || !value.chars().all(|c| c.is_ascii_graphic()) {
+                    return Err(err(
+                        format!("providers.{name}.vertex.token_env"),
+                        format!("environment variable `{var}` is unset, empty or not a header value"),
+                    ));
+                }
+                Some(Secret(format!("Bearer {value}")))
+            }
+        };
+        ProviderAuth::SidecarToken { cluster: v.token_cluster().to_string(), bearer }
     } else {
         let mut sets = Vec::with_capacity(spec.keys.len());
         for (i, k) in spec.keys.iter().enumerate() {
@@ -722,8 +770,9 @@ pub struct KeyHeaders {
 pub enum ProviderAuth {
     /// One header set per key, rotated in turn.
     Keys(Vec<KeyHeaders>),
-    /// A Vertex token the sidecar mints, read from shared data on every attempt.
-    SidecarToken,
+    /// A Vertex token the sidecar mints, read from shared data on every attempt; the upstream
+    /// root fetches it from `cluster`, sending `bearer` as its `authorization`.
+    SidecarToken { cluster: String, bearer: Option<Secret> },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -754,7 +803,7 @@ impl Provider {
     pub fn key_count(&self) -> usize {
         match &self.auth {
             ProviderAuth::Keys(k) => k.len(),
-            ProviderAuth::SidecarToken => 0,
+            ProviderAuth::SidecarToken { .. } => 0,
         }
     }
 }

@@ -612,6 +612,19 @@ pub fn check(filter_config: &Value, envoy: &Value, text: &str) -> Result<Vec<Fin
                 &mut find,
             );
         }
+        if let Some(v) =
+            p.vertex.as_ref().filter(|v| v.auth == crate::core::providers::config::VertexAuth::SidecarToken)
+        {
+            if !clusters.contains_key(v.token_cluster()) {
+                find(
+                    clusters_line.map(|l| l + 1),
+                    format!(
+                        "provider `{name}` fetches its Vertex tokens from cluster `{}`, which is missing (the sidecar's cluster; set `vertex.token_cluster`)",
+                        v.token_cluster()
+                    ),
+                );
+            }
+        }
     }
 
     let listeners: Vec<&Value> =

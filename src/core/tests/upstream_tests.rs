@@ -179,7 +179,7 @@ fn vertex_tokens_come_from_shared_data() {
     let e = plan_attempt(&t, &kv, &req("vtok", body, 1_000)).unwrap_err();
     assert_eq!(e, AttemptError::TokenUnavailable("vtok".into()));
     assert_eq!(e.status(), 503);
-    kv.set(&vertex_token_key("vtok"), &encode_vertex_token("tok-vertex", 5_000), None).unwrap();
+    kv.set(&vertex_token_key("vtok"), &encode_vertex_token("tok-vertex", 5_000, 3_000), None).unwrap();
     let plan = plan_attempt(&t, &kv, &req("vtok", body, 1_000)).unwrap();
     assert_eq!(header(&plan, "authorization"), Some("Bearer tok-vertex"));
     assert_eq!(
@@ -189,6 +189,45 @@ fn vertex_tokens_come_from_shared_data() {
     assert_eq!(header(&plan, ":authority"), Some("us-central1-aiplatform.googleapis.com"));
     assert_eq!(plan.state.key, None);
     assert!(plan_attempt(&t, &kv, &req("vtok", body, 5_000)).is_err(), "expired token");
+}
+
+#[test]
+fn the_token_fetcher_asks_the_sidecar_once_per_lease_and_refreshes_at_half_life() {
+    let (t, kv) = (table(), MemKv::default());
+    assert!(fetches_vertex_tokens(&t));
+    // No token yet: one fetch to the sidecar's cluster, the provider named in the body.
+    let due = vertex_token_fetches(&t, &kv, 1_000);
+    assert_eq!(due.len(), 1);
+    let (call, provider) = &due[0];
+    assert_eq!((provider.as_str(), call.cluster, call.path), ("vtok", "semgate_sidecar", "/v1/vertex/token"));
+    assert_eq!(serde_json::from_slice::<Value>(&call.body).unwrap(), json!({"provider": "vtok"}));
+    // Every other root (and this one, next tick) waits while the lease runs.
+    assert!(vertex_token_fetches(&t, &kv, 2_000).is_empty());
+    // A failed answer stores nothing; after the lease the fetch is due again.
+    assert!(!on_vertex_token_answer(&kv, "vtok", Some("503"), Some(b"{}"), 2_000));
+    assert!(!on_vertex_token_answer(
+        &kv,
+        "vtok",
+        Some("200"),
+        Some(br#"{"access_token":"a b","expires_in_ms":9}"#),
+        2_000
+    ));
+    assert!(read_vertex_token(&kv, "vtok", 2_000).is_none());
+    assert_eq!(vertex_token_fetches(&t, &kv, 6_001).len(), 1);
+    // A token for 100 s is used at once and fetched again after 50 s.
+    let answer = br#"{"access_token":"ya29.one","expires_in_ms":100000}"#;
+    assert!(on_vertex_token_answer(&kv, "vtok", Some("200"), Some(answer), 7_000));
+    assert_eq!(read_vertex_token(&kv, "vtok", 7_000).as_deref(), Some("ya29.one"));
+    assert!(vertex_token_fetches(&t, &kv, 56_000).is_empty());
+    assert_eq!(vertex_token_fetches(&t, &kv, 57_000).len(), 1);
+    // A success frees the lease: a short-lived token is refreshed without waiting for it.
+    let short = br#"{"access_token":"ya29.two","expires_in_ms":2000}"#;
+    assert!(on_vertex_token_answer(&kv, "vtok", Some("200"), Some(short), 57_100));
+    assert_eq!(vertex_token_fetches(&t, &kv, 58_100).len(), 1);
+    assert!(on_vertex_token_answer(&kv, "vtok", Some("200"), Some(answer), 7_000));
+    // Still valid while the refresh is out; gone at expiry.
+    assert_eq!(read_vertex_token(&kv, "vtok", 106_999).as_deref(), Some("ya29.one"));
+    assert!(read_vertex_token(&kv, "vtok", 107_000).is_none());
 }
 
 #[test]

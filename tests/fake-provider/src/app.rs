@@ -47,6 +47,7 @@ pub async fn handle(app: Arc<App>, req: Request<Incoming>) -> HandlerResult {
         SetControl,
         Reset,
         Release,
+        Token,
     }
     let path = req.uri().path();
     let admin = match *req.method() {
@@ -55,11 +56,26 @@ pub async fn handle(app: Arc<App>, req: Request<Incoming>) -> HandlerResult {
         Method::POST if path == "/control" => Some(Admin::SetControl),
         Method::POST if path == "/reset" => Some(Admin::Reset),
         Method::POST if path.starts_with("/release/") => Some(Admin::Release),
+        Method::POST if path == "/token" => Some(Admin::Token),
         _ => None,
     };
     match admin {
         None => provider(app, req).await,
-        Some(Admin::Stats) => Ok(admin_json(StatusCode::OK, &app.stats.to_json())),
+        Some(Admin::Stats) => {
+            let mut stats = app.stats.to_json();
+            if let (Some(s), serde_json::Value::Object(o)) = (stats.as_object_mut(), app.oauth.stats()) {
+                s.extend(o);
+            }
+            Ok(admin_json(StatusCode::OK, &stats))
+        }
+        Some(Admin::Token) => {
+            let body = match read_body(req.into_body()).await {
+                Ok(b) => b,
+                Err(_) => return Err(Dropped),
+            };
+            let (status, answer) = app.oauth.token(&body);
+            Ok(admin_json(StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_REQUEST), &answer))
+        }
         Some(Admin::GetControl) => Ok(admin_json(StatusCode::OK, &app.controls.current())),
         Some(Admin::SetControl) => set_control(&app, req).await,
         Some(Admin::Reset) => {
@@ -294,7 +310,11 @@ async fn provider(app: Arc<App>, req: Request<Incoming>) -> HandlerResult {
         Err(BodyError::Broken) => return Err(Dropped),
     };
 
-    if let Some(key) = app.cfg.require_key.as_deref().filter(|_| shape != Shape::OpenAi) {
+    let oauth_token = shape == Shape::Gemini
+        && app.oauth.accepts(parts.headers.get(header::AUTHORIZATION).map(HeaderValue::as_bytes));
+    if oauth_token {
+        // A token POST /token issued and that has not expired: Google's OAuth credentials.
+    } else if let Some(key) = app.cfg.require_key.as_deref().filter(|_| shape != Shape::OpenAi) {
         if let Some((status, message)) = provider_key_error(shape, &parts.headers, key) {
             if status == 401 {
                 Stats::inc(&app.stats.unauthorized);

@@ -3,12 +3,16 @@
 pub const USAGE: &str = "\
 usage: fake-provider [--listen ADDR] [--threads N] [--require-key KEY]
                      [--latency-ms N] [--chunk-delay-ms N]
+                     [--oauth-token-ttl-s N] [--oauth-public-key FILE]
 
   --listen ADDR        address to bind (default 127.0.0.1:18001; port 0 = any free port)
   --threads N          tokio worker threads (default 1)
   --require-key KEY    answer 401 unless `Authorization: Bearer KEY`
   --latency-ms N       delay added before every provider response (default 0)
-  --chunk-delay-ms N   delay between SSE events of a stream (default 0)";
+  --chunk-delay-ms N   delay between SSE events of a stream (default 0)
+  --oauth-token-ttl-s N  lifetime of the access tokens POST /token issues (default 3600)
+  --oauth-public-key FILE  the service account's RSA public key (PKCS#1 DER): POST /token
+                       then checks the assertion's signature";
 
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -17,11 +21,21 @@ pub struct Config {
     pub require_key: Option<String>,
     pub latency_ms: u64,
     pub chunk_delay_ms: u64,
+    pub oauth_token_ttl_s: u64,
+    pub oauth_public_key: Option<String>,
 }
 
 impl Default for Config {
     fn default() -> Self {
-        Config { listen: "127.0.0.1:18001".to_owned(), threads: 1, require_key: None, latency_ms: 0, chunk_delay_ms: 0 }
+        Config {
+            listen: "127.0.0.1:18001".to_owned(),
+            threads: 1,
+            require_key: None,
+            latency_ms: 0,
+            chunk_delay_ms: 0,
+            oauth_token_ttl_s: 3600,
+            oauth_public_key: None,
+        }
     }
 }
 
@@ -51,6 +65,8 @@ impl Config {
                 "--require-key" => cfg.require_key = Some(value()?),
                 "--latency-ms" => cfg.latency_ms = parse_num(&flag, &value()?)?,
                 "--chunk-delay-ms" => cfg.chunk_delay_ms = parse_num(&flag, &value()?)?,
+                "--oauth-token-ttl-s" => cfg.oauth_token_ttl_s = parse_num(&flag, &value()?)?,
+                "--oauth-public-key" => cfg.oauth_public_key = Some(value()?),
                 _ => return Err(format!("unknown argument: {flag}")),
             }
         }

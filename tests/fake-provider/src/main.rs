@@ -8,6 +8,7 @@ mod body;
 mod config;
 mod embeddings;
 mod gemini;
+mod oauth;
 mod openai;
 mod state;
 

@@ -24,11 +24,18 @@ pub struct App {
     pub holds: Holds,
     /// Serial number of chat requests (the `n` in `Answer #n`).
     pub serial: AtomicU64,
+    /// Google's token endpoint for service-account keys.
+    pub oauth: crate::oauth::OAuth,
 }
 
 impl App {
     pub fn new(cfg: Config) -> App {
+        let public_key = cfg
+            .oauth_public_key
+            .as_ref()
+            .map(|path| std::fs::read(path).unwrap_or_else(|e| panic!("--oauth-public-key {path}: {e}")));
         App {
+            oauth: crate::oauth::OAuth::new(cfg.oauth_token_ttl_s, public_key),
             expected_auth: cfg.require_key.as_ref().map(|k| format!("Bearer {k}").into_bytes()),
             cfg,
             stats: Stats::default(),

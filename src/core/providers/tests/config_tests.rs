@@ -235,9 +235,33 @@ fn sidecar_token_providers_have_no_keys() {
         json!({"kind": "vertex", "vertex": {"project": "p1", "location": "us-central1", "auth": "sidecar_token"}});
     let t = parse(c).unwrap().compile(&|_| Some("k".into())).unwrap();
     let vx = t.provider("vx").unwrap();
-    assert_eq!(vx.auth, ProviderAuth::SidecarToken);
+    assert_eq!(vx.auth, ProviderAuth::SidecarToken { cluster: "semgate_sidecar".into(), bearer: None });
     assert_eq!(vx.key_count(), 0);
     assert_eq!(vx.vertex, Some(VertexPlace { project: "p1".into(), location: "us-central1".into() }));
+}
+
+#[test]
+fn sidecar_tokens_are_fetched_from_the_named_cluster_with_the_sidecars_token() {
+    let mut c = base();
+    c["providers"]["vx"] = json!({"kind": "vertex", "vertex": {"project": "p1", "location": "us-central1",
+        "auth": "sidecar_token", "token_cluster": "side", "token_env": "SIDE_TOKEN"}});
+    let parsed = parse(c.clone()).unwrap();
+    assert!(parsed.key_envs().contains(&"SIDE_TOKEN".to_string()), "the upstream VM gets the variable");
+    let t = parsed.compile(&|v| (v == "SIDE_TOKEN").then(|| "s3cr3t-sidecar".into()).or(Some("k".into()))).unwrap();
+    let ProviderAuth::SidecarToken { cluster, bearer } = &t.provider("vx").unwrap().auth else { panic!() };
+    assert_eq!(cluster, "side");
+    assert_eq!(bearer.as_ref().map(|b| b.expose()), Some("Bearer s3cr3t-sidecar"));
+    assert!(!format!("{t:?}").contains("s3cr3t"));
+    let e = parse(c.clone()).unwrap().compile(&|v| (v != "SIDE_TOKEN").then(|| "k".into())).unwrap_err();
+    assert!(e.to_string().contains("SIDE_TOKEN"), "{e}");
+    for bad in [
+        json!({"kind": "vertex", "keys": [{"env": "K"}], "vertex": {"auth": "express_key", "token_env": "X"}}),
+        json!({"kind": "vertex", "vertex": {"project": "p", "location": "l", "auth": "sidecar_token", "token_cluster": " "}}),
+    ] {
+        let mut c = base();
+        c["providers"]["vx"] = bad;
+        assert!(parse(c).is_err());
+    }
 }
 
 #[test]
