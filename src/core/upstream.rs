@@ -249,8 +249,15 @@ pub fn plan_attempt<S: SharedData>(
             (Some(choice.index), choice.all_cooling)
         }
         ProviderAuth::SidecarToken { .. } => {
-            let token = read_vertex_token(kv, &provider.name, req.now_ms)
-                .ok_or_else(|| AttemptError::TokenUnavailable(provider.name.clone()))?;
+            let Some(token) = read_vertex_token(kv, &provider.name, req.now_ms) else {
+                // In the attempt log, so a 502 after it names this attempt.
+                if let Some(id) = req.request_id {
+                    if let Some(n) = log_attempt_start(kv, id, &provider.name) {
+                        log_attempt_status(kv, id, n, 503);
+                    }
+                }
+                return Err(AttemptError::TokenUnavailable(provider.name.clone()));
+            };
             set_headers.push(SetHeader { name: "authorization", value: format!("Bearer {token}"), secret: true });
             (None, false)
         }
