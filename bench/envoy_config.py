@@ -81,13 +81,17 @@ def render(scenario, listen_port, admin_port, provider_port):
     semgate["typed_config"]["config"]["vm_config"]["environment_variables"] = {
         "key_values": {"SEMGATE_OPENAI_KEY": PROVIDER_KEY, "SEMGATE_SIDECAR_TOKEN": "bench-token-unused-0000"}}
     # The demo's provider chain (not benchmarked here): its upstream role needs its keys to load.
+    # (The YAML shares one vm_config between clusters: collect every variable before replacing.)
+    upstream_vms = []
     for cluster in doc["static_resources"]["clusters"]:
         opts = cluster.get("typed_extension_protocol_options", {}).get("envoy.extensions.upstreams.http.v3.HttpProtocolOptions", {})
         for f in opts.get("http_filters", []):
             if f["name"] == "envoy.filters.http.wasm":
-                vm = f["typed_config"]["config"]["vm_config"]
-                vm["code"]["local"]["filename"] = str(SEMGATE_WASM)
-                vm["environment_variables"] = {"key_values": {k: PROVIDER_KEY for k in vm.get("environment_variables", {}).get("host_env_keys", [])}}
+                upstream_vms.append(f["typed_config"]["config"]["vm_config"])
+    variables = {k for vm in upstream_vms for k in vm.get("environment_variables", {}).get("host_env_keys", [])}
+    for vm in upstream_vms:
+        vm["code"]["local"]["filename"] = str(SEMGATE_WASM)
+        vm["environment_variables"] = {"key_values": {k: PROVIDER_KEY for k in sorted(variables)}}
     # The benchmark measures the exact layer: no sidecar runs, so layer 2 is off.
     conf = semgate["typed_config"]["config"]["configuration"]
     filter_cfg = json.loads(conf["value"])
