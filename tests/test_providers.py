@@ -332,3 +332,38 @@ def test_a_conversation_anthropic_cannot_take_gets_a_clear_400_from_the_gateway(
     assert "user message" in err["message"], err
     # Refused before any provider saw it, and no fallback tried it either.
     assert (primary.started(), fallback.started()) == started
+
+
+def test_an_anthropic_stream_cut_mid_way_is_an_error_at_the_client_and_is_not_cached(chain, providers):
+    """The provider's connection drops after half the stream: Envoy cannot retry after the first
+    byte, so the client's stream ends without `[DONE]` (Envoy resets it), the official SDK
+    raises instead of returning a silently short caption, and nothing is cached."""
+    primary, _ = providers
+    primary.control(fail_fraction=0.0)
+    messages = [{"role": "user", "content": f"a stream cut half-way {uuid.uuid4().hex[:6]}"}]
+    body = {"model": MODEL, "stream": True, "messages": messages}
+    with requests.post(chain.url + "/v1/chat/completions", json=body, stream=True, timeout=30,
+                       headers={"authorization": "Bearer sk-demo", "x-fake-drop": "mid-stream"}) as r:
+        assert r.status_code == 200 and r.headers["x-semgate-provider"] == "anthropic"
+        received = b""
+        try:
+            for chunk in r.iter_content(None):
+                received += chunk
+        except requests.exceptions.ChunkedEncodingError:
+            pass
+    events = sse_events(received)
+    assert "[DONE]" not in events, events
+    assert all("error" in json.loads(e) or json.loads(e)["object"] == "chat.completion.chunk" for e in events)
+    openai = pytest.importorskip("openai")
+    client = openai.OpenAI(base_url=chain.url + "/v1", api_key="sk-demo", max_retries=0,
+                           default_headers={"x-fake-drop": "mid-stream"})
+    with pytest.raises((openai.APIError, openai.APIConnectionError)):
+        list(client.chat.completions.create(model=MODEL, stream=True, messages=messages))
+    # Nothing was cached: the same request is a miss a provider answers whole (Vertex, when the
+    # drops got Anthropic ejected).
+    _, fallback = providers
+    started = primary.started() + fallback.started()
+    again = chain.chat(body)
+    assert again.status_code == 200 and again.headers["x-semgate-cache"] == "miss"
+    assert sse_events(again.content)[-1] == "[DONE]"
+    assert primary.started() + fallback.started() == started + 1
