@@ -5,7 +5,8 @@ semantic hit is possible), so every request is a miss that goes to the provider;
 semantic layer on, each first waits for a sidecar lookup (the filter's default
 `semantic.timeout_ms`, 50 ms). The sidecar runs the local MiniLM model on one core
 (RAYON_NUM_THREADS=1, one embedding worker) with the embedded index, its scope filled with
-10,000 stored entries, like the demo (`--stage-one` when a WordLlama directory is given).
+10,000 stored synthetic request texts, with the WordLlama first stage (`--stage-one`) when a
+WordLlama directory is given, as `make bench` and `make demo` run it.
 
 Two loads, each run with the layer off (exact-only, the baseline) and on:
   * 20 misses/s offered: 8 clients, each sending one request every 0.4 s;
@@ -16,7 +17,7 @@ and the sidecar's own counts: lookups, completed (answered with a decision: look
 shed; Envoy may have given up on a few of them), shed (answered at once as a miss because the queue could not meet
 the deadline), expired and abandoned in the queue (stores included), answered by the first
 stage, and lookups Envoy gave up on (`semgate_sidecar_errors_total`: its timeout passed
-first). Written to bench/results-load.md.
+first); and where the sidecar's lookup time went, per phase. Written to bench/results-load.md.
 
 usage: semantic_load.py MODEL_DIR [WORDLLAMA_DIR] [SECONDS]
 """
@@ -134,7 +135,9 @@ def main():
     side.stop()
     journal = next(data.glob("vectors-*.journal"))
     from semantic import first_namespace  # noqa: E402  (bench/semantic.py)
-    subprocess.run([str(FILL), str(journal), first_namespace(journal), str(STORED), "384"], check=True,
+    # Synthetic request texts (coding questions, captions, conversions, support), so the first
+    # stage reads the scope as it would read real traffic; their MiniLM vectors are pseudo-random.
+    subprocess.run([str(FILL), str(journal), first_namespace(journal), str(STORED), "384", "requests"], check=True,
                    capture_output=True)
 
     rows = []
@@ -143,12 +146,16 @@ def main():
         off, off_fail, off_rps = load(base, clients, period, seconds, seed=1)
         base.stop()
         side = sidecar()
-        before = {m: side.metric(m) for m in COUNTERS}
+        before = {m: side.metric(m) for m in COUNTERS + PHASE_METRICS}
         on_envoy = envoy(True)
         on, on_fail, on_rps = load(on_envoy, clients, period, seconds, seed=2)
         time.sleep(0.5)
         counts = {m: side.metric(m) - before[m] for m in COUNTERS}
         counts["envoy_errors"] = on_envoy.stat("semgate_sidecar_errors_total")
+        for phase in PHASES:
+            for kind in ("seconds_total", "total"):
+                name = f'semgate_sidecar_lookup_phase_{kind}{{phase="{phase}"}}'
+                counts[f"{phase}_{kind}"] = side.metric(name) - before[name]
         on_envoy.stop()
         side.stop()
         rows.append((label, off, off_fail, off_rps, on, on_fail, on_rps, counts))
@@ -173,12 +180,22 @@ def main():
                    f"{lookups:.0f} | {completed:.0f} | {c['semgate_sidecar_lookups_shed_total']:.0f} | "
                    f"{c['semgate_sidecar_expired_total']:.0f} | {c['semgate_sidecar_abandoned_total']:.0f} | "
                    f"{c['semgate_sidecar_stage_one_misses_total']:.0f} | {c['envoy_errors']:.0f} |")
+    out += ["", "Where a lookup's time went in the sidecar (mean per lookup that reached the phase, ms; "
+            "lookups that reached it):", "",
+            "| offered | " + " | ".join(PHASES) + " |", "|---|" + "---:|" * len(PHASES)]
+    for label, *_, c in rows:
+        cells = []
+        for phase in PHASES:
+            n = c[f"{phase}_total"]
+            cells.append(f"{c[f'{phase}_seconds_total'] * 1e3 / n:.2f} ms ({n:.0f})" if n else "-")
+        out.append(f"| {label} | " + " | ".join(cells) + " |")
     text_out = "\n".join(out)
     print(text_out)
-    name = "results-load-stage-one.md" if stage_one else "results-load.md"
-    (ROOT / "bench" / name).write_text(text_out + "\n")
+    (ROOT / "bench" / "results-load.md").write_text(text_out + "\n")
 
 
+PHASES = ["stage_one", "embed", "search", "guard", "total"]
+PHASE_METRICS = [f'semgate_sidecar_lookup_phase_{kind}{{phase="{p}"}}' for p in PHASES for kind in ("seconds_total", "total")]
 COUNTERS = ["semgate_sidecar_lookups_total", "semgate_sidecar_lookups_shed_total", "semgate_sidecar_expired_total",
             "semgate_sidecar_abandoned_total", "semgate_sidecar_stage_one_misses_total"]
 
