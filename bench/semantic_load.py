@@ -23,6 +23,7 @@ usage: semantic_load.py MODEL_DIR [WORDLLAMA_DIR] [SECONDS]
 """
 
 import json
+import os
 import random
 import subprocess
 import sys
@@ -55,6 +56,12 @@ def chat(t):
     return {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": t}]}
 
 
+def cpu_s(pid):
+    """CPU seconds (user + system) a process has used so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def pct(values, p):
     v = sorted(values)
     return v[round((len(v) - 1) * p)] if v else float("nan")
@@ -63,7 +70,7 @@ def pct(values, p):
 def load(envoy, clients, period_s, seconds, seed):
     """`clients` threads, each sending one new request every `period_s` (or at once when the
     last took longer) for `seconds`. Returns (latencies in ms, failures, requests per second)."""
-    lat, failures, lock = [], [0], threading.Lock()
+    lat, failures, lock, statuses = [], [0], threading.Lock(), {}
     stop_at = time.monotonic() + seconds
 
     def client(c):
@@ -85,8 +92,13 @@ def load(envoy, clients, period_s, seconds, seed):
             try:
                 r = session.post(envoy.url + "/v1/chat/completions", data=body, headers=headers, timeout=10)
                 ok = r.status_code == 200
-            except requests.RequestException:
+                if not ok:
+                    with lock:
+                        statuses[r.status_code] = statuses.get(r.status_code, 0) + 1
+            except requests.RequestException as e:
                 ok = False
+                with lock:
+                    statuses[type(e).__name__] = statuses.get(type(e).__name__, 0) + 1
             ms = (time.perf_counter() - t0) * 1e3
             with lock:
                 if ok:
@@ -101,6 +113,8 @@ def load(envoy, clients, period_s, seconds, seed):
         t.start()
     for t in threads:
         t.join()
+    if statuses:
+        print("failures by status:", statuses, flush=True)
     return lat, failures[0], len(lat) / (time.monotonic() - started)
 
 
@@ -143,12 +157,16 @@ def main():
     rows = []
     for label, clients, period in (("20 misses/s", 8, 0.4), ("210 misses/s (64 clients)", 64, 0.0)):
         base = envoy(False)
+        envoy_cpu = cpu_s(base.proc.pid)
         off, off_fail, off_rps = load(base, clients, period, seconds, seed=1)
+        off_cpu = {"envoy": cpu_s(base.proc.pid) - envoy_cpu}
         base.stop()
         side = sidecar()
         before = {m: side.metric(m) for m in COUNTERS + PHASE_METRICS}
         on_envoy = envoy(True)
+        cpu0 = (cpu_s(on_envoy.proc.pid), cpu_s(side.proc.pid))
         on, on_fail, on_rps = load(on_envoy, clients, period, seconds, seed=2)
+        on_cpu = {"envoy": cpu_s(on_envoy.proc.pid) - cpu0[0], "sidecar": cpu_s(side.proc.pid) - cpu0[1]}
         time.sleep(0.5)
         counts = {m: side.metric(m) - before[m] for m in COUNTERS}
         counts["envoy_errors"] = on_envoy.stat("semgate_sidecar_errors_total")
@@ -158,6 +176,7 @@ def main():
                 counts[f"{phase}_{kind}"] = side.metric(name) - before[name]
         on_envoy.stop()
         side.stop()
+        counts["cpu"] = (off_cpu, on_cpu, seconds)
         rows.append((label, off, off_fail, off_rps, on, on_fail, on_rps, counts))
         print(label, "off p50", pct(off, .5), "on p50", pct(on, .5), counts, flush=True)
     provider.stop()
@@ -189,6 +208,12 @@ def main():
             n = c[f"{phase}_total"]
             cells.append(f"{c[f'{phase}_seconds_total'] * 1e3 / n:.2f} ms ({n:.0f})" if n else "-")
         out.append(f"| {label} | " + " | ".join(cells) + " |")
+    out += ["", "CPU used during each run, in cores (CPU seconds per second; the machine has "
+            f"{os.cpu_count()}):", "", "| offered | Envoy, layer off | Envoy, layer on | sidecar |", "|---|---:|---:|---:|"]
+    for label, *_, c in rows:
+        off_cpu, on_cpu, secs = c["cpu"]
+        out.append(f"| {label} | {off_cpu['envoy'] / secs:.2f} | {on_cpu['envoy'] / secs:.2f} | "
+                   f"{on_cpu['sidecar'] / secs:.2f} |")
     text_out = "\n".join(out)
     print(text_out)
     (ROOT / "bench" / "results-load.md").write_text(text_out + "\n")

@@ -1553,9 +1553,18 @@ fn quantity_differs(a: &[String], b: &[String]) -> bool {
     // conversation").
     let single = |w: &String| matches!(w.as_str(), "a" | "an" | "one" | "single" | "1" | "any");
     let definite = |w: &String| matches!(w.as_str(), "this" | "that" | "the" | "my" | "your" | "our" | "its");
+    // The singular: WordNet's base form, or the word without its plural ending.
+    let base = |w: &str| {
+        let l = lx.lemma(w);
+        if l != w {
+            l
+        } else {
+            stem(w)
+        }
+    };
     // A compound token ("national_park") stands for its parts.
     let names = |m: &String, noun: &String| {
-        lx.lemma(m) == *noun || (m.contains('_') && m.split('_').any(|part| lx.lemma(part) == *noun))
+        base(m) == *noun || (m.contains('_') && m.split('_').any(|part| base(part) == *noun))
     };
     (0..a.len()).filter(|i| universal_at(a, *i)).any(|i| {
         // After a collection ("a list of phone numbers") the noun must head its phrase in `b`
@@ -1566,14 +1575,17 @@ fn quantity_differs(a: &[String], b: &[String]) -> bool {
         let window = &a[i + 1..a.len().min(i + 5)];
         let window = if collection { &window[..window.iter().position(ends).unwrap_or(window.len())] } else { window };
         window.iter().any(|n| {
-            let noun = lx.lemma(n);
+            let noun = base(n);
             b.iter().enumerate().any(|(j, m)| {
                 let before = &b[j.saturating_sub(3)..j];
                 if !names(m, &noun) {
                     return false;
                 }
                 if collection {
-                    return before.iter().any(single) && b.get(j + 1).is_none_or(|next| !lx.mostly_noun(next));
+                    let modifier = |next: &String| {
+                        lx.is_noun(next) && !PREPOSITIONS.contains(&next.as_str()) && !STOPWORDS.contains(&next.as_str())
+                    };
+                    return before.iter().any(single) && !b.get(j + 1).is_some_and(modifier);
                 }
                 before.iter().any(single) || (*m == noun && lx.is_noun(&noun) && before.iter().any(definite))
             })
@@ -1591,10 +1603,8 @@ fn partitive_differs(a: &[String], b: &[String]) -> bool {
     }
     (0..a.len().saturating_sub(1)).filter(|&i| matches!(a[i].as_str(), "one" | "1" | "any") && a[i + 1] == "of").any(
         |i| {
-            a[i + 2..a.len().min(i + 6)].iter().any(|n| {
-                let noun = lx.lemma(n);
-                n != &noun && b.iter().any(|m| m == n)
-            })
+            // A plural noun of `a` after "one of" stands as it is in `b`.
+            a[i + 2..a.len().min(i + 6)].iter().any(|n| (lx.lemma(n) != *n || stem(n) != *n) && b.iter().any(|m| m == n))
         },
     )
 }

@@ -26,8 +26,9 @@ pub struct StageOneConfig {
     pub dims: usize,
     /// Below this WordLlama cosine a stored text is never a hit.
     pub min_score: f32,
-    /// At most this many stored texts above `min_score` are checked with the guard; more
-    /// than that and the full lookup runs.
+    /// At most this many stored texts above `min_score` are checked with the guard's full
+    /// rules (those whose numbers or units differ from the query's are refused by their key
+    /// and not counted); more than that and the full lookup runs.
     pub max_checked: usize,
     /// The first stage only speaks for lookups whose threshold is at least this.
     pub min_threshold: f32,
