@@ -24,6 +24,7 @@ usage: semantic_load.py MODEL_DIR [WORDLLAMA_DIR] [SECONDS]
 
 import json
 import os
+import re
 import random
 import subprocess
 import sys
@@ -60,6 +61,20 @@ def cpu_s(pid):
     """CPU seconds (user + system) a process has used so far."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def envoy_quantiles(envoy, name):
+    """(p50, p99) of one of Envoy's histograms, cumulative since start, from its text /stats
+    (after a stats flush; None when it has no samples)."""
+    text = requests.get(f"{envoy.admin}/stats", params={"filter": name}, timeout=5).text
+    for line in text.splitlines():
+        if line.split(":")[0].endswith(name) and "P50(" in line:
+            q = {k: v for k, _, v in re.findall(r"P([0-9.]+)\(([^,]+),([^)]+)\)", line)}
+            try:
+                return float(q["50"]), float(q["99"])
+            except (KeyError, ValueError):
+                return None
+    return None
 
 
 def pct(values, p):
@@ -170,6 +185,8 @@ def main():
         time.sleep(0.5)
         counts = {m: side.metric(m) - before[m] for m in COUNTERS}
         counts["envoy_errors"] = on_envoy.stat("semgate_sidecar_errors_total")
+        time.sleep(5.5)  # Envoy's stats flush (5 s) makes its histograms' quantiles readable
+        counts["callout"] = envoy_quantiles(on_envoy, "semgate_sidecar_lookup_ms")
         for phase in PHASES:
             for kind in ("seconds_total", "total"):
                 name = f'semgate_sidecar_lookup_phase_{kind}{{phase="{phase}"}}'
@@ -200,13 +217,16 @@ def main():
                    f"{c['semgate_sidecar_expired_total']:.0f} | {c['semgate_sidecar_abandoned_total']:.0f} | "
                    f"{c['semgate_sidecar_stage_one_misses_total']:.0f} | {c['envoy_errors']:.0f} |")
     out += ["", "Where a lookup's time went in the sidecar (mean per lookup that reached the phase, ms; "
-            "lookups that reached it):", "",
-            "| offered | " + " | ".join(PHASES) + " |", "|---|" + "---:|" * len(PHASES)]
+            "lookups that reached it), and the callout as the filter saw it (Envoy's `semgate_sidecar_lookup_ms`, "
+            "from sending the lookup to its answer or timeout):", "",
+            "| offered | " + " | ".join(PHASES) + " | callout p50 / p99 in Envoy |", "|---|" + "---:|" * (len(PHASES) + 1)]
     for label, *_, c in rows:
         cells = []
         for phase in PHASES:
             n = c[f"{phase}_total"]
             cells.append(f"{c[f'{phase}_seconds_total'] * 1e3 / n:.2f} ms ({n:.0f})" if n else "-")
+        callout = c.get("callout")
+        cells.append(f"{callout[0]:.1f} / {callout[1]:.1f} ms" if callout else "-")
         out.append(f"| {label} | " + " | ".join(cells) + " |")
     out += ["", "CPU used during each run, in cores (CPU seconds per second; the machine has "
             f"{os.cpu_count()}):", "", "| offered | Envoy, layer off | Envoy, layer on | sidecar |", "|---|---:|---:|---:|"]
