@@ -10,10 +10,10 @@
 //! non-synonym, and a pair of words in contrast (WordNet antonyms, including comparatives and
 //! superlatives, or two kinds of one thing). Word knowledge comes from `lexicon` (WordNet).
 
-use std::hash::{Hash, Hasher};
 use crate::lexicon::lexicon;
 use serde::Deserialize;
 use std::collections::{BTreeMap, BTreeSet};
+use std::hash::{Hash, Hasher};
 
 /// Why a candidate was refused (sent back as `guard` in the lookup answer, and counted).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -1107,12 +1107,8 @@ impl GuardConfig {
             .filter(|l| (2..=5).contains(&l.chars().count()) && l.chars().all(|c| c.is_ascii_uppercase()))
             .map(|l| l.to_lowercase())
             .collect();
-        let initials = words
-            .iter()
-            .map(|w| w.to_lowercase())
-            .filter(|w| w != "and")
-            .filter_map(|w| w.chars().next())
-            .collect();
+        let initials =
+            words.iter().map(|w| w.to_lowercase()).filter(|w| w != "and").filter_map(|w| w.chars().next()).collect();
         let facts = self.facts(text);
         let mut h = std::collections::hash_map::DefaultHasher::new();
         if self.numbers {
@@ -1228,7 +1224,9 @@ impl GuardConfig {
         // word excludes too.
         let all_but = |t: &[String], i: usize| {
             t[i] == "but"
-                && t[i.saturating_sub(3)..i].iter().any(|w| matches!(w.as_str(), "all" | "every" | "everything" | "anything"))
+                && t[i.saturating_sub(3)..i]
+                    .iter()
+                    .any(|w| matches!(w.as_str(), "all" | "every" | "everything" | "anything"))
         };
         let excludes = |f: &Facts| {
             f.tokens.iter().any(|t| EXCLUSION.contains(&lx.lemma(t).as_str()))
@@ -1527,8 +1525,23 @@ const TIME_SPANS: &[&str] = &[
 /// Packaging ("a set of", "a pack of") is left out: a product sold as a set is named either way
 /// ("a set of six coasters" / "six coasters sold as a set"), and its count is a number.
 const COLLECTIONS: &[&str] = &[
-    "list", "batch", "bunch", "group", "collection", "series", "folder", "directory", "array", "lot", "lots", "dozens",
-    "hundreds", "thousands", "millions", "stack", "pile",
+    "list",
+    "batch",
+    "bunch",
+    "group",
+    "collection",
+    "series",
+    "folder",
+    "directory",
+    "array",
+    "lot",
+    "lots",
+    "dozens",
+    "hundreds",
+    "thousands",
+    "millions",
+    "stack",
+    "pile",
 ];
 
 /// `a` speaks of every member ("every planet", "all my files", "a list of addresses") where `b`
@@ -1583,7 +1596,9 @@ fn quantity_differs(a: &[String], b: &[String]) -> bool {
                 }
                 if collection {
                     let modifier = |next: &String| {
-                        lx.is_noun(next) && !PREPOSITIONS.contains(&next.as_str()) && !STOPWORDS.contains(&next.as_str())
+                        lx.is_noun(next)
+                            && !PREPOSITIONS.contains(&next.as_str())
+                            && !STOPWORDS.contains(&next.as_str())
                     };
                     return before.iter().any(single) && !b.get(j + 1).is_some_and(modifier);
                 }
@@ -1604,7 +1619,9 @@ fn partitive_differs(a: &[String], b: &[String]) -> bool {
     (0..a.len().saturating_sub(1)).filter(|&i| matches!(a[i].as_str(), "one" | "1" | "any") && a[i + 1] == "of").any(
         |i| {
             // A plural noun of `a` after "one of" stands as it is in `b`.
-            a[i + 2..a.len().min(i + 6)].iter().any(|n| (lx.lemma(n) != *n || stem(n) != *n) && b.iter().any(|m| m == n))
+            a[i + 2..a.len().min(i + 6)]
+                .iter()
+                .any(|n| (lx.lemma(n) != *n || stem(n) != *n) && b.iter().any(|m| m == n))
         },
     )
 }

@@ -108,8 +108,9 @@ fn run() -> Result<(), String> {
         }
     }
     if pair_files.is_empty() {
-        pair_files =
-            ["pairs.jsonl", "pairs_v2.jsonl", "pairs_v3.jsonl", "pairs_v4.jsonl"].map(|f| format!("{dir}/{f}")).to_vec();
+        pair_files = ["pairs.jsonl", "pairs_v2.jsonl", "pairs_v3.jsonl", "pairs_v4.jsonl"]
+            .map(|f| format!("{dir}/{f}"))
+            .to_vec();
     }
     let embedder = embedder(&embedder_name, model_dir.as_deref(), remote)?;
     let mut all = Vec::new();

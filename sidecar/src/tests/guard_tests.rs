@@ -500,7 +500,10 @@ fn a_transposition_of_two_words_is_a_swap() {
     assert!(!transposed(&toks("red wine glass"), &toks("wine red glass")), "neighbours: a reordering of modifiers");
     let g = guard();
     assert_eq!(g.verify("Is a whale a fish or a mammal?", "Is a fish a whale or a mammal?"), Err(Rejection::Swap));
-    assert_eq!(g.verify("What's the difference between TCP and UDP?", "What's the difference between UDP and TCP?"), Ok(()));
+    assert_eq!(
+        g.verify("What's the difference between TCP and UDP?", "What's the difference between UDP and TCP?"),
+        Ok(())
+    );
 }
 
 /// The two ends of an order in time: the earliest against the most recent.
