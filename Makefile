@@ -83,7 +83,7 @@ demo: build fake-provider sidecar model envoy $(SIDECAR_TOKEN)
 	@$(FAKE) --listen 127.0.0.1:18001 --require-key sk-fake-provider > .run/fake-provider.log 2>&1 & fake=$$!; \
 	  $(FAKE) --listen 127.0.0.1:18002 --require-key sk-fake-anthropic > .run/fake-anthropic.log 2>&1 & anthropic=$$!; \
 	  $(FAKE) --listen 127.0.0.1:18003 --require-key sk-fake-vertex > .run/fake-vertex.log 2>&1 & vertex=$$!; \
-	  target/release/semgate-sidecar --listen 127.0.0.1:18100 --data-dir .run/sidecar --model-dir $(MODEL_DIR) --token-file $(SIDECAR_TOKEN) > .run/sidecar.log 2>&1 & side=$$!; \
+	  target/release/semgate-sidecar --listen 127.0.0.1:18100 --data-dir .run/sidecar --model-dir $(MODEL_DIR) --stage-one $(WORDLLAMA_DIR) --token-file $(SIDECAR_TOKEN) > .run/sidecar.log 2>&1 & side=$$!; \
 	  trap "kill $$fake $$anthropic $$vertex $$side 2>/dev/null" EXIT INT TERM; \
 	  echo "semgate demo: http://127.0.0.1:10000/v1/chat/completions (key sk-demo), admin http://127.0.0.1:9901"; \
 	  echo "models: gpt-4o-mini (OpenAI-shaped fake :18001), claude-3-5-sonnet (Anthropic fake :18002, falling back to a Vertex fake :18003)"; \
@@ -95,7 +95,7 @@ demo: build fake-provider sidecar model envoy $(SIDECAR_TOKEN)
 ## run: gateway on 127.0.0.1:10000 in front of the real OpenAI API (needs OPENAI_API_KEY)
 run: build sidecar model envoy $(SIDECAR_TOKEN)
 	@test -n "$$OPENAI_API_KEY" || { echo "set OPENAI_API_KEY (the provider key semgate injects upstream)"; exit 1; }
-	@target/release/semgate-sidecar --listen 127.0.0.1:18100 --data-dir .run/sidecar --model-dir $(MODEL_DIR) --token-file $(SIDECAR_TOKEN) > .run/sidecar.log 2>&1 & side=$$!; \
+	@target/release/semgate-sidecar --listen 127.0.0.1:18100 --data-dir .run/sidecar --model-dir $(MODEL_DIR) --stage-one $(WORDLLAMA_DIR) --token-file $(SIDECAR_TOKEN) > .run/sidecar.log 2>&1 & side=$$!; \
 	  trap "kill $$side 2>/dev/null" EXIT INT TERM; \
 	  SEMGATE_SIDECAR_TOKEN=$$(cat $(SIDECAR_TOKEN)) "$(ENVOY)" -c envoy/production.yaml --disable-hot-restart --log-level warn --component-log-level wasm:info
 
@@ -122,7 +122,7 @@ bench: build fake-provider envoy model
 	RAYON_NUM_THREADS=1 cargo run --release -q -p semgate-sidecar --features local-model --example sidecar_bench -- $(MODEL_DIR) $(WORDLLAMA_DIR) 100000 | tee bench/results-sidecar.md
 	cargo build --release -q -p semgate-sidecar --features local-model --bin semgate-sidecar --example fill_journal
 	$(PY) bench/semantic.py $(MODEL_DIR)
-	$(PY) bench/semantic_load.py $(MODEL_DIR)
+	$(PY) bench/semantic_load.py $(MODEL_DIR) $(WORDLLAMA_DIR)
 
 fmt:
 	cargo fmt --all

@@ -98,7 +98,7 @@ class Sidecar:
             env={**os.environ, "SEMGATE_SIDECAR_TOKEN": SIDECAR_TOKEN, **(env or {})},
         )
         line = self.proc.stdout.readline()
-        while line.startswith("semgate-sidecar: warning"):
+        while line.startswith(("semgate-sidecar: warning", "semgate-sidecar: first stage holds")):
             line = self.proc.stdout.readline()
         if "listening on" not in line:
             self.proc.kill()

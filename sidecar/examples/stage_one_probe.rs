@@ -16,7 +16,7 @@ fn main() {
     let wl = WordLlama::load(std::path::Path::new(&args.next().expect("wordllama dir"))).expect("wordllama");
     let dims: usize = args.next().map_or(256, |d| d.parse().expect("dims"));
     let mut pairs = Vec::new();
-    for file in ["pairs.jsonl", "pairs_v2.jsonl", "pairs_v3.jsonl"] {
+    for file in ["pairs.jsonl", "pairs_v2.jsonl", "pairs_v3.jsonl", "pairs_v4.jsonl"] {
         let path = format!("{}/eval/{file}", env!("CARGO_MANIFEST_DIR"));
         let Ok(text) = std::fs::read_to_string(&path) else { continue };
         for line in text.lines().filter(|l| !l.trim().is_empty()) {

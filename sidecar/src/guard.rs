@@ -13,6 +13,7 @@
 use crate::lexicon::lexicon;
 use serde::Deserialize;
 use std::collections::{BTreeMap, BTreeSet};
+use std::hash::{Hash, Hasher};
 
 /// Why a candidate was refused (sent back as `guard` in the lookup answer, and counted).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -162,6 +163,14 @@ impl Default for GuardConfig {
             ("largest", "smallest"),
             ("highest", "lowest"),
             ("oldest", "newest"),
+            // The two ends of an order in time: the earliest of a series against the most recent.
+            ("earliest", "latest"),
+            ("earliest", "recent"),
+            ("earliest", "newest"),
+            ("oldest", "recent"),
+            ("oldest", "latest"),
+            ("first", "latest"),
+            ("first", "final"),
             ("start", "stop"),
             ("cancel", "track"),
             ("in", "out"),
@@ -250,8 +259,17 @@ impl Default for GuardConfig {
 pub struct Prepared {
     text: String,
     facts: Facts,
-    /// Acronyms are resolved against the other text, so such a text is compared from scratch.
-    acronym: bool,
+    /// Acronyms are resolved against the other text, so a pair is compared from scratch when
+    /// one text could spell out an acronym of the other. The text's acronyms, lower case
+    /// ("nyc"), and the first letters of its words other than "and" ("nycbc" for "New York City
+    /// by car"): an acronym of one text can only be spelled out by the other
+    /// (`expand_acronyms`) if it is a run of the other's initials.
+    acronyms: Vec<String>,
+    initials: String,
+    /// A hash of what `compare` checks first and refuses on any difference: the numbers (when
+    /// the number check is on) and the units. Two texts with different keys are refused for
+    /// sure (`GuardConfig::surely_refused`), without the rest of the rules.
+    fact_key: u64,
 }
 
 /// A text broken into what the rules compare.
@@ -588,6 +606,13 @@ fn expand_acronyms(a: &str, b: &str) -> (String, String) {
         out
     }
     (expand(a, b), expand(b, a))
+}
+
+/// Whether `expand_acronyms` could change either text of the pair: an acronym of one is a run
+/// of the other's initials ("and" skipped). When it is not, the prepared facts are the facts.
+fn spells_out(a: &Prepared, b: &Prepared) -> bool {
+    let runs = |x: &Prepared, y: &Prepared| x.acronyms.iter().any(|ac| y.initials.contains(ac.as_str()));
+    runs(a, b) || runs(b, a)
 }
 
 /// A text written in capitals ("HOW DO I UPDATE MY ADRESS??") has no names by case.
@@ -1074,11 +1099,30 @@ impl GuardConfig {
     /// A text broken into facts once, to be compared with many others (the stored side of a
     /// lookup's candidates).
     pub fn prepare(&self, text: &str) -> Prepared {
-        let acronym = text.split(|c: char| !(c.is_alphanumeric() || c == '/')).any(|w| {
-            let letters = w.chars().filter(|c| *c != '/').count();
-            (2..=5).contains(&letters) && w.chars().all(|c| c.is_ascii_uppercase() || c == '/')
-        });
-        Prepared { text: text.to_string(), facts: self.facts(text), acronym }
+        let words: Vec<&str> =
+            text.split(|c: char| !(c.is_alphanumeric() || c == '/' || c == '\'')).filter(|w| !w.is_empty()).collect();
+        let acronyms = words
+            .iter()
+            .map(|w| w.chars().filter(|c| *c != '/').collect::<String>())
+            .filter(|l| (2..=5).contains(&l.chars().count()) && l.chars().all(|c| c.is_ascii_uppercase()))
+            .map(|l| l.to_lowercase())
+            .collect();
+        let initials =
+            words.iter().map(|w| w.to_lowercase()).filter(|w| w != "and").filter_map(|w| w.chars().next()).collect();
+        let facts = self.facts(text);
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        if self.numbers {
+            facts.numbers.hash(&mut h);
+        }
+        facts.units.hash(&mut h);
+        Prepared { text: text.to_string(), fact_key: h.finish(), facts, acronyms, initials }
+    }
+
+    /// True only when `verify_prepared(query, candidate)` refuses for sure, decided from the
+    /// prepared texts' keys alone (a different number or unit): the first stage skips such
+    /// candidates at the cost of one comparison. False says nothing.
+    pub fn surely_refused(&self, query: &Prepared, candidate: &Prepared) -> bool {
+        self.enabled && query.fact_key != candidate.fact_key && !spells_out(query, candidate)
     }
 
     /// `verify` on prepared texts: the same verdict, without breaking either text up again.
@@ -1086,7 +1130,7 @@ impl GuardConfig {
         if !self.enabled {
             return Ok(());
         }
-        if query.acronym || candidate.acronym {
+        if spells_out(query, candidate) {
             return self.verify(&query.text, &candidate.text);
         }
         self.compare(&query.facts, &candidate.facts)
@@ -1169,12 +1213,25 @@ impl GuardConfig {
         }
         if quantity_differs(&a.tokens, &b.tokens)
             || quantity_differs(&b.tokens, &a.tokens)
+            || partitive_differs(&a.tokens, &b.tokens)
+            || partitive_differs(&b.tokens, &a.tokens)
             || number_differs(&a.tokens, &b.tokens)
         {
             return Err(Rejection::Quantity);
         }
         let lx = lexicon();
-        let excludes = |f: &Facts| f.tokens.iter().any(|t| EXCLUSION.contains(&lx.lemma(t).as_str()));
+        // "All folders but node_modules", "everything but the price": "but" after a universal
+        // word excludes too.
+        let all_but = |t: &[String], i: usize| {
+            t[i] == "but"
+                && t[i.saturating_sub(3)..i]
+                    .iter()
+                    .any(|w| matches!(w.as_str(), "all" | "every" | "everything" | "anything"))
+        };
+        let excludes = |f: &Facts| {
+            f.tokens.iter().any(|t| EXCLUSION.contains(&lx.lemma(t).as_str()))
+                || (0..f.tokens.len()).any(|i| all_but(&f.tokens, i))
+        };
         if excludes(&a) != excludes(&b) {
             return Err(Rejection::Negation);
         }
@@ -1194,7 +1251,11 @@ impl GuardConfig {
             return Err(Rejection::Opposite);
         }
         let (la, lb) = (&a.lemmas, &b.lemmas);
-        if swapped_spans(&la, &lb) || crossed_words(&a.tokens, &b.tokens) || counted_swapped(&la, &lb) {
+        if swapped_spans(&la, &lb)
+            || crossed_words(&a.tokens, &b.tokens)
+            || counted_swapped(&la, &lb)
+            || transposed(&a.tokens, &b.tokens)
+        {
             return Err(Rejection::Swap);
         }
         if one_word_changed(&la, &lb, |x, y| self.concept(x) == self.concept(y)) {
@@ -1460,25 +1521,129 @@ const TIME_SPANS: &[&str] = &[
     "release", "version", "election", "meeting", "semester", "term", "decade", "century", "weekend", "night",
 ];
 
-/// `a` speaks of every member ("every planet") where `b` speaks of one ("a planet").
+/// Nouns that make a plural of what follows "of" ("a list of addresses", "a folder of images").
+/// Packaging ("a set of", "a pack of") is left out: a product sold as a set is named either way
+/// ("a set of six coasters" / "six coasters sold as a set"), and its count is a number.
+const COLLECTIONS: &[&str] = &[
+    "list",
+    "batch",
+    "bunch",
+    "group",
+    "collection",
+    "series",
+    "folder",
+    "directory",
+    "array",
+    "lot",
+    "lots",
+    "dozens",
+    "hundreds",
+    "thousands",
+    "millions",
+    "stack",
+    "pile",
+];
+
+/// `a` speaks of every member ("every planet", "all my files", "a list of addresses") where `b`
+/// speaks of one ("a planet", "this file", "an address").
 fn quantity_differs(a: &[String], b: &[String]) -> bool {
     let lx = lexicon();
     let universal =
         |w: &String| matches!(w.as_str(), "every" | "all" | "each" | "several" | "multiple" | "both" | "many" | "most");
     // "How many" asks for a number and "how much" for an amount: no quantity of things.
-    let universal_at = |t: &[String], i: usize| universal(&t[i]) && !(i > 0 && t[i - 1] == "how");
+    // "most recent" is a superlative, not a quantity.
+    let superlative = |t: &[String], i: usize| t[i] == "most" && t.get(i + 1).is_some_and(|n| lx.mostly_adj(n));
+    let universal_at = |t: &[String], i: usize| {
+        (universal(&t[i]) && !(i > 0 && t[i - 1] == "how") && !superlative(t, i))
+            || (t[i] == "of" && i > 0 && COLLECTIONS.contains(&t[i - 1].as_str()))
+    };
     if (0..b.len()).any(|i| universal_at(b, i)) {
         return false;
     }
     // A noun a few words after "every"/"all"/"several" in `a` stands a few words after
-    // "a"/"one"/"single" in `b` ("delete all my saved addresses" / "delete a saved address").
+    // "a"/"one"/"single" in `b` ("delete all my saved addresses" / "delete a saved address"),
+    // or singular after "this"/"the"/"my" ("archive all conversations" / "archive this
+    // conversation").
     let single = |w: &String| matches!(w.as_str(), "a" | "an" | "one" | "single" | "1" | "any");
+    let definite = |w: &String| matches!(w.as_str(), "this" | "that" | "the" | "my" | "your" | "our" | "its");
+    // The singular: WordNet's base form, or the word without its plural ending.
+    let base = |w: &str| {
+        let l = lx.lemma(w);
+        if l != w {
+            l
+        } else {
+            stem(w)
+        }
+    };
+    // A compound token ("national_park") stands for its parts.
+    let names = |m: &String, noun: &String| {
+        base(m) == *noun || (m.contains('_') && m.split('_').any(|part| base(part) == *noun))
+    };
     (0..a.len()).filter(|i| universal_at(a, *i)).any(|i| {
-        a[i + 1..a.len().min(i + 5)].iter().any(|n| {
-            let noun = lx.lemma(n);
-            b.iter().enumerate().any(|(j, m)| lx.lemma(m) == noun && b[j.saturating_sub(3)..j].iter().any(single))
+        // After a collection ("a list of phone numbers") the noun must head its phrase in `b`
+        // ("a phone number", not "a number list").
+        let collection = a[i] == "of";
+        // A collection's members: the noun phrase after "of", up to a preposition or clause.
+        let ends = |w: &String| PREPOSITIONS.contains(&w.as_str()) || matches!(w.as_str(), "and" | "that" | "which");
+        let window = &a[i + 1..a.len().min(i + 5)];
+        let window = if collection { &window[..window.iter().position(ends).unwrap_or(window.len())] } else { window };
+        window.iter().any(|n| {
+            let noun = base(n);
+            b.iter().enumerate().any(|(j, m)| {
+                let before = &b[j.saturating_sub(3)..j];
+                if !names(m, &noun) {
+                    return false;
+                }
+                if collection {
+                    let modifier = |next: &String| {
+                        lx.is_noun(next)
+                            && !PREPOSITIONS.contains(&next.as_str())
+                            && !STOPWORDS.contains(&next.as_str())
+                    };
+                    return before.iter().any(single) && !b.get(j + 1).is_some_and(modifier);
+                }
+                before.iter().any(single) || (*m == noun && lx.is_noun(&noun) && before.iter().any(definite))
+            })
         })
     })
+}
+
+/// `a` picks one of several ("one of the moons of Jupiter") where `b` speaks of them all ("the
+/// moons of Jupiter").
+fn partitive_differs(a: &[String], b: &[String]) -> bool {
+    let lx = lexicon();
+    let picks = |t: &[String]| t.windows(2).any(|w| matches!(w[0].as_str(), "one" | "1" | "any") && w[1] == "of");
+    if !picks(a) || picks(b) {
+        return false;
+    }
+    (0..a.len().saturating_sub(1)).filter(|&i| matches!(a[i].as_str(), "one" | "1" | "any") && a[i + 1] == "of").any(
+        |i| {
+            // A plural noun of `a` after "one of" stands as it is in `b`.
+            a[i + 2..a.len().min(i + 6)]
+                .iter()
+                .any(|n| (lx.lemma(n) != *n || stem(n) != *n) && b.iter().any(|m| m == n))
+        },
+    )
+}
+
+/// Two content words that changed places with every other word the same and in place ("is a
+/// tomato a fruit" / "is a fruit a tomato", "pour the milk into the flour" / "the flour into
+/// the milk"), unless only a symmetric word stands between them ("cats and dogs").
+fn transposed(a: &[String], b: &[String]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    let diff: Vec<usize> = (0..a.len()).filter(|&i| a[i] != b[i]).collect();
+    let [i, j] = diff[..] else { return false };
+    if a[i] != b[j] || a[j] != b[i] || j == i + 1 {
+        return false;
+    }
+    let content = |w: &String| w.chars().any(char::is_alphanumeric) && !STOPWORDS.contains(&w.as_str());
+    let conjunction = |w: &String| matches!(w.as_str(), "and" | "or" | "&" | "vs" | "versus" | "with" | "nor" | ",");
+    let article = |w: &String| matches!(w.as_str(), "a" | "an" | "the");
+    let between = &a[i + 1..j];
+    let symmetric = between.iter().any(conjunction) && between.iter().all(|w| conjunction(w) || article(w));
+    content(&a[i]) && content(&a[j]) && !symmetric
 }
 
 /// The same request with nouns singular in one text and plural in the other, every other word

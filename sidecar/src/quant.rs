@@ -22,6 +22,7 @@ pub fn quantize(v: &[f32]) -> (Vec<i8>, f32) {
 
 /// Integer dot product of two code rows. Sixteen independent lanes so the compiler
 /// vectorises it; the AVX2 build of the same loop is chosen at run time where the CPU has it.
+#[inline(always)]
 fn dot_i8_portable(a: &[i8], b: &[i8]) -> i32 {
     let mut acc = [0i32; 16];
     let (ca, cb) = (a.chunks_exact(16), b.chunks_exact(16));
@@ -54,6 +55,17 @@ pub fn dot_i8(a: &[i8], b: &[i8]) -> i32 {
 
 /// Rows of codes, one per vector, in insertion order (the index keeps its records in the
 /// same order and removes with `swap_remove` on both).
+#[inline(always)]
+fn scan_portable(codes: &[i8], scales: &[f32], dim: usize, q: &[i8], q_scale: f32, out: &mut Vec<f32>) {
+    out.extend(codes.chunks_exact(dim).zip(scales).map(|(row, s)| dot_i8_portable(row, q) as f32 * s * q_scale));
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn scan_avx2(codes: &[i8], scales: &[f32], dim: usize, q: &[i8], q_scale: f32, out: &mut Vec<f32>) {
+    scan_portable(codes, scales, dim, q, q_scale, out)
+}
+
 #[derive(Debug, Clone)]
 pub struct CodeMatrix {
     dim: usize,
@@ -96,12 +108,16 @@ impl CodeMatrix {
     pub fn scores(&self, query: &[f32], out: &mut Vec<f32>) {
         let (q, q_scale) = quantize(query);
         out.clear();
-        out.extend(
-            self.codes
-                .chunks_exact(self.dim.max(1))
-                .zip(&self.scales)
-                .map(|(row, s)| dot_i8(row, &q) as f32 * s * q_scale),
-        );
+        out.reserve(self.len());
+        #[cfg(target_arch = "x86_64")]
+        {
+            if std::is_x86_feature_detected!("avx2") {
+                // One dispatch for the whole scan, so the dot product inlines into the loop.
+                unsafe { scan_avx2(&self.codes, &self.scales, self.dim.max(1), &q, q_scale, out) };
+                return;
+            }
+        }
+        scan_portable(&self.codes, &self.scales, self.dim.max(1), &q, q_scale, out);
     }
 }
 

@@ -4,10 +4,12 @@
 //!   at once (`Shed`), so the caller gets a fast miss instead of a late one;
 //! - a text whose deadline passed while it waited, or whose caller has gone, is dropped before
 //!   it costs a forward pass (`Expired`, `Abandoned`);
-//! - lookups go before stores: a store only feeds later lookups, a lookup has a caller waiting;
-//!   a batch of stores alone is small (`STORE_BATCH`), so a lookup that arrives meanwhile
-//!   never waits behind a long one, and while lookups are being shed stores do not run at all
-//!   (`STORE_BACKOFF`; a store waits at most `STORE_WAIT`);
+//! - lookups go before stores: a store only feeds later lookups, a lookup has a caller waiting.
+//!   Stores have their own worker thread at the lowest CPU priority (nice 19), so a lookup never
+//!   waits behind a store's forward pass, and stores use only CPU time that neither the lookups
+//!   nor anything else on the machine (Envoy) wants; its batches are small (`STORE_BATCH`),
+//!   while lookups are being shed stores do not run at all (`STORE_BACKOFF`), and a store waits
+//!   at most `STORE_WAIT`;
 //! - a text whose vector the embedder has cached (the store after a lookup of the same text)
 //!   is answered at once, without a place in the queue.
 
@@ -55,7 +57,7 @@ struct Pending {
     busy_until: Vec<Instant>,
 }
 
-/// At most this many stores in a batch without a lookup: while it runs, a new lookup waits.
+/// At most this many stores in one pass of the store worker.
 pub const STORE_BATCH: usize = 2;
 
 /// After a lookup was shed, stores wait this long before they run again: under overload the
@@ -86,7 +88,9 @@ pub struct QueueStats {
 
 struct Shared {
     pending: Mutex<Pending>,
+    /// A lookup is waiting (lookup workers), a store is waiting (the store worker).
     ready: Condvar,
+    stores_ready: Condvar,
     embedder: Arc<dyn Embedder>,
     workers: usize,
     max_batch: usize,
@@ -105,11 +109,13 @@ pub struct EmbedQueue {
 }
 
 impl EmbedQueue {
-    /// Starts `workers` threads. `capacity` bounds the texts waiting (lookups and stores).
+    /// Starts `workers` lookup threads and one store thread. `capacity` bounds the texts waiting
+    /// (lookups and stores).
     pub fn new(embedder: Arc<dyn Embedder>, workers: usize, max_batch: usize, capacity: usize) -> Self {
         let shared = Arc::new(Shared {
             pending: Mutex::new(Pending::default()),
             ready: Condvar::new(),
+            stores_ready: Condvar::new(),
             embedder,
             workers: workers.max(1),
             max_batch: max_batch.max(1),
@@ -119,9 +125,10 @@ impl EmbedQueue {
             epoch: Instant::now(),
             stats: QueueStats::default(),
         });
-        for i in 0..shared.workers {
-            let s = shared.clone();
-            let spawned = std::thread::Builder::new().name(format!("embed-{i}")).spawn(move || work(&s));
+        for i in 0..=shared.workers {
+            let (s, stores) = (shared.clone(), i == shared.workers);
+            let name = if stores { "embed-stores".to_string() } else { format!("embed-{i}") };
+            let spawned = std::thread::Builder::new().name(name).spawn(move || work(&s, stores));
             if let Err(e) = spawned {
                 eprintln!("semgate-sidecar: cannot start embedding worker {i}: {e}");
             }
@@ -194,7 +201,10 @@ impl EmbedQueue {
                 Priority::Store => p.stores.push_back(job),
             }
         }
-        self.shared.ready.notify_one();
+        match priority {
+            Priority::Lookup => self.shared.ready.notify_one(),
+            Priority::Store => self.shared.stores_ready.notify_one(),
+        }
         rx.await.map_err(|_| QueueError::Stopped)?
     }
 }
@@ -208,34 +218,58 @@ fn bucket(bounds: &[u64], counts: &[AtomicU64], v: u64) {
     counts[bounds.len()].fetch_add(1, Ordering::Relaxed);
 }
 
-fn work(s: &Shared) {
+/// The calling thread at the lowest CPU priority (Linux: nice is per thread).
+fn lowest_priority() {
+    #[cfg(target_os = "linux")]
+    // SAFETY: plain syscalls on the calling thread's own id.
+    unsafe {
+        let tid = libc::syscall(libc::SYS_gettid) as libc::id_t;
+        libc::setpriority(libc::PRIO_PROCESS, tid, 19);
+    }
+}
+
+/// A worker: lookups only, several to a pass; or (`stores`) the store worker, at the lowest
+/// CPU priority, a few stores to a pass.
+fn work(s: &Shared, stores: bool) {
+    if stores {
+        lowest_priority();
+    }
     loop {
         let (batch, busy_until): (Vec<Job>, Option<Instant>) = {
             let Ok(mut p) = s.pending.lock() else { return };
             loop {
-                while p.lookups.is_empty() && p.stores.is_empty() {
-                    p = match s.ready.wait(p) {
+                if !stores {
+                    while p.lookups.is_empty() {
+                        p = match s.ready.wait(p) {
+                            Ok(p) => p,
+                            Err(_) => return,
+                        };
+                    }
+                    break;
+                }
+                while p.stores.is_empty() {
+                    p = match s.stores_ready.wait(p) {
                         Ok(p) => p,
                         Err(_) => return,
                     };
                 }
-                // Only stores wait: run them unless a lookup was shed within STORE_BACKOFF.
+                // Run the stores unless a lookup was shed within STORE_BACKOFF.
                 let shed = s.last_shed_us.load(Ordering::Relaxed);
                 let since = s.epoch.elapsed().saturating_sub(Duration::from_micros(shed));
-                if !p.lookups.is_empty() || shed == 0 || since >= STORE_BACKOFF {
+                if shed == 0 || since >= STORE_BACKOFF {
                     break;
                 }
-                p = match s.ready.wait_timeout(p, STORE_BACKOFF - since) {
+                p = match s.stores_ready.wait_timeout(p, STORE_BACKOFF - since) {
                     Ok((p, _)) => p,
                     Err(_) => return,
                 };
             }
             let now = Instant::now();
             let mut batch = Vec::new();
-            // Stores join a batch of lookups up to its size; alone they go a few at a time.
-            let size = if p.lookups.is_empty() { s.max_batch.min(STORE_BATCH) } else { s.max_batch };
+            let size = if stores { s.max_batch.min(STORE_BATCH) } else { s.max_batch };
             while batch.len() < size {
-                let Some(job) = p.lookups.pop_front().or_else(|| p.stores.pop_front()) else { break };
+                let next = if stores { p.stores.pop_front() } else { p.lookups.pop_front() };
+                let Some(job) = next else { break };
                 if job.tx.is_closed() {
                     s.stats.abandoned.fetch_add(1, Ordering::Relaxed);
                 } else if job.deadline.is_some_and(|d| d <= now) {
@@ -246,7 +280,8 @@ fn work(s: &Shared) {
                 }
             }
             p.in_flight += batch.len();
-            let until = (!batch.is_empty()).then(|| {
+            // Only lookup passes delay a lookup (the store worker yields the CPU to them).
+            let until = (!batch.is_empty() && !stores).then(|| {
                 let per_text = s.per_text_us.load(Ordering::Relaxed);
                 now + Duration::from_micros(per_text * batch.len() as u64)
             });
@@ -266,9 +301,12 @@ fn work(s: &Shared) {
         let texts: Vec<&str> = batch.iter().map(|j| j.text.as_str()).collect();
         let result = s.embedder.embed(&texts);
         let per_text = started.elapsed().as_micros() as u64 / batch.len() as u64;
-        // A moving average over about eight batches: follows load changes, ignores one outlier.
-        let old = s.per_text_us.load(Ordering::Relaxed);
-        s.per_text_us.store(if old == 0 { per_text } else { (old * 7 + per_text) / 8 }, Ordering::Relaxed);
+        // A moving average over about eight lookup batches: follows load changes, ignores one
+        // outlier (a store pass at the lowest priority says nothing about a lookup's wait).
+        if !stores {
+            let old = s.per_text_us.load(Ordering::Relaxed);
+            s.per_text_us.store(if old == 0 { per_text } else { (old * 7 + per_text) / 8 }, Ordering::Relaxed);
+        }
         s.stats.batches.fetch_add(1, Ordering::Relaxed);
         s.stats.batch_texts.fetch_add(batch.len() as u64, Ordering::Relaxed);
         bucket(&BATCH_BUCKETS, &s.stats.batch_size, batch.len() as u64);
@@ -294,7 +332,7 @@ fn work(s: &Shared) {
         }
         if let Ok(mut p) = s.pending.lock() {
             p.in_flight -= n;
-            if let Some(i) = p.busy_until.iter().position(|t| Some(*t) == busy_until) {
+            if let Some(i) = busy_until.and_then(|b| p.busy_until.iter().position(|t| *t == b)) {
                 p.busy_until.swap_remove(i);
             }
         }

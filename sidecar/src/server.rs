@@ -135,6 +135,16 @@ fn miss_response(score: f32, guard_rejected: Vec<String>) -> LookupResponse {
     }
 }
 
+/// A lookup's phases, as `/metrics` names them: the first stage, the wait for the model's
+/// vector (queue and forward pass), the index search, the guard on the candidates, and the
+/// whole handler (from the parsed request to the answer).
+const PHASES: [&str; 5] = ["stage_one", "embed", "search", "guard", "total"];
+const STAGE_ONE: usize = 0;
+const EMBED: usize = 1;
+const SEARCH: usize = 2;
+const GUARD: usize = 3;
+const TOTAL: usize = 4;
+
 #[derive(Default)]
 struct Counters {
     lookups: AtomicU64,
@@ -150,8 +160,18 @@ struct Counters {
     /// Lookups answered as a shed miss (the queue could not meet their deadline).
     lookups_shed: AtomicU64,
     guard: Mutex<BTreeMap<&'static str, u64>>,
+    /// Where a lookup's time goes: µs and count per phase (`PHASES`).
+    phase_us: [AtomicU64; 5],
+    phase_n: [AtomicU64; 5],
     unauthorized: AtomicU64,
     refused_stores: AtomicU64,
+}
+
+impl Counters {
+    fn phase(&self, phase: usize, since: Instant) {
+        self.phase_us[phase].fetch_add(since.elapsed().as_micros() as u64, Ordering::Relaxed);
+        self.phase_n[phase].fetch_add(1, Ordering::Relaxed);
+    }
 }
 
 pub struct AppState {
@@ -343,6 +363,17 @@ async fn lookup(
     Json(req): Json<LookupRequest>,
 ) -> Result<Json<LookupResponse>, ApiError> {
     let received = Instant::now();
+    let answer = lookup_timed(&state, req, received).await;
+    state.counters.phase(TOTAL, received);
+    answer
+}
+
+async fn lookup_timed(
+    state: &Arc<AppState>,
+    req: LookupRequest,
+    received: Instant,
+) -> Result<Json<LookupResponse>, ApiError> {
+    let state = state.clone();
     state.counters.lookups.fetch_add(1, Ordering::Relaxed);
     let threshold = req.threshold.unwrap_or(state.config.threshold);
     let use_guard = req.guard.unwrap_or(true);
@@ -366,14 +397,20 @@ async fn lookup(
     }
     if let Some(s1) = state.stage_one.as_ref().filter(|s1| threshold >= s1.config().min_threshold) {
         let guard = use_guard.then_some(&state.config.guard);
-        if s1.check(&req.scope, &req.text, guard, now_ms()) == Verdict::NoCandidate {
+        let started = Instant::now();
+        let verdict = s1.check(&req.scope, &req.text, guard, now_ms());
+        state.counters.phase(STAGE_ONE, started);
+        if verdict == Verdict::NoCandidate {
             state.counters.stage_one_misses.fetch_add(1, Ordering::Relaxed);
             state.counters.misses.fetch_add(1, Ordering::Relaxed);
             return Ok(Json(miss_response(0.0, Vec::new())));
         }
     }
     let deadline = req.deadline_ms.map(|ms| received + Duration::from_millis(ms));
-    let vector = match embed_one(&state, req.text.clone(), Priority::Lookup, deadline).await {
+    let started = Instant::now();
+    let embedded = embed_one(&state, req.text.clone(), Priority::Lookup, deadline).await;
+    state.counters.phase(EMBED, started);
+    let vector = match embedded {
         Ok(v) => v,
         Err(QueueError::Shed | QueueError::Expired) => {
             state.counters.misses.fetch_add(1, Ordering::Relaxed);
@@ -383,9 +420,12 @@ async fn lookup(
         Err(e) => return Err(queue_error(e)),
     };
     let (index, scope, k) = (state.index.clone(), req.scope.clone(), state.config.top_k);
+    let started = Instant::now();
     let candidates = off_workers(move || index.search(&scope, &vector, k, now_ms()))
         .await?
         .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+    state.counters.phase(SEARCH, started);
+    let started = Instant::now();
     let best = candidates.first().map_or(0.0, |c| c.score);
     let mut rejected = Vec::new();
     let floor = state.config.floor(threshold, use_guard);
@@ -399,6 +439,7 @@ async fn lookup(
                 continue;
             }
         }
+        state.counters.phase(GUARD, started);
         let response = serde_json::from_slice(&c.record.response).ok();
         state.counters.hits.fetch_add(1, Ordering::Relaxed);
         return Ok(Json(LookupResponse {
@@ -413,6 +454,7 @@ async fn lookup(
             shed: false,
         }));
     }
+    state.counters.phase(GUARD, started);
     state.counters.misses.fetch_add(1, Ordering::Relaxed);
     Ok(Json(miss_response(best, rejected)))
 }
@@ -540,6 +582,27 @@ async fn metrics(State(state): State<Arc<AppState>>) -> String {
         "# HELP semgate_sidecar_queue_depth Texts waiting for an embedding worker.\n# TYPE semgate_sidecar_queue_depth gauge\nsemgate_sidecar_queue_depth {}\n",
         state.queue.depth()
     ));
+    out.push_str(
+        "# HELP semgate_sidecar_lookup_phase_seconds_total Time lookups spent in each phase: stage_one (the first \
+         stage), embed (waiting for the model's vector: queue and forward pass), search (the index), guard (the \
+         candidates), total (the handler).\n# TYPE semgate_sidecar_lookup_phase_seconds_total counter\n",
+    );
+    for (i, phase) in PHASES.iter().enumerate() {
+        out.push_str(&format!(
+            "semgate_sidecar_lookup_phase_seconds_total{{phase=\"{phase}\"}} {}\n",
+            c.phase_us[i].load(Ordering::Relaxed) as f64 / 1e6
+        ));
+    }
+    out.push_str(
+        "# HELP semgate_sidecar_lookup_phase_total Lookups that went through each phase.\n# TYPE \
+         semgate_sidecar_lookup_phase_total counter\n",
+    );
+    for (i, phase) in PHASES.iter().enumerate() {
+        out.push_str(&format!(
+            "semgate_sidecar_lookup_phase_total{{phase=\"{phase}\"}} {}\n",
+            c.phase_n[i].load(Ordering::Relaxed)
+        ));
+    }
     out.push_str("# HELP semgate_sidecar_guard_rejections_total Candidates the guard refused.\n# TYPE semgate_sidecar_guard_rejections_total counter\n");
     if let Ok(guard) = c.guard.lock() {
         for (reason, n) in guard.iter() {

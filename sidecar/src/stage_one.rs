@@ -26,8 +26,9 @@ pub struct StageOneConfig {
     pub dims: usize,
     /// Below this WordLlama cosine a stored text is never a hit.
     pub min_score: f32,
-    /// At most this many stored texts above `min_score` are checked with the guard; more
-    /// than that and the full lookup runs.
+    /// At most this many stored texts above `min_score` are checked with the guard's full
+    /// rules (those whose numbers or units differ from the query's are refused by their key
+    /// and not counted); more than that and the full lookup runs.
     pub max_checked: usize,
     /// The first stage only speaks for lookups whose threshold is at least this.
     pub min_threshold: f32,
@@ -144,23 +145,27 @@ impl StageOne {
         s.codes.scores(&q, &mut scores);
         // The int8 scores are within about 1e-2 of the cosine; the margin keeps the bound safe.
         let floor = self.config.min_score - 0.01;
-        let mut near: Vec<usize> = Vec::new();
-        for (i, score) in scores.iter().enumerate() {
-            if *score >= floor && s.expires[i] > now_ms {
-                near.push(i);
-                if near.len() > self.config.max_checked {
-                    return Verdict::Maybe;
-                }
-            }
-        }
-        let Some(guard) = guard else {
-            return if near.is_empty() { Verdict::NoCandidate } else { Verdict::Maybe };
-        };
+        let near: Vec<(usize, f32)> = scores
+            .iter()
+            .enumerate()
+            .filter(|(i, score)| **score >= floor && s.expires[*i] > now_ms)
+            .map(|(i, score)| (i, *score))
+            .collect();
         if near.is_empty() {
             return Verdict::NoCandidate;
         }
+        let Some(guard) = guard else { return Verdict::Maybe };
         let query = guard.prepare(query);
-        if near.iter().any(|&i| guard.verify_prepared(&query, &s.texts[i]).is_ok()) {
+        // A near text with another number or unit than the query's is refused for sure (one
+        // comparison of two keys); the others need the guard's full check, at most
+        // `max_checked` of them, nearest first, before the full lookup is cheaper.
+        let mut open: Vec<(usize, f32)> =
+            near.into_iter().filter(|(i, _)| !guard.surely_refused(&query, &s.texts[*i])).collect();
+        if open.len() > self.config.max_checked {
+            return Verdict::Maybe;
+        }
+        open.sort_by(|a, b| b.1.total_cmp(&a.1));
+        if open.iter().any(|&(i, _)| guard.verify_prepared(&query, &s.texts[i]).is_ok()) {
             Verdict::Maybe
         } else {
             Verdict::NoCandidate

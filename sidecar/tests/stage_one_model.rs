@@ -3,7 +3,7 @@
 //!
 //! Stored: `SEMGATE_STAGE_ONE_TEXTS` synthetic request texts (1,000 by default, so the model
 //! tests stay quick; `make stage-one-check` runs 10,000 in a release build) and every `a` of the eval sets (pairs.jsonl,
-//! pairs_v2.jsonl and pairs_v3.jsonl, all splits), in one scope. Queries: every `b` of the eval sets and a
+//! pairs_v2.jsonl, pairs_v3.jsonl and pairs_v4.jsonl, all splits), in one scope. Queries: every `b` of the eval sets and a
 //! rewording of 1,000 synthetic texts. For each query that some stored text would answer in the
 //! full lookup (MiniLM cosine at or above the default threshold and the guard's consent), the
 //! first stage must say `Maybe`. Only counts are printed: no eval row is shown.
@@ -22,7 +22,7 @@ use std::sync::Arc;
 
 fn eval_pairs() -> Vec<(String, String)> {
     let mut out = Vec::new();
-    for file in ["pairs.jsonl", "pairs_v2.jsonl", "pairs_v3.jsonl"] {
+    for file in ["pairs.jsonl", "pairs_v2.jsonl", "pairs_v3.jsonl", "pairs_v4.jsonl"] {
         let path = format!("{}/eval/{file}", env!("CARGO_MANIFEST_DIR"));
         let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
         for line in text.lines().filter(|l| !l.trim().is_empty()) {

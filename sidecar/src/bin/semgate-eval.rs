@@ -1,9 +1,10 @@
 //! Threshold sweep of the semantic cache on the labeled pairs (sidecar/eval/pairs.jsonl, splits
-//! `dev` and `test`, and sidecar/eval/pairs_v2.jsonl, splits `dev2` and `holdout`): for each
+//! `dev` and `test`; pairs_v2.jsonl, `dev2` and `holdout`; pairs_v3.jsonl, `dev3`; pairs_v4.jsonl,
+//! `unseen`, written before the guard's structural checks were revised and never tuned on): for each
 //! split separately, the figures at the sidecar's default settings (threshold and guard), then
 //! for each threshold, with and without the guard, how many true paraphrases would be served
 //! (recall), how many near-misses would be served (false-hit rate), and precision. Tune on
-//! `dev` and `dev2` only; `test` and `holdout` are reported, never looked into (`--leaks`
+//! `dev`, `dev2` and `dev3` only; `test`, `holdout` and `unseen` are reported, never looked into (`--leaks`
 //! lists the pairs behind the figures of the dev splits only).
 //!
 //! The last column covers what the labeled pairs do not: two different requests of the same
@@ -14,7 +15,7 @@
 //! the column over-counts wrong answers; `--show-unrelated N` prints the N highest-scoring
 //! ones the guard accepts, to look at.
 //!
-//!   semgate-eval [--pairs FILE]... [--split dev|test|dev2|dev3|holdout|all] [--embedder hashing|local|wordllama|openai]
+//!   semgate-eval [--pairs FILE]... [--split dev|test|dev2|dev3|holdout|unseen|all] [--embedder hashing|local|wordllama|openai]
 //!                [--model-dir DIR] [--embed-url URL --embed-model NAME [--embed-key-env VAR] [--embed-dim N]]
 //!                [--show-unrelated N] [--leaks] [--sweep]
 //!   semgate-eval --explain TEXT TEXT   (the guard's view of two texts)
@@ -30,7 +31,7 @@ use semgate_sidecar::server::ServerConfig;
 use std::sync::Arc;
 
 /// Splits that may be looked into (tuning) and that are only reported, in report order.
-const SPLITS: [&str; 5] = ["dev", "dev2", "dev3", "test", "holdout"];
+const SPLITS: [&str; 6] = ["dev", "dev2", "dev3", "test", "holdout", "unseen"];
 const TUNING: [&str; 3] = ["dev", "dev2", "dev3"];
 
 #[derive(Clone)]
@@ -107,8 +108,9 @@ fn run() -> Result<(), String> {
         }
     }
     if pair_files.is_empty() {
-        pair_files =
-            vec![format!("{dir}/pairs.jsonl"), format!("{dir}/pairs_v2.jsonl"), format!("{dir}/pairs_v3.jsonl")];
+        pair_files = ["pairs.jsonl", "pairs_v2.jsonl", "pairs_v3.jsonl", "pairs_v4.jsonl"]
+            .map(|f| format!("{dir}/{f}"))
+            .to_vec();
     }
     let embedder = embedder(&embedder_name, model_dir.as_deref(), remote)?;
     let mut all = Vec::new();

@@ -423,3 +423,109 @@ fn one_word_changed_in_place_is_a_different_request() {
         assert_eq!(g.verify(a, b), Ok(()), "{a} / {b}");
     }
 }
+
+/// The prepared path (the first stage and the lookup compare prepared texts) decides every
+/// pair of the eval sets, both ways, as `verify` on the raw texts does, and a certain refusal
+/// (`surely_refused`, a different number or unit key) is always a refusal.
+#[test]
+fn prepared_texts_decide_as_raw_texts_do() {
+    let g = guard();
+    let (mut pairs, mut certain) = (0, 0);
+    for file in ["pairs.jsonl", "pairs_v2.jsonl", "pairs_v3.jsonl", "pairs_v4.jsonl"] {
+        let path = format!("{}/eval/{file}", env!("CARGO_MANIFEST_DIR"));
+        let text = std::fs::read_to_string(path).expect("eval set");
+        for line in text.lines().filter(|l| !l.trim().is_empty()) {
+            let v: serde_json::Value = serde_json::from_str(line).expect("jsonl");
+            let (a, b) = (v["a"].as_str().unwrap_or(""), v["b"].as_str().unwrap_or(""));
+            for (x, y) in [(a, b), (b, a)] {
+                let (px, py) = (g.prepare(x), g.prepare(y));
+                let raw = g.verify(x, y);
+                assert_eq!(g.verify_prepared(&px, &py), raw, "{x} / {y}");
+                if g.surely_refused(&px, &py) {
+                    certain += 1;
+                    assert!(raw.is_err(), "a certain refusal the guard accepts: {x} / {y}");
+                }
+                pairs += 1;
+            }
+        }
+    }
+    assert!(pairs > 2000 && certain > 100, "{pairs} pairs, {certain} certain refusals");
+}
+
+/// One of a kind against many of it, whatever marks the many: a quantifier, a collection
+/// ("a list of", "a folder of"), a determiner on the singular side ("this", "the"), or a
+/// partitive ("one of the moons" / "the moons"). Both directions are refused.
+#[test]
+fn quantity_marked_by_collections_determiners_and_partitives() {
+    let g = guard();
+    let refused = [
+        ("Write a regex that matches a phone number.", "Write a regex that matches a list of phone numbers."),
+        ("How do I crop a photo with ImageMagick?", "How do I crop a folder of photos with ImageMagick?"),
+        ("Mute this channel.", "Mute all channels."),
+        ("Restart the worker.", "Restart every idle worker."),
+        ("Tell me about one of the rings of Saturn.", "Tell me about the rings of Saturn."),
+    ];
+    for (a, b) in refused {
+        assert!(g.verify(a, b).is_err(), "{a} / {b}\n  {}\n  {}", g.explain(a), g.explain(b));
+        assert!(g.verify(b, a).is_err(), "{b} / {a}");
+    }
+    // A collection word used as a modifier ("a number list"), both sides plural, or both
+    // sides universal: no difference of quantity.
+    let same = [
+        ("How do I sort a list of numbers?", "How do I sort a number list?"),
+        ("How do I delete all files in a folder?", "How do I delete every file in a folder?"),
+    ];
+    for (a, b) in same {
+        assert!(!quantity_differs(&toks(a), &toks(b)) && !quantity_differs(&toks(b), &toks(a)), "{a} / {b}");
+        assert!(!partitive_differs(&toks(a), &toks(b)) && !partitive_differs(&toks(b), &toks(a)), "{a} / {b}");
+    }
+}
+
+fn toks(t: &str) -> Vec<String> {
+    t.to_lowercase()
+        .split(|c: char| !(c.is_alphanumeric() || c == '\''))
+        .filter(|w| !w.is_empty())
+        .map(str::to_string)
+        .collect()
+}
+
+/// Two words that traded places with every other word in place change the roles ("is a whale a
+/// fish" / "is a fish a whale"); a symmetric word between them does not ("cats and dogs").
+#[test]
+fn a_transposition_of_two_words_is_a_swap() {
+    assert!(transposed(&toks("is a whale a fish"), &toks("is a fish a whale")));
+    assert!(transposed(&toks("pour the water into the rice"), &toks("pour the rice into the water")));
+    assert!(!transposed(&toks("compare cats and dogs"), &toks("compare dogs and cats")));
+    assert!(!transposed(&toks("mix flour with water"), &toks("mix water with flour")));
+    assert!(!transposed(&toks("red wine glass"), &toks("wine red glass")), "neighbours: a reordering of modifiers");
+    let g = guard();
+    assert_eq!(g.verify("Is a whale a fish or a mammal?", "Is a fish a whale or a mammal?"), Err(Rejection::Swap));
+    assert_eq!(
+        g.verify("What's the difference between TCP and UDP?", "What's the difference between UDP and TCP?"),
+        Ok(())
+    );
+}
+
+/// The two ends of an order in time: the earliest against the most recent.
+#[test]
+fn earliest_and_most_recent_are_opposites() {
+    let g = guard();
+    for (a, b) in [
+        ("List my earliest invoices.", "List my most recent invoices."),
+        ("Show the oldest comments first.", "Show the latest comments first."),
+        ("What was the first episode about?", "What was the final episode about?"),
+    ] {
+        assert!(g.verify(a, b).is_err(), "{a} / {b}");
+        assert!(g.verify(b, a).is_err(), "{b} / {a}");
+    }
+}
+
+/// "All X but Y" excludes Y as "except" does.
+#[test]
+fn all_but_is_an_exclusion() {
+    let g = guard();
+    assert_eq!(
+        g.verify("Index all tables but the audit log.", "Index all tables and the audit log."),
+        Err(Rejection::Negation)
+    );
+}

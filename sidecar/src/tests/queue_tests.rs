@@ -142,8 +142,8 @@ async fn expired_and_abandoned_texts_cost_no_forward_pass() {
 }
 
 #[tokio::test]
-async fn lookups_go_before_stores() {
-    let model = slow(40);
+async fn lookups_never_wait_for_a_store_pass() {
+    let model = slow(200);
     let q = EmbedQueue::new(model.clone(), 1, 1, 64);
     let first = tokio::spawn({
         let q = q.clone();
@@ -155,11 +155,12 @@ async fn lookups_go_before_stores() {
         async move { q.embed("store".into(), Priority::Store, None).await }
     });
     wait_until(|| q.depth() == 1).await;
+    // The store worker is busy and a store waits; a lookup goes to its own worker at once.
     let lookup = tokio::spawn({
         let q = q.clone();
         async move { q.embed("lookup".into(), Priority::Lookup, None).await }
     });
-    wait_until(|| q.depth() == 2).await;
+    wait_until(|| model.running.load(Ordering::SeqCst) == 2).await;
     for h in [first, store, lookup] {
         assert!(h.await.unwrap().is_ok());
     }
