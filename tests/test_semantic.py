@@ -201,6 +201,11 @@ FAMILY_NEAR_MISSES = [
     ("negation without not", "Rewrite my cover letter but leave out the salary", "Rewrite my cover letter but focus on the salary"),
     ("attribute", "Caption for a floral silk scarf with fringe", "Caption for a paisley silk scarf with fringe"),
     ("tense", "When was the next total eclipse visible from Chile?", "When will the next total eclipse be visible from Chile?"),
+    ("with or without", "Caption a leather tote bag with a shoulder strap", "Caption a leather tote bag without a shoulder strap"),
+    ("unit", "How many grams of flour are in 3 cups for this bread?", "How many ounces of flour are in 3 cups for this bread?"),
+    ("earliest or latest", "List the earliest flights from Oslo to Bergen on Friday", "List the latest flights from Oslo to Bergen on Friday"),
+    ("number", "Alt text: 3 ceramic mugs on a wooden shelf", "Alt text: 5 ceramic mugs on a wooden shelf"),
+    ("colour", "Caption a navy wool coat with brass buttons", "Caption a beige wool coat with brass buttons"),
 ]
 
 
@@ -222,5 +227,5 @@ def test_near_misses_of_every_guard_family_reach_the_provider(stack, provider):
         second = envoy.chat({"model": "gpt-4o-mini", "messages": [system, {"role": "user", "content": b}]})
         assert second.headers["x-semgate-cache"] == "miss", (family, a, b)
         assert provider.started() == started + 1, family
-    assert reaching_guard >= 6, "most pairs must score above the threshold, or the test proves little"
+    assert reaching_guard >= 10, "most pairs must score above the threshold, or the test proves little"
     assert guard_rejections(sidecar) - rejected_before >= reaching_guard
